@@ -1,0 +1,1 @@
+"""Datasets, label splits, decoded-image caches, transforms and resumable loaders."""

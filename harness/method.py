@@ -1,0 +1,124 @@
+"""The method contract: the seam between the one training engine and each method plugin.
+
+The engine owns the loop (loaders, model, EMA teacher, optimiser, schedule, precision,
+checkpoints, evaluation, logging). A method owns only what makes it different:
+
+* how one labelled batch and (optionally) one unlabelled batch become a loss
+  (:meth:`Method.training_loss`), calling the student and teacher itself;
+* the state it keeps between steps (:meth:`Method.state_dict` / :meth:`Method.load_state_dict`),
+  which the engine saves with every checkpoint;
+* optionally, how it wraps the model (:meth:`Method.wrap_model`), e.g. a new neck;
+* optionally, work at a fixed interval with the teacher on the labelled set
+  (:meth:`Method.on_interval`), e.g. Ada-CM's per-epoch thresholds.
+
+Everything crossing the seam is plain data (the dataclasses below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method may know when it is built: sizes and the labelled targets, never test data."""
+
+    num_classes: int
+    num_unlabelled: int
+    labelled_targets: torch.Tensor  # (n_labelled,) int64, class of each labelled sample
+    total_steps: int
+
+
+@dataclass
+class LabelledBatch:
+    """A labelled batch: weak views (already normalised floats on the device) and targets."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+
+@dataclass
+class UnlabelledBatch:
+    """An unlabelled batch: a weak and a strong view of each image, and its dataset index.
+
+    ``hidden_targets`` are the true labels the harness hides from training; a method may use
+    them only for diagnostics (pseudo-label accuracy), never in its loss.
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    indices: torch.Tensor
+    hidden_targets: torch.Tensor
+
+
+@dataclass
+class StepContext:
+    """Everything a method sees in one training step."""
+
+    student: nn.Module
+    teacher: nn.Module  # EMA of the student, in eval mode; call it under torch.no_grad()
+    labelled: LabelledBatch
+    unlabelled: UnlabelledBatch | None
+    step: int
+    total_steps: int
+    num_classes: int
+
+
+@dataclass
+class StepOutput:
+    """A method's answer for one step: the loss to minimise and scalar diagnostics to log.
+
+    ``diagnostics`` values are floats, or 1-D tensors (e.g. a threshold per class) that the
+    engine logs as lists. Common keys: ``loss_sup``, ``loss_unsup``, ``mask_rate``,
+    ``pseudo_label_acc``, ``threshold`` (per class).
+    """
+
+    loss: torch.Tensor
+    diagnostics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+LabelledEvalBatches = Callable[[], Iterator[LabelledBatch]]
+
+
+class Method:
+    """Base class for method plugins: override :meth:`training_loss`; the rest is optional.
+
+    Class attributes describe what the engine must provide:
+
+    * ``uses_unlabelled``: build the unlabelled loader (weak + strong views) or not;
+    * ``interval_steps`` (instance attribute, 0 = never): how often :meth:`on_interval` runs.
+    """
+
+    uses_unlabelled: ClassVar[bool] = False
+
+    def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
+        self.config = config
+        self.setup = setup
+        self.interval_steps = 0
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """Return the model to train (default: unchanged). Called once, before the EMA copy."""
+        return model
+
+    def training_loss(self, ctx: StepContext) -> StepOutput:
+        """Turn one step's batches into a loss. Must be implemented by every method."""
+        raise NotImplementedError
+
+    def on_interval(self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int) -> None:
+        """Periodic hook (every ``interval_steps`` steps, and at step 0) with the teacher."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State kept between steps (thresholds, counters); saved with every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def summary(self) -> dict[str, Any]:
+        """Method-specific figures to store in the final result (e.g. final thresholds)."""
+        return {}

@@ -1,0 +1,62 @@
+"""RunSpec: one run of the grid as plain, picklable data with a stable id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Keys that change how a run executes but not what it computes: excluded from the config hash,
+# so moving a run to another machine (threads, workers, cache folder) keeps its identity.
+NON_SEMANTIC_KEYS = (
+    ("data", "num_workers"),
+    ("data", "cache_dir"),
+    ("data", "eval_batch_size"),
+    ("train", "log_every"),
+    ("train", "checkpoint_every"),
+    ("train", "threads"),
+    ("launcher",),
+)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the resolved config, minus the keys that do not change the result."""
+    pruned = json.loads(json.dumps(config))  # deep copy of plain data
+    for path in NON_SEMANTIC_KEYS:
+        node = pruned
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    text = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def slug(text: str) -> str:
+    """A filename-safe form of a label or method variant: ``10%`` → ``10pct``."""
+    text = text.replace("%", "pct").replace("/class", "perclass").replace("/", "-")
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (dataset, method variant, label setting, seed) run with its resolved config.
+
+    ``method`` is the registry name; ``method_label`` is the variant as the user asked for it
+    (``dta_snl[snl=false]``) and names the leaderboard row.
+    """
+
+    dataset: str
+    method: str
+    method_label: str
+    labels: str
+    seed: int
+    config: dict[str, Any]
+    config_hash: str
+
+    @property
+    def run_id(self) -> str:
+        """Stable, readable and unique: ``supervised__10pct__seed0__1a2b3c4d``."""
+        return f"{slug(self.method_label)}__{slug(self.labels)}__seed{self.seed}__{self.config_hash[:8]}"
