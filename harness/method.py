@@ -91,10 +91,14 @@ class Method:
     Class attributes describe what the engine must provide:
 
     * ``uses_unlabelled``: build the unlabelled loader (weak + strong views) or not;
+    * ``default_config``: its config when it has no file in ``configs/method/``;
     * ``interval_steps`` (instance attribute, 0 = never): how often :meth:`on_interval` runs.
     """
 
     uses_unlabelled: ClassVar[bool] = False
+    # Defaults for a method that ships no configs/method/<name>.yaml (e.g. one from another
+    # package): the ``method:`` block is ``{"name": <name>, **default_config}``.
+    default_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         self.config = config

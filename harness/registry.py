@@ -19,6 +19,7 @@ import pkgutil
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from harness.errors import BenchError
 from harness.method import Method
 
 ENTRY_POINT_GROUP = "bench.methods"
@@ -37,7 +38,7 @@ _REGISTRY: dict[str, MethodInfo] = {}
 _discovered = False
 
 
-class UnknownMethodError(KeyError):
+class UnknownMethodError(BenchError, KeyError):
     """Raised for a method name nobody registered; the message lists the known ones."""
 
     def __str__(self) -> str:
