@@ -1,0 +1,165 @@
+"""FreeMatch (Wang et al., ICLR 2023), as in USB's ``freematch`` (latest, 1/C initialisation).
+
+Self-adaptive thresholding (SAT): a global τ (EMA of the mean max prob, or of its 0.8 quantile)
+and a per-class p̃ (EMA of the mean prob) both start at 1/C; class c's threshold is
+τ · p̃(c) / max p̃. Order within a step, as in USB: the EMA update with this batch's weak-view
+probabilities comes *first*, then the mask max prob ≥ threshold[ŷ] (USB: ``.ge``).
+
+Self-adaptive fairness (USB ``entropy_loss``, weight ``lambda_e``): on the strong views of the
+masked samples, −H(SumNorm(p̃ / h̃), SumNorm(p̄ / h̄)) = Σ SumNorm(p̃/h̃) · log SumNorm(p̄/h̄),
+where h̃ is the EMA histogram of weak-view pseudo-labels, p̄ the mean strong-view prob and h̄
+the histogram of strong-view predictions (1/0 counted as 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from harness.errors import ConfigError
+from harness.method import Method, MethodSetup, StepContext, StepOutput
+from harness.registry import register_method
+from harness.ssl import (
+    ema_update_,
+    forward_logits,
+    masked_cross_entropy,
+    pseudo_label_stats,
+    supervised_loss,
+)
+
+_FIELDS = ("tau", "p_model", "label_hist")
+
+
+@dataclass(frozen=True)
+class SATState:
+    """FreeMatch's running statistics: global τ (0-d), p̃ and the label histogram h̃ (C)."""
+
+    tau: Tensor
+    p_model: Tensor
+    label_hist: Tensor
+
+    @staticmethod
+    def initial(num_classes: int) -> SATState:
+        """Everything uniform: τ = 1/C, p̃ = h̃ = 1/C per class."""
+        uniform = torch.full((num_classes,), 1.0 / num_classes)
+        return SATState(uniform.mean(), uniform.clone(), uniform.clone())
+
+    def to(self, device: torch.device) -> SATState:
+        """The same state on ``device``."""
+        return SATState(self.tau.to(device), self.p_model.to(device), self.label_hist.to(device))
+
+
+def sat_update(
+    state: SATState, probs: Tensor, momentum: float, use_quantile: bool, clip_thresh: bool
+) -> SATState:
+    """The state after one batch of weak-view probabilities ``probs`` (B×C)."""
+    max_probs, pseudo = probs.max(dim=-1)
+    confidence = torch.quantile(max_probs, 0.8) if use_quantile else max_probs.mean()
+    tau, p_model, label_hist = state.tau.clone(), state.p_model.clone(), state.label_hist.clone()
+    ema_update_(tau, confidence, momentum)
+    if clip_thresh:
+        tau = tau.clamp(0.0, 0.95)
+    ema_update_(p_model, probs.mean(dim=0), momentum)
+    hist = torch.bincount(pseudo, minlength=len(p_model)).to(label_hist.dtype)
+    ema_update_(label_hist, hist / hist.sum(), momentum)
+    return SATState(tau, p_model, label_hist)
+
+
+def sat_thresholds(state: SATState) -> Tensor:
+    """Per-class thresholds τ · p̃(c) / max p̃."""
+    return state.tau * state.p_model / state.p_model.max()
+
+
+def freematch_mask(probs: Tensor, state: SATState) -> tuple[Tensor, Tensor]:
+    """(mask, pseudo-labels): max prob ≥ the SAT threshold of the predicted class."""
+    max_probs, pseudo = probs.max(dim=-1)
+    return max_probs.ge(sat_thresholds(state)[pseudo]), pseudo
+
+
+def _sum_norm_scaled(values: Tensor, scale_by: Tensor) -> Tensor:
+    """SumNorm(values / scale_by), with 1/0 counted as 0 (USB's ``replace_inf_to_zero``)."""
+    inverse = torch.where(scale_by > 0, 1.0 / scale_by, torch.zeros_like(scale_by))
+    scaled = values * inverse.detach()
+    return scaled / scaled.sum()
+
+
+def fairness_loss(mask: Tensor, logits_s: Tensor, state: SATState) -> Tensor:
+    """USB's FreeMatch ``entropy_loss`` on the strong-view logits of the masked samples."""
+    probs_s = logits_s[mask.bool()].float().softmax(dim=-1)
+    hist_s = torch.bincount(probs_s.argmax(dim=-1), minlength=probs_s.shape[1]).float()
+    target = _sum_norm_scaled(state.p_model, state.label_hist)
+    mean_s = _sum_norm_scaled(probs_s.mean(dim=0), hist_s / hist_s.sum())
+    return (target * torch.log(mean_s + 1e-12)).sum()
+
+
+@register_method("freematch", "FreeMatch: self-adaptive thresholds and class fairness")
+class FreeMatch(Method):
+    """FreeMatch: SAT thresholds, pseudo-label CE and the self-adaptive fairness term."""
+
+    uses_unlabelled = True
+
+    def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
+        super().__init__(config, setup)
+        self.ema_p = float(config.get("ema_p", 0.999))
+        self.lambda_u = float(config.get("lambda_u", 1.0))
+        self.lambda_e = float(config.get("lambda_e", 0.001))
+        self.use_quantile = bool(config.get("use_quantile", False))
+        self.clip_thresh = bool(config.get("clip_thresh", False))
+        if not 0.0 <= self.ema_p < 1.0:
+            raise ConfigError(f"method.ema_p must be in [0, 1), got {self.ema_p}")
+        self.sat = SATState.initial(setup.num_classes)
+
+    def training_loss(self, ctx: StepContext) -> StepOutput:
+        """Update SAT, then L_sup + lambda_u · masked CE + lambda_e · fairness."""
+        u = ctx.unlabelled
+        if u is None:
+            raise RuntimeError("freematch needs an unlabelled batch (uses_unlabelled = True)")
+        logits_x, logits_w, logits_s = forward_logits(
+            ctx.student, ctx.labelled.images, u.weak, u.strong
+        )
+        probs = logits_w.detach().float().softmax(dim=-1)
+        self.sat = sat_update(
+            self.sat.to(probs.device), probs, self.ema_p, self.use_quantile, self.clip_thresh
+        )
+        mask, pseudo = freematch_mask(probs, self.sat)
+        loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
+        loss_unsup = masked_cross_entropy(logits_s, pseudo, mask)
+        loss_fair = (
+            fairness_loss(mask, logits_s, self.sat) if mask.any() else loss_unsup.new_zeros(())
+        )
+        loss = loss_sup + self.lambda_u * loss_unsup + self.lambda_e * loss_fair
+        diagnostics: dict[str, float | Tensor] = {
+            "loss_sup": float(loss_sup.detach()),
+            "loss_unsup": float(loss_unsup.detach()),
+            "loss_extra": float(loss_fair.detach()),
+            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
+            "threshold": sat_thresholds(self.sat).cpu(),
+        }
+        return StepOutput(loss, diagnostics)
+
+    def state_dict(self) -> dict[str, Any]:
+        """τ, p̃ and h̃ (CPU copies)."""
+        return {k: getattr(self.sat, k).detach().cpu().clone() for k in _FIELDS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the class count must match."""
+        if state["p_model"].shape != self.sat.p_model.shape:
+            raise ValueError(
+                f"freematch state has {tuple(state['p_model'].shape)} classes; "
+                f"this run has {tuple(self.sat.p_model.shape)}"
+            )
+        device = self.sat.tau.device
+        self.sat = SATState(*(state[k].clone().to(device) for k in _FIELDS))
+
+    def summary(self) -> dict[str, Any]:
+        """Final per-class thresholds, τ, p̃ and h̃."""
+        return {
+            "threshold": sat_thresholds(self.sat).cpu().tolist(),
+            "tau": float(self.sat.tau),
+            "p_model": self.sat.p_model.cpu().tolist(),
+            "label_hist": self.sat.label_hist.cpu().tolist(),
+        }

@@ -1,0 +1,164 @@
+"""FixMatch: the >= p_cutoff rule, the loss on a hand-made batch, config and a smoke step."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import Tensor, nn
+
+from harness.errors import ConfigError
+from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.registry import get_method
+from methods.fixmatch import FixMatch, fixmatch_mask
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "fixmatch.yaml"
+
+
+class LogitsNet(nn.Module):
+    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.neck = nn.Identity()
+        self.num_features = num_classes
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = x * self.scale
+        return out, out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+class TinyNet(nn.Module):
+    """Stand-in FERNet: conv, neck, global pooling, linear head."""
+
+    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.neck = nn.Identity()
+        self.num_features = channels
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
+        return self.head(pooled), pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+def setup(num_classes: int = 3, num_unlabelled: int = 8) -> MethodSetup:
+    return MethodSetup(num_classes, num_unlabelled, torch.tensor([0, 1, 2]), total_steps=10)
+
+
+def ctx_for(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weak: Tensor,
+    strong: Tensor,
+    idx: Tensor,
+    hidden: Tensor,
+    num_classes: int = 3,
+) -> StepContext:
+    """A step context with both batches (the model is student and teacher)."""
+    labelled, unlabelled = LabelledBatch(x, y), UnlabelledBatch(weak, strong, idx, hidden)
+    return StepContext(model, model, labelled, unlabelled, 0, 10, num_classes)
+
+
+def ce(logits: torch.Tensor, target: int) -> float:
+    """Plain cross-entropy of one row, by the formula."""
+    row = logits.tolist()
+    return math.log(sum(math.exp(v) for v in row)) - row[target]
+
+
+def test_mask_keeps_exactly_the_threshold() -> None:
+    probs = torch.tensor(
+        [[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.375, 0.3125, 0.3125], [0.0, 0.0, 1.0]]
+    )
+    mask, pseudo = fixmatch_mask(probs, 0.5)
+    assert mask.tolist() == [True, True, False, True]  # 0.5 >= 0.5 is kept (not >)
+    assert pseudo.tolist() == [0, 1, 0, 2]
+    at_095 = torch.tensor([[0.95, 0.05], [0.9499, 0.0501], [0.96, 0.04]])
+    assert fixmatch_mask(at_095, 0.95)[0].tolist() == [True, False, True]
+
+
+def test_loss_on_hand_made_batch() -> None:
+    method = FixMatch({"p_cutoff": 0.9, "lambda_u": 2.0}, setup())
+    x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 2])
+    weak_probs = torch.tensor([[0.96, 0.02, 0.02], [0.5, 0.3, 0.2], [0.01, 0.01, 0.98]])
+    strong = torch.tensor([[0.0, 1.0, 0.0], [3.0, 0.0, 0.0], [1.0, 1.0, 2.0]])
+    hidden = torch.tensor([0, 0, 1])
+    out = method.training_loss(
+        ctx_for(LogitsNet(3), x, y, weak_probs.log(), strong, torch.tensor([0, 1, 2]), hidden)
+    )
+    sup = (ce(x[0], 0) + ce(x[1], 2)) / 2
+    unsup = (ce(strong[0], 0) + ce(strong[2], 2)) / 3  # sample 1 masked out; divide by 3
+    assert out.loss.item() == pytest.approx(sup + 2.0 * unsup, rel=1e-5)
+    d = out.diagnostics
+    assert d["loss_sup"] == pytest.approx(sup, rel=1e-5)
+    assert d["loss_unsup"] == pytest.approx(unsup, rel=1e-5)
+    assert d["mask_rate"] == pytest.approx(2 / 3)
+    assert d["pseudo_label_acc"] == pytest.approx(0.5)  # pseudo 0 right, pseudo 2 wrong
+    assert d["threshold"].tolist() == pytest.approx([0.9, 0.9, 0.9])
+
+
+def test_weak_view_gets_no_gradient() -> None:
+    model = LogitsNet(3)
+    method = FixMatch({}, setup())
+    weak = torch.tensor([[5.0, 0.0, 0.0]], requires_grad=True)
+    strong = torch.tensor([[0.0, 1.0, 0.0]], requires_grad=True)
+    out = method.training_loss(
+        ctx_for(
+            model,
+            torch.zeros(1, 3),
+            torch.tensor([1]),
+            weak,
+            strong,
+            torch.tensor([0]),
+            torch.tensor([0]),
+        )
+    )
+    out.loss.backward()
+    assert weak.grad is None or torch.all(weak.grad == 0)  # pseudo-labels are detached
+    assert strong.grad is not None and torch.any(strong.grad != 0)
+
+
+def test_smoke_step_on_tiny_model() -> None:
+    torch.manual_seed(0)
+    model = TinyNet()
+    method = FixMatch({"p_cutoff": 0.0}, setup())  # keep everything so the unsup term is live
+    out = method.training_loss(
+        ctx_for(
+            model,
+            torch.randn(4, 3, 8, 8),
+            torch.tensor([0, 1, 2, 0]),
+            torch.randn(8, 3, 8, 8),
+            torch.randn(8, 3, 8, 8),
+            torch.arange(8),
+            torch.randint(0, 3, (8,)),
+        )
+    )
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.conv.weight.grad is not None and torch.isfinite(model.conv.weight.grad).all()
+    assert out.diagnostics["mask_rate"] == 1.0
+
+
+def test_config_file_defaults_and_registry() -> None:
+    text = CONFIG.read_text()
+    assert text.startswith("# @package _global_")
+    block = yaml.safe_load(text)["method"]
+    assert block == {"name": "fixmatch", "p_cutoff": 0.95, "lambda_u": 1.0}
+    method = get_method("fixmatch").cls(block, setup())
+    assert isinstance(method, FixMatch) and method.uses_unlabelled
+    assert (method.p_cutoff, method.lambda_u) == (0.95, 1.0)
+    with pytest.raises(ConfigError, match="p_cutoff"):
+        FixMatch({"p_cutoff": 1.5}, setup())
