@@ -59,4 +59,5 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Stable, readable and unique: ``supervised__10pct__seed0__1a2b3c4d``."""
-        return f"{slug(self.method_label)}__{slug(self.labels)}__seed{self.seed}__{self.config_hash[:8]}"
+        parts = (slug(self.method_label), slug(self.labels), f"seed{self.seed}")
+        return "__".join([*parts, self.config_hash[:8]])

@@ -1,0 +1,141 @@
+"""Turn a grid request (methods × label settings × seeds) into RunSpecs.
+
+A method may be a variant: ``dta_snl[snl=false,lambda_neg=0.5]`` runs ``dta_snl`` with
+``method.snl=false method.lambda_neg=0.5`` and is its own leaderboard row under that name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+from harness.config import compose_config, group_options
+from harness.errors import ConfigError
+from harness.labels import parse_protocols
+from harness.registry import get_method
+from harness.spec import RunSpec, config_hash
+
+_VARIANT = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<args>[^\[\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A registered method plus ``method.*`` overrides; ``label`` names its leaderboard row."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{','.join(self.overrides)}]" if self.overrides else self.name
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside ``[...]``: ``a,b[x=1,y=2]`` → ``[a, b[x=1,y=2]]``."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_methods(text: str) -> list[MethodVariant]:
+    """Parse ``--methods``; every name must be registered (the error lists those that are)."""
+    variants = []
+    for item in split_top_level(text):
+        match = _VARIANT.match(item)
+        if not match:
+            raise ConfigError(
+                f"cannot read method {item!r}: expected a name or name[key=value,...], "
+                "e.g. dta_snl[snl=false]"
+            )
+        get_method(match["name"])
+        overrides = tuple(a.strip() for a in (match["args"] or "").split(",") if a.strip())
+        for override in overrides:
+            if "=" not in override:
+                raise ConfigError(f"method variant {item!r}: {override!r} is not key=value")
+        variants.append(MethodVariant(match["name"], overrides))
+    if not variants:
+        raise ConfigError("--methods is empty: name at least one method (see `bench methods`)")
+    return variants
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` or a range ``0-4``."""
+    seeds: list[int] = []
+    for part in split_top_level(text):
+        bounds = part.split("-")
+        if not all(b.isdigit() for b in bounds) or len(bounds) > 2:
+            raise ConfigError(f"cannot read seed {part!r}: expected e.g. 0,1,2 or 0-4")
+        first, last = int(bounds[0]), int(bounds[-1])
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    return seeds
+
+
+def build_plan(
+    methods: str,
+    labels: str,
+    seeds: str,
+    dataset: str,
+    overrides: Sequence[str] = (),
+) -> list[RunSpec]:
+    """One RunSpec per (method variant, label setting, seed), in that nesting order."""
+    if dataset not in group_options("dataset"):
+        raise ConfigError(
+            f"unknown dataset {dataset!r}; available: {', '.join(group_options('dataset'))}"
+        )
+    variants = parse_methods(methods)
+    protocols = parse_protocols(labels)
+    seed_list = parse_seeds(seeds)
+    specs = []
+    for variant in variants:
+        for protocol in protocols:
+            for seed in seed_list:
+                config = _run_config(variant, dataset, protocol.text, seed, overrides)
+                specs.append(
+                    RunSpec(
+                        dataset=config["dataset"]["name"],
+                        method=variant.name,
+                        method_label=variant.label,
+                        labels=protocol.text,
+                        seed=seed,
+                        config=config,
+                        config_hash=config_hash(config),
+                    )
+                )
+    return specs
+
+
+def _run_config(
+    variant: MethodVariant, dataset: str, labels: str, seed: int, overrides: Sequence[str]
+) -> dict:
+    """The resolved config of one run; method overrides from the variant win over the CLI's."""
+    method_overrides = [f"method.{o}" for o in variant.overrides]
+    base = [f"dataset={dataset}", f"labels={labels}", f"seed={seed}", *overrides]
+    if variant.name in group_options("method"):
+        return compose_config([f"method={variant.name}", *base, *method_overrides])
+    # A plugin without a config file (e.g. from another package): its class carries defaults.
+    plain = [o for o in base if not o.startswith("method.")]
+    config = compose_config(["method=supervised", *plain])
+    node = OmegaConf.create({"name": variant.name, **get_method(variant.name).cls.default_config})
+    extra = [o.removeprefix("method.") for o in overrides if o.startswith("method.")]
+    for item in [*extra, *variant.overrides]:
+        key, value = item.split("=", 1)
+        OmegaConf.update(node, key, _yaml(value))
+    config["method"] = OmegaConf.to_container(node, resolve=True)
+    return config
+
+
+def _yaml(value: str) -> object:
+    """Read an override value the way Hydra would (``false`` → False, ``0.5`` → 0.5)."""
+    return OmegaConf.create(f"v: {value}")["v"]

@@ -1,0 +1,158 @@
+"""One RunSpec → one result file. The same function runs in-process, under submitit's local
+executor and on a SLURM node: it takes plain data and touches nothing but the result store."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from harness.data.datasets import load_dataset, split_images
+from harness.engine import CHECKPOINT_NAME, TrainData, fit, seed_everything
+from harness.labels import labelled_split, parse_protocol, split_summary
+from harness.method import MethodSetup
+from harness.models import build_model
+from harness.provenance import collect_provenance
+from harness.registry import get_method
+from harness.spec import RunSpec
+from harness.store import has_result, load_result, result_path, run_dir, write_result
+
+
+def run_spec(
+    spec: RunSpec,
+    results_dir: str | Path,
+    force: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one run and write its result JSON; resumes from its checkpoint.
+
+    A run whose result already exists is not retrained (unless ``force``): its result is
+    returned as stored.
+    """
+    results_dir = Path(results_dir)
+    if has_result(results_dir, spec) and not force:
+        return load_result(result_path(results_dir, spec))
+    console = Console(stderr=True)
+    started = datetime.now(timezone.utc)
+    cfg = spec.config
+    work_dir = run_dir(results_dir, spec)
+    if force and not (work_dir / CHECKPOINT_NAME).exists():
+        # A forced rerun starts clean; an interrupted forced rerun still resumes.
+        (work_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    load_start = time.perf_counter()
+    dataset = load_dataset(cfg)
+    train_images = split_images(dataset.train, "train", dataset, cfg)
+    test_images = split_images(dataset.test, "test", dataset, cfg)
+    data_seconds = time.perf_counter() - load_start
+
+    protocol = parse_protocol(spec.labels)
+    labelled = labelled_split(dataset.train.labels, protocol, spec.seed, dataset.num_classes)
+    unlabelled = np.arange(len(dataset.train))  # every training image, labels hidden
+    data = TrainData(
+        train_images=train_images,
+        train_targets=dataset.train.labels,
+        labelled=labelled,
+        unlabelled=unlabelled,
+        test_images=test_images,
+        test_targets=dataset.test.labels,
+        class_names=dataset.classes,
+    )
+
+    seed_everything(spec.seed)
+    backbone = cfg["backbone"]
+    model, weights_report = build_model(
+        backbone["name"],
+        dataset.num_classes,
+        weights=backbone.get("weights"),
+        pretrained=bool(backbone.get("pretrained", False)),
+        drop_rate=float(backbone.get("drop_rate", 0.0)),
+    )
+    if weights_report is not None:
+        console.log(weights_report.summary())
+    method_info = get_method(spec.method)
+    method = method_info.cls(
+        dict(cfg["method"]),
+        MethodSetup(
+            num_classes=dataset.num_classes,
+            num_unlabelled=len(unlabelled),
+            labelled_targets=torch.as_tensor(dataset.train.labels[labelled], dtype=torch.int64),
+            total_steps=int(cfg["train"]["steps"]),
+        ),
+    )
+    console.log(
+        f"[bold]{spec.run_id}[/]: {dataset.name} ({len(dataset.train)} train / "
+        f"{len(dataset.test)} test), {len(labelled)} labelled, method {spec.method_label}"
+    )
+    outcome = fit(
+        cfg,
+        model,
+        method,
+        data,
+        work_dir,
+        run_hash=spec.config_hash,
+        console=console,
+        show_progress=show_progress,
+    )
+    result = {
+        "schema": 1,
+        "run_id": spec.run_id,
+        "config_hash": spec.config_hash,
+        "dataset": spec.dataset,
+        "method": spec.method,
+        "method_label": spec.method_label,
+        "labels": spec.labels,
+        "seed": spec.seed,
+        "tag": cfg.get("tag", ""),
+        "split": {
+            "protocol": protocol.text,
+            **split_summary(labelled, dataset.train.labels, dataset.classes),
+            "num_unlabelled": len(unlabelled),
+            "num_train": len(dataset.train),
+            "num_test": len(dataset.test),
+        },
+        "metrics": outcome.metrics,
+        "student_metrics": outcome.student_metrics,
+        "best": _best(outcome.evaluations),
+        "evaluations": outcome.evaluations,
+        "method_summary": outcome.method_summary,
+        "diagnostics": outcome.diagnostics,
+        "timing": {
+            "train_seconds": round(outcome.train_seconds, 2),
+            "data_seconds": round(data_seconds, 2),
+            "images_per_second": round(outcome.images_per_second, 1),
+            "steps": outcome.steps,
+            "resumed_from_step": outcome.resumed_from_step,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "weights": weights_report.summary() if weights_report is not None else None,
+        "provenance": {**collect_provenance(sys.argv), "device": outcome.device},
+        "config": cfg,
+    }
+    write_result(result_path(results_dir, spec), result, force=force)
+    # The result is safely on disk: the checkpoint has served its purpose.
+    checkpoint = work_dir / CHECKPOINT_NAME
+    checkpoint.unlink(missing_ok=True)
+    shutil.rmtree(work_dir / "tmp", ignore_errors=True)
+    console.log(
+        f"[green]done[/] {spec.run_id}: top-1 {outcome.metrics['top1']:.2f}%, "
+        f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
+    )
+    return result
+
+
+def _best(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Best top-1 over the periodic evaluations: shown beside the final figure, never instead
+    (it selects on the test set)."""
+    if not evaluations:
+        return None
+    best = max(evaluations, key=lambda e: e["top1"])
+    return {"step": best["step"], "top1": best["top1"], "mean_class_acc": best["mean_class_acc"]}

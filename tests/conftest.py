@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny built-in dataset and the overrides that make training tests fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never write into the user's cache.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the whole session (synthfer is generated once)."""
+    path = tmp_path_factory.mktemp("fer-bench-cache")
+    os.environ["FER_BENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(cache_dir: Path) -> list[str]:
+    """Overrides for a tiny synthfer run: 280 train / 140 test faces at 32 px, 40 steps."""
+    return [
+        "dataset.generate.train_size=280",
+        "dataset.generate.test_size=140",
+        "dataset.generate.image_size=48",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "data.unlabelled_ratio=2",
+        "data.num_workers=0",
+        "data.eval_batch_size=70",
+        f"data.cache_dir={cache_dir}",
+        "train.steps=40",
+        "train.eval_every=20",
+        "train.checkpoint_every=10",
+        "train.log_every=5",
+        "ema.decay=0.9",
+    ]

@@ -1,0 +1,102 @@
+"""The training engine: schedule, optimiser groups, learning, and exact resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import compose_config
+from harness.engine import CHECKPOINT_NAME, build_optimizer, cosine_with_warmup
+from harness.plan import build_plan
+from harness.registry import available_methods, get_method, register_method
+from harness.store import run_dir
+from harness.worker import run_spec
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    factor = cosine_with_warmup(warmup_steps=4, total_steps=104, num_cycles=7 / 16)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == 1.0
+    assert factor(104) == pytest.approx(math.cos(7 * math.pi / 16))
+    assert factor(54) == pytest.approx(math.cos(7 * math.pi / 32))
+
+
+def test_no_weight_decay_on_biases_and_norms() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg = compose_config([])["optim"]
+    groups = build_optimizer(model, cfg).param_groups
+    assert [len(g["params"]) for g in groups] == [1, 3]
+    assert groups[0]["weight_decay"] == cfg["weight_decay"]
+    assert groups[1]["weight_decay"] == 0.0
+
+
+def _interruptible(base: str) -> str:
+    """Register (once) a test-only copy of ``base`` that raises KeyboardInterrupt at a chosen
+    step, the way a killed process stops; it lives outside methods/, like a user's plugin."""
+    name = f"test_interruptible_{base}"
+    if name in available_methods():
+        return name
+    base_cls = get_method(base).cls
+
+    def training_loss(self, ctx):
+        if ctx.step == type(self).stop_at:
+            raise KeyboardInterrupt
+        return base_cls.training_loss(self, ctx)
+
+    defaults = {
+        k: v for k, v in compose_config([f"method={base}"])["method"].items() if k != "name"
+    }
+    cls = type(
+        name,
+        (base_cls,),
+        {"stop_at": None, "training_loss": training_loss, "default_config": defaults},
+    )
+    register_method(name, f"test-only interruptible {base}")(cls)
+    return name
+
+
+RESUME_METHODS = [m for m in ("supervised", "fixmatch", "dta_snl") if m in available_methods()]
+
+
+@pytest.mark.parametrize("base", RESUME_METHODS)
+def test_killed_run_resumes_to_the_same_result(base: str, tiny: list[str], tmp_path: Path) -> None:
+    name = _interruptible(base)
+    (spec,) = build_plan(name, "25%", "0", "synthfer", tiny)
+    cls = get_method(name).cls
+
+    uninterrupted = run_spec(spec, tmp_path / "a", show_progress=False)
+
+    cls.stop_at = 25
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_spec(spec, tmp_path / "b", show_progress=False)
+    finally:
+        cls.stop_at = None
+    checkpoint = run_dir(tmp_path / "b", spec) / CHECKPOINT_NAME
+    assert torch.load(checkpoint, weights_only=False)["step"] == 20
+    resumed = run_spec(spec, tmp_path / "b", show_progress=False)
+
+    assert resumed["timing"]["resumed_from_step"] == 20
+    assert uninterrupted["timing"]["resumed_from_step"] is None
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["evaluations"] == uninterrupted["evaluations"]
+    assert resumed["diagnostics"] == uninterrupted["diagnostics"]
+    assert resumed["method_summary"] == uninterrupted["method_summary"]
+    assert not checkpoint.exists(), "the checkpoint is removed once the result is written"
+
+
+def test_training_learns_and_logs(tiny: list[str], tmp_path: Path) -> None:
+    (spec,) = build_plan("supervised", "100%", "0", "synthfer", [*tiny, "train.steps=80"])
+    result = run_spec(spec, tmp_path, show_progress=False)
+    log = [json.loads(line) for line in (run_dir(tmp_path, spec) / "metrics.jsonl").open()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 80 // 5
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:2]) / 2, "loss falls"
+    # A majority-class guess scores 1/7 mean class accuracy.
+    assert result["metrics"]["mean_class_acc"] > 100 / 7 + 10, "accuracy rises above chance"
+    assert result["timing"]["images_per_second"] > 0
+    assert result["split"]["num_labelled"] == 280

@@ -1,0 +1,76 @@
+"""The grid: method variants, seeds, config composition and stable run ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import compose_config
+from harness.errors import BenchError, ConfigError
+from harness.plan import build_plan, parse_methods, parse_seeds, split_top_level
+
+
+def test_split_top_level_keeps_variant_arguments_together() -> None:
+    assert split_top_level("a, b[x=1,y=2],c") == ["a", "b[x=1,y=2]", "c"]
+
+
+def test_method_variants_become_method_overrides() -> None:
+    (variant,) = parse_methods("supervised[foo=1]")
+    assert variant.name == "supervised"
+    assert variant.overrides == ("foo=1",)
+    assert variant.label == "supervised[foo=1]"
+
+
+def test_unknown_method_lists_the_known_ones() -> None:
+    with pytest.raises(BenchError, match=r"unknown method 'nosuch'.*supervised"):
+        parse_methods("supervised,nosuch")
+
+
+@pytest.mark.parametrize("text", ["supervised[", "super vised", "supervised[x]"])
+def test_malformed_method_text_is_rejected(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_methods(text)
+
+
+def test_seeds_accept_lists_and_ranges() -> None:
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("3-5") == [3, 4, 5]
+    with pytest.raises(ConfigError):
+        parse_seeds("a")
+
+
+def test_plan_is_the_full_grid_with_stable_distinct_ids() -> None:
+    specs = build_plan("supervised", "10%,100%", "0,1", "synthfer", ["train.steps=7"])
+    assert [(s.labels, s.seed) for s in specs] == [("10%", 0), ("10%", 1), ("100%", 0), ("100%", 1)]
+    assert len({s.run_id for s in specs}) == 4
+    assert all(s.config["train"]["steps"] == 7 for s in specs)
+    again = build_plan("supervised", "10%,100%", "0,1", "synthfer", ["train.steps=7"])
+    assert [s.run_id for s in again] == [s.run_id for s in specs]
+
+
+def test_non_semantic_settings_do_not_change_the_run_id() -> None:
+    (a,) = build_plan("supervised", "10%", "0", "synthfer", ["data.num_workers=0"])
+    (b,) = build_plan("supervised", "10%", "0", "synthfer", ["data.num_workers=4"])
+    (c,) = build_plan("supervised", "10%", "0", "synthfer", ["optim.lr=0.1"])
+    assert a.run_id == b.run_id
+    assert a.run_id != c.run_id
+
+
+def test_dataset_sets_its_own_scale() -> None:
+    cfg = compose_config(["dataset=rafdb", "dataset.root=/data/RAF-DB"])
+    assert cfg["backbone"]["name"] == "resnet18"
+    assert cfg["data"]["image_size"] == 224
+
+
+def test_missing_dataset_root_says_what_is_expected() -> None:
+    with pytest.raises(ConfigError, match=r"dataset.root.*EmoLabel"):
+        compose_config(["dataset=rafdb"])
+
+
+def test_bad_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nosuchkey"):
+        compose_config(["train.nosuchkey=1"])
+
+
+def test_unknown_dataset_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'.*synthfer"):
+        build_plan("supervised", "10%", "0", "imagenet")
