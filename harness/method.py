@@ -113,7 +113,9 @@ class Method:
         """Turn one step's batches into a loss. Must be implemented by every method."""
         raise NotImplementedError
 
-    def on_interval(self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int) -> None:
+    def on_interval(
+        self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int
+    ) -> None:
         """Periodic hook (every ``interval_steps`` steps, and at step 0) with the teacher."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import numpy as np
 RAFDB_CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
 # AffectNet expression codes 0..7 (8..10 are never used for training or testing).
 AFFECTNET_CLASSES = (
-    "Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger", "Contempt",
+    "Neutral",
+    "Happiness",
+    "Sadness",
+    "Surprise",
+    "Fear",
+    "Disgust",
+    "Anger",
+    "Contempt",
 )
 
 
