@@ -2,12 +2,19 @@
 
 Three forms, as in the semi-supervised FER literature:
 
-* ``10%`` — a fraction of the training set, stratified per class (at least 1 per class);
-* ``4000`` — a total count, class-balanced and capped by what each class has;
-* ``25/class`` — a count per class (all of a class that has fewer).
+* ``10%`` — a fraction of the training set, stratified per class: ``round(f·n_c)`` images of
+  class c (Python rounding, half to even), at least 1 and at most ``n_c``; ``100%`` is every image;
+* ``4000`` — a total count, class-balanced by water-filling: every class gets the same number
+  q, or all it has if that is fewer, with q as large as the total allows; the images left over
+  (fewer than the number of classes that still have some) add one each to those classes in
+  class-index order. On RAF-DB, ``4000`` gives Fear all its 281 and the other six 619 or 620
+  (Ada-CM capped Fear at 250 by hand; water-filling is the general rule);
+* ``25/class`` — ``min(25, n_c)`` images of every class.
 
-The labelled subset is a pure function of (training labels, protocol, seed): every method gets
-the same images for the same seed, and subsets are nested as the amount grows.
+Which images: for class c, the first k of a permutation of that class's (sorted) indices drawn
+from ``np.random.default_rng([seed, c])``. The subset is therefore a pure function of (training
+labels, protocol, seed) — every method gets the same images for the same seed — and subsets are
+nested as the amount grows (10% ⊂ 25% for one seed).
 """
 
 from __future__ import annotations
@@ -15,66 +22,105 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 
 from harness.errors import LabelProtocolError
 
-_FORMS = "use a fraction like 10% (stratified), a total like 4000 (class-balanced) or 25/class"
-_FRACTION = re.compile(r"^(\d+(?:\.\d+)?)%$")
-_TOTAL = re.compile(r"^(\d+)$")
-_PER_CLASS = re.compile(r"^(\d+)/class$")
+FORMS = (
+    "expected one of: a fraction of the training set like 10% or 0.5% (stratified per class), "
+    "a total count like 4000 (class-balanced), or a count per class like 25/class"
+)
+_FRACTION = re.compile(r"(\d+(?:\.\d+)?)%")
+_TOTAL = re.compile(r"\d+")
+_PER_CLASS = re.compile(r"(\d+)/class")
+_KIND_ORDER = {"per_class": 0, "total": 1, "fraction": 2}
 
 
 @dataclass(frozen=True)
 class LabelProtocol:
-    """A parsed ``--labels`` value; ``text`` is its canonical spelling."""
+    """A parsed ``--labels`` value; ``text`` is its canonical spelling (``10%``, ``25/class``)."""
 
     kind: str  # "fraction" | "total" | "per_class"
-    value: float | int
+    value: float | int  # fraction in (0, 1], or a count
     text: str
 
     @property
     def sort_key(self) -> tuple[int, float]:
-        """Order for tables: per-class counts, then totals, then fractions, each by size."""
-        return ({"per_class": 0, "total": 1, "fraction": 2}[self.kind], float(self.value))
+        """Order for table columns: per-class counts, then totals, then fractions, by size."""
+        return (_KIND_ORDER[self.kind], float(self.value))
+
+
+def _malformed(text: str, why: str) -> LabelProtocolError:
+    return LabelProtocolError(f"cannot read --labels {text!r}: {why}; {FORMS}")
 
 
 def parse_protocol(text: str) -> LabelProtocol:
-    """Parse one label protocol; anything else raises :class:`LabelProtocolError`."""
+    """Parse one label protocol (``10%``, ``0.5%``, ``100%``, ``4000``, ``25/class``).
+
+    Raises :class:`LabelProtocolError` naming the three accepted forms for anything else.
+    """
     raw = text.strip()
-    if match := _FRACTION.match(raw):
+    if match := _FRACTION.fullmatch(raw):
         percent = float(match[1])
         if not 0 < percent <= 100:
-            raise LabelProtocolError(f"--labels {text!r}: a fraction must be in (0%, 100%]")
-        return LabelProtocol("fraction", percent / 100, f"{percent:g}%")
-    if match := _TOTAL.match(raw):
-        total = int(match[1])
+            raise _malformed(text, "a fraction must be more than 0% and at most 100%")
+        canonical = np.format_float_positional(percent, trim="-")
+        return LabelProtocol("fraction", percent / 100, f"{canonical}%")
+    if _TOTAL.fullmatch(raw):
+        total = int(raw)
         if total < 1:
-            raise LabelProtocolError(f"--labels {text!r}: a total must be at least 1")
+            raise _malformed(text, "a total must be at least 1")
         return LabelProtocol("total", total, str(total))
-    if match := _PER_CLASS.match(raw):
+    if match := _PER_CLASS.fullmatch(raw):
         per_class = int(match[1])
         if per_class < 1:
-            raise LabelProtocolError(f"--labels {text!r}: a per-class count must be at least 1")
+            raise _malformed(text, "a count per class must be at least 1")
         return LabelProtocol("per_class", per_class, f"{per_class}/class")
-    raise LabelProtocolError(f"cannot read --labels {text!r}: {_FORMS}")
+    raise _malformed(text, "not a label protocol")
 
 
 def parse_protocols(text: str) -> list[LabelProtocol]:
-    """Parse a comma list such as ``1%,10%,4000,25/class``."""
-    parts = [p for p in (s.strip() for s in text.split(",")) if p]
-    if not parts:
-        raise LabelProtocolError(f"--labels is empty: {_FORMS}")
-    return [parse_protocol(p) for p in parts]
+    """Parse a comma list such as ``1%,10%,4000,25/class`` (order kept, duplicates dropped)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise _malformed(text, "no label setting given")
+    protocols: list[LabelProtocol] = []
+    for part in parts:
+        if not part:
+            raise _malformed(text, "empty item in the comma list")
+        protocol = parse_protocol(part)
+        if protocol not in protocols:
+            protocols.append(protocol)
+    return protocols
+
+
+def _water_fill(counts: np.ndarray, total: int) -> np.ndarray:
+    """Class-balanced quotas summing to ``total``, each capped by the class's count."""
+    # The common level q is the largest with sum(min(n_c, q)) <= total; that sum only grows
+    # with q, so a binary search over [0, max n_c] finds it.
+    low, high = 0, int(counts.max())
+    while low < high:
+        mid = (low + high + 1) // 2
+        if int(np.minimum(counts, mid).sum()) <= total:
+            low = mid
+        else:
+            high = mid - 1
+    quotas = np.minimum(counts, low)
+    leftover = total - int(quotas.sum())
+    quotas[np.flatnonzero(counts > low)[:leftover]] += 1
+    return quotas
 
 
 def class_quotas(counts: np.ndarray, protocol: LabelProtocol) -> np.ndarray:
-    """How many labelled images each class gets, given how many it has."""
+    """How many labelled images each class gets, given how many it has (``counts``)."""
     counts = np.asarray(counts, dtype=np.int64)
     if protocol.kind == "fraction":
-        wanted = np.rint(counts * float(protocol.value)).astype(np.int64)
-        return np.clip(wanted, 1, counts) * (counts > 0)
+        # Decimal arithmetic: 7% of 100 must be 7, not round(7.000000000000001).
+        fraction = Decimal(repr(float(protocol.value)))
+        wanted = np.array([round(fraction * int(n)) for n in counts], dtype=np.int64)
+        return np.minimum(np.maximum(wanted, 1), counts)
     if protocol.kind == "per_class":
         return np.minimum(counts, int(protocol.value))
     total = int(protocol.value)
@@ -82,50 +128,46 @@ def class_quotas(counts: np.ndarray, protocol: LabelProtocol) -> np.ndarray:
     present = int((counts > 0).sum())
     if total > available:
         raise LabelProtocolError(
-            f"--labels {protocol.text}: the training set has only {available} images"
+            f"--labels {protocol.text}: the training set has only {available} images; "
+            "ask for at most that many, or 100% for all of them"
         )
     if total < present:
         raise LabelProtocolError(
             f"--labels {protocol.text}: fewer labels than classes ({present}); "
-            "every class needs at least one"
+            "every class needs at least one labelled image"
         )
-    # Water-filling: share the total equally among classes that still have images; classes
-    # that run out are capped and their share goes to the others. The remainder goes to the
-    # lowest class indices first (deterministic).
-    quotas = np.zeros_like(counts)
-    remaining = total
-    while remaining > 0:
-        open_classes = np.flatnonzero(quotas < counts)
-        share, extra = divmod(remaining, len(open_classes))
-        add = np.full(len(open_classes), share)
-        add[:extra] += 1
-        add = np.minimum(add, counts[open_classes] - quotas[open_classes])
-        quotas[open_classes] += add
-        remaining -= int(add.sum())
-    return quotas
+    return _water_fill(counts, total)
 
 
 def labelled_split(
     targets: np.ndarray, protocol: LabelProtocol, seed: int, num_classes: int
 ) -> np.ndarray:
-    """Sorted indices of the labelled images: per class, the first k of a seeded permutation."""
+    """Sorted int64 indices of the labelled images: per class, the first k of a seeded
+    permutation of that class's indices (see the module docstring)."""
     targets = np.asarray(targets)
+    if targets.size and (targets.min() < 0 or targets.max() >= num_classes):
+        raise ValueError(
+            f"targets must lie in [0, {num_classes}); got {targets.min()}..{targets.max()}"
+        )
     counts = np.bincount(targets, minlength=num_classes)
     quotas = class_quotas(counts, protocol)
-    chosen = []
+    chosen = [np.empty(0, dtype=np.int64)]
     for cls in range(num_classes):
-        members = np.flatnonzero(targets == cls)
-        order = np.random.default_rng([seed, cls]).permutation(len(members))
-        chosen.append(members[order[: quotas[cls]]])
+        members = np.flatnonzero(targets == cls)  # sorted, so the draw ignores input order quirks
+        order = np.random.default_rng([seed, cls]).permutation(members)
+        chosen.append(order[: quotas[cls]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def split_summary(
-    indices: np.ndarray, targets: np.ndarray, class_names: tuple[str, ...]
+    indices: np.ndarray, targets: np.ndarray, class_names: tuple[str, ...] | list[str]
 ) -> dict[str, object]:
-    """Size per class and a hash of the indices: enough to check two runs used one split."""
+    """Size per class and a short hash of the sorted indices: enough to check that two runs
+    used the same labelled images."""
+    # Little-endian int64 bytes: the same hash on every machine.
+    indices = np.sort(np.asarray(indices, dtype="<i8"))
     counts = np.bincount(np.asarray(targets)[indices], minlength=len(class_names))
-    digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(indices.tobytes()).hexdigest()[:16]
     return {
         "num_labelled": len(indices),
         "per_class": {name: int(n) for name, n in zip(class_names, counts, strict=True)},

@@ -1,19 +1,31 @@
-"""``bench leaderboard``: every stored result → markdown accuracy tables (mean ± std over seeds).
+"""``bench leaderboard``: every stored result → markdown tables of mean ± std over seeds.
 
-Per dataset (and per experiment tag): rows are method variants, columns label settings, cells
-``mean ± std (n)`` of the headline metric, the best mean per column in bold. The headline is
-top-1 accuracy, except on AffectNet whose balanced test set makes mean class accuracy the
-literature's figure. The document depends on the results only, so regenerating it from the
-same results gives the same file.
+One section per dataset, and one more per non-empty experiment ``tag`` on it. Each section has
+two tables — the dataset's headline metric, then macro-F1 — with
+
+* rows: method variants (``method_label``): the supervised baseline(s) first, as the lower bound
+  the others are read against, then every other variant in alphabetical order;
+* columns: label settings, per-class counts by K, then totals by N, then fractions by size;
+* cells: ``mean ± std (n)`` over the n seeds (sample std, ddof=1); ``mean (1)`` for a single
+  seed, which has no spread; ``–`` where there is no run. The best mean of a column (as shown,
+  to two decimals; ties all bold) is **bold** when the column has two or more entries.
+
+The headline metric is top-1 accuracy, except on AffectNet, whose balanced test set makes mean
+class accuracy the literature's figure. A cell that mixes runs whose configs differ beyond the
+seed (not one experiment) is marked † with a footnote. The document depends on the results
+only: its date is the newest result's finishing time, so regenerating it from the same results
+gives the same bytes.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness.errors import LabelProtocolError
 from harness.labels import parse_protocol
 from harness.spec import config_hash
 from harness.store import atomic_write_text, load_results
@@ -23,105 +35,179 @@ METRIC_NAMES = {
     "mean_class_acc": "mean class accuracy (%)",
     "macro_f1": "macro-F1 (%)",
 }
+BALANCED_TEST_SETS = ("affectnet7", "affectnet8")
+BASELINE = "supervised"
+EMPTY_CELL = "–"
+MIXED_MARK = "†"
 
 
 def headline_metric(dataset: str) -> str:
     """The figure a dataset's literature reports first."""
-    return "mean_class_acc" if dataset.startswith("affectnet") else "top1"
+    return "mean_class_acc" if dataset in BALANCED_TEST_SETS else "top1"
+
+
+def experiment_key(result: dict[str, Any]) -> str:
+    """Identity of the experiment a run belongs to: the hash of its config minus the seed
+    (and minus the keys ``config_hash`` ignores). Empty when the result has no config, which
+    then never triggers the mixed-cell footnote."""
+    config = result.get("config")
+    if not isinstance(config, dict):
+        return ""
+    return config_hash({key: value for key, value in config.items() if key != "seed"})
 
 
 def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run with the fields the tables need."""
+    """One row per run: dataset, tag, method, method_label, labels, seed, config_hash,
+    experiment (config hash without the seed), finished, and the three table metrics."""
+    columns = [
+        "dataset",
+        "tag",
+        "method",
+        "method_label",
+        "labels",
+        "seed",
+        "config_hash",
+        "experiment",
+        "finished",
+        *METRIC_NAMES,
+    ]
     rows = []
-    for r in results:
+    for result in results:
+        metrics = result.get("metrics") or {}
+        timing = result.get("timing") or {}
         rows.append(
             {
-                "dataset": r["dataset"],
-                "tag": r.get("tag") or "",
-                "method": r["method"],
-                "method_label": r["method_label"],
-                "labels": r["labels"],
-                "seed": r["seed"],
-                "config_hash": r["config_hash"],
-                # Same experiment = same config apart from the seed.
-                "experiment": _setting_key(r),
-                "finished": r.get("timing", {}).get("finished", ""),
-                **{m: r["metrics"].get(m) for m in METRIC_NAMES},
+                "dataset": result["dataset"],
+                "tag": result.get("tag") or "",
+                "method": result.get("method") or result["method_label"],
+                "method_label": result["method_label"],
+                "labels": result["labels"],
+                "seed": result["seed"],
+                "config_hash": result.get("config_hash", ""),
+                "experiment": experiment_key(result),
+                "finished": timing.get("finished") or "",
+                **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
-def _setting_key(result: dict[str, Any]) -> str:
-    """Hash of the run's config apart from its seed and label setting."""
-    config = {k: v for k, v in result.get("config", {}).items() if k not in ("seed", "labels")}
-    return config_hash(config)
+def _number(value: Any) -> float:
+    """A metric as a float; NaN where it is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
-def _row_order(labels: list[str]) -> list[str]:
-    """supervised first (the lower bound), then the rest alphabetically."""
-    return sorted(labels, key=lambda m: (not m.startswith("supervised"), m))
+def _label_order(text: str) -> tuple[int, float, str]:
+    """Column order key; a setting this version cannot parse goes last rather than crash."""
+    try:
+        kind, value = parse_protocol(text).sort_key
+    except LabelProtocolError:
+        return (9, 0.0, text)
+    return (kind, value, text)
 
 
-def _column_order(labels: list[str]) -> list[str]:
-    return sorted(labels, key=lambda text: parse_protocol(text).sort_key)
+def _row_order(frame: pd.DataFrame) -> list[str]:
+    """Supervised variants first, then the rest; alphabetical within each group."""
+    baseline = set(frame.loc[frame["method"] == BASELINE, "method_label"])
+    return sorted(frame["method_label"].unique(), key=lambda label: (label not in baseline, label))
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return EMPTY_CELL
+    return f"{mean:.2f} ({n})" if n == 1 else f"{mean:.2f} ± {std:.2f} ({n})"
 
 
 def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
-    """A markdown table of ``metric`` for one dataset/tag, and footnotes about mixed cells."""
-    grouped = frame.groupby(["method_label", "labels"])
+    """The markdown table of ``metric`` for one dataset section, and the cells (``method at
+    labels``) that mix different experiments."""
+    rows = _row_order(frame)
+    columns = sorted(frame["labels"].unique(), key=_label_order)
+    grouped = frame.dropna(subset=[metric]).groupby(["method_label", "labels"])
     stats = grouped[metric].agg(["mean", "std", "count"])
-    mixed = grouped["experiment"].nunique()
-    rows, columns = (
-        _row_order(list(frame["method_label"].unique())),
-        _column_order(list(frame["labels"].unique())),
-    )
-    best = stats["mean"].groupby(level="labels").max()
-    table = pd.DataFrame(index=rows, columns=columns, dtype=object).fillna("–")
-    notes = []
-    for (method, labels), row in stats.iterrows():
-        n = int(row["count"])
-        cell = f"{row['mean']:.2f} ± {row['std']:.2f} ({n})" if n > 1 else f"{row['mean']:.2f} (1)"
-        if row["mean"] == best[labels] and len(rows) > 1:
+    mixed = frame.groupby(["method_label", "labels"])["experiment"].nunique()
+    # Compare means as displayed, so that equal-looking cells are bold together.
+    shown = stats["mean"].round(2)
+    best = shown.groupby(level="labels").max()
+    entries = stats.groupby(level="labels").size()
+
+    table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=columns)
+    for (label, setting), row in stats.iterrows():
+        cell = _cell(row["mean"], row["std"], int(row["count"]))
+        if entries[setting] > 1 and shown[(label, setting)] == best[setting]:
             cell = f"**{cell}**"
-        if mixed[(method, labels)] > 1:
-            cell += " †"
-            notes.append(f"{method} at {labels}")
-        table.loc[method, labels] = cell
-    table.index.name = "method"
-    return table.to_markdown(), notes
+        table.loc[label, setting] = cell
+    notes = []
+    for (label, setting), count in mixed.items():
+        if count > 1:
+            table.loc[label, setting] += f" {MIXED_MARK}"
+            notes.append(f"{label} at {setting}")
+    return table.to_markdown(colalign=["left", *["right"] * len(columns)]), notes
+
+
+def _section_key(dataset: str, tag: str) -> str:
+    return f"{dataset} [{tag}]" if tag else dataset
+
+
+def _section(part: pd.DataFrame, dataset: str) -> str:
+    """Headline and macro-F1 tables of one dataset (and tag), with their footnotes."""
+    headline = headline_metric(dataset)
+    lines: list[str] = []
+    for metric in dict.fromkeys((headline, "macro_f1")):
+        table, notes = metric_table(part, metric)
+        lines += [f"### {METRIC_NAMES[metric]}", "", table, ""]
+        if notes:
+            lines += [
+                f"{MIXED_MARK} Not one experiment: these cells average runs whose configs "
+                f"differ beyond the seed ({'; '.join(notes)}). Rerun them with one config, or "
+                "keep experiments apart with `tag=...`.",
+                "",
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _sections(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset, tag, markdown body) per section, sorted by dataset then tag ("" first)."""
+    return [
+        (dataset, tag, _section(part, dataset))
+        for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True)
+    ]
+
+
+def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
+    """Section name (``dataset``, or ``dataset [tag]``) → its markdown: the headline-metric
+    table then the macro-F1 table, each under a ``###`` heading, with any footnote."""
+    frame = results_frame(results)
+    return {_section_key(dataset, tag): body for dataset, tag, body in _sections(frame)}
 
 
 def render_leaderboard(results: list[dict[str, Any]]) -> str:
-    """The whole markdown document."""
-    lines = ["# Leaderboard", ""]
+    """The whole markdown document (deterministic for the same results)."""
+    lines = ["# fer-bench leaderboard", ""]
     if not results:
-        return "\n".join([*lines, "No results yet: run `bench run` first.", ""])
+        lines += ["Generated by `bench leaderboard` from 0 results: run `bench run` first."]
+        return "\n".join(lines) + "\n"
     frame = results_frame(results)
-    newest = frame["finished"].max()
+    newest = max(frame["finished"]) or "unknown"
     lines += [
-        f"Generated by `bench leaderboard` from {len(frame)} results (newest finished {newest}). "
-        "Cells: mean ± sample std over seeds (number of seeds); best mean per column in bold. "
-        "Figures are the final EMA model on the test set.",
+        f"Generated by `bench leaderboard` from {len(frame)} results (newest finished {newest}).",
+        "",
+        "Cells: mean ± sample std over seeds (number of seeds); `mean (1)` for one seed; "
+        "the best mean per column in **bold**. Figures are the final (EMA) model on the test "
+        "set, never the best evaluation. Rows: supervised first, then alphabetical.",
         "",
     ]
-    for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True):
-        title = dataset + (f" — {tag}" if tag else "")
-        headline = headline_metric(dataset)
-        for metric in (headline, "macro_f1"):
-            table, notes = metric_table(part, metric)
-            lines += [f"## {title}: {METRIC_NAMES[metric]}", "", table, ""]
-            if notes:
-                lines += [
-                    "† these cells mix runs whose configs differ beyond the seed "
-                    f"({'; '.join(notes)}); set `tag=...` to keep experiments apart.",
-                    "",
-                ]
-    return "\n".join(lines)
+    for dataset, tag, body in _sections(frame):
+        headline = METRIC_NAMES[headline_metric(dataset)]
+        lines += [f"## {_section_key(dataset, tag)} — headline: {headline}", "", body]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def write_leaderboard(results_dir: Path, output: Path | None = None) -> Path:
     """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results."""
-    path = Path(output) if output else Path(results_dir) / "leaderboard.md"
+    path = Path(output) if output is not None else Path(results_dir) / "leaderboard.md"
     atomic_write_text(path, render_leaderboard(load_results(results_dir)))
     return path

@@ -1,9 +1,11 @@
 """The result store: one JSON per run under ``<results>/<dataset>/<run_id>.json``, written
-atomically; per-run working state (checkpoint, step log) under ``<results>/runs/<run_id>/``.
+atomically; per-run working state (checkpoint, step log) under ``<results>/runs/<run_id>/``
+(git-ignored).
 
 Finished results are never lost: rewriting one needs ``force``, and even then the old file is
-moved under ``runs/<run_id>/superseded/`` first. Many processes (SLURM tasks on many nodes) can
-write different results into one tree at once.
+first moved to ``runs/<run_id>/superseded/<timestamp>.json``. Many processes (SLURM tasks on
+many nodes, sharing one file system) can write different results into one tree at once: every
+temporary file has a unique name and each result appears in a single rename.
 """
 
 from __future__ import annotations
@@ -20,15 +22,29 @@ from harness.errors import BenchError
 from harness.spec import RunSpec
 
 RUNS_DIR = "runs"
+SUPERSEDED_DIR = "superseded"
+# What the leaderboard needs from a result; a JSON file without these is not one.
+REQUIRED_KEYS = ("dataset", "method_label", "labels", "seed", "metrics")
+
+
+def _file_mode() -> int:
+    """Permissions an ordinary ``open(..., "w")`` would give (mkstemp's are owner-only, which
+    would hide results from colleagues sharing the tree)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
 
 
 def result_path(results_dir: Path, spec: RunSpec) -> Path:
-    """Where the result of ``spec`` lives."""
+    """Where the result of ``spec`` lives: ``<results_dir>/<dataset>/<run_id>.json``."""
     return Path(results_dir) / spec.dataset / f"{spec.run_id}.json"
 
 
 def run_dir(results_dir: Path, spec: RunSpec) -> Path:
-    """The run's working folder (checkpoint, step log); git-ignored."""
+    """The run's working folder (checkpoint, step log, superseded results); git-ignored."""
     return Path(results_dir) / RUNS_DIR / spec.run_id
 
 
@@ -37,55 +53,136 @@ def has_result(results_dir: Path, spec: RunSpec) -> bool:
     return result_path(results_dir, spec).is_file()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+def _write_tmp(directory: Path, name: str, text: str) -> Path:
+    """A fully written, fsynced temporary file in ``directory`` (same file system as the
+    target, so the final rename is atomic); the name is unique across processes and hosts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{name}-", suffix=".part")
     try:
-        with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (best effort: not every OS or file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the whole new one, never a part,
+    even if the process is killed: temporary file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    tmp = _write_tmp(path.parent, path.name, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist, atomically where the file
+    system allows: a hard link fails if the target exists, so two writers racing for one
+    result cannot overwrite each other."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"{path} exists; pass --force to rerun (the old result is kept)") from None
+    except OSError:
+        # No hard links here (some network or FUSE file systems): check, then rename.
+        if path.exists():
+            tmp.unlink(missing_ok=True)
+            raise BenchError(
+                f"{path} exists; pass --force to rerun (the old result is kept)"
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink(missing_ok=True)
+
+
+def superseded_path(path: Path, when: datetime | None = None) -> Path:
+    """Where a result at ``<results>/<dataset>/<run_id>.json`` is archived when forced over."""
+    when = when or datetime.now(timezone.utc)
+    stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
+    return path.parents[1] / RUNS_DIR / path.stem / SUPERSEDED_DIR / f"{stamp}.json"
 
 
 def write_result(path: Path, result: dict[str, Any], *, force: bool = False) -> None:
-    """Store one result; an existing one is an error unless ``force`` (then it is archived)."""
-    if path.exists():
-        if not force:
-            raise BenchError(f"{path} exists; pass --force to rerun (the old result is kept)")
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        archive = path.parents[1] / RUNS_DIR / path.stem / "superseded" / f"{stamp}.json"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, archive)
-    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=False) + "\n")
+    """Store one result atomically at ``path`` (``result_path(...)``).
+
+    An existing result is a :class:`BenchError` unless ``force``; with ``force`` the old file
+    is first moved to ``<results>/runs/<run_id>/superseded/<UTC timestamp>.json``.
+    """
+    path = Path(path)
+    # Serialise before touching anything: a result that is not JSON-able must not cost the
+    # old one.
+    text = json.dumps(result, indent=1) + "\n"
+    tmp = _write_tmp(path.parent, path.name, text)
+    try:
+        if force and path.exists():
+            archive = superseded_path(path)
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            while archive.exists():  # two forced rewrites within one microsecond
+                archive = archive.with_name(f"{archive.stem}-1.json")
+            os.replace(path, archive)
+        _publish_new(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def load_result(path: Path) -> dict[str, Any]:
     """Read one result file."""
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _problem(result: Any) -> str | None:
+    """Why ``result`` is not a fer-bench result, or None if it is one."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    missing = [key for key in REQUIRED_KEYS if key not in result]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(result["metrics"], dict):
+        return "metrics is not an object"
+    return None
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every result under ``results_dir`` (not the working folders), sorted by path.
-
-    A file that is not a result is skipped with a warning naming it.
-    """
-    results = []
+    """Every result ``<results_dir>/<dataset>/*.json`` (not the ``runs/`` working folders),
+    sorted by path. A file that is not a result is skipped with a warning naming it, so one
+    bad file cannot stop the leaderboard."""
     root = Path(results_dir)
+    results = []
     for path in sorted(root.glob("*/*.json")):
-        if path.parts[-2] == RUNS_DIR or path.name.startswith("."):
+        if path.parent.name == RUNS_DIR or path.name.startswith("."):
             continue
         try:
             result = load_result(path)
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             warnings.warn(f"skipping {path}: not valid JSON ({err})", stacklevel=2)
             continue
-        if not isinstance(result, dict) or "metrics" not in result or "method_label" not in result:
-            warnings.warn(f"skipping {path}: not a fer-bench result", stacklevel=2)
+        if (problem := _problem(result)) is not None:
+            warnings.warn(f"skipping {path}: not a fer-bench result ({problem})", stacklevel=2)
             continue
         results.append(result)
     return results

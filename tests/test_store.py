@@ -1,0 +1,242 @@
+"""The result store (atomic, never loses a finished result, safe for concurrent writers) and the
+provenance block every stored result carries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import BenchError
+from harness.provenance import collect_provenance, git_state, slurm_info
+from harness.spec import RunSpec
+from harness.store import (
+    atomic_write_text,
+    has_result,
+    load_results,
+    result_path,
+    run_dir,
+    write_result,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _spec(method: str = "fixmatch", labels: str = "10%", seed: int = 0) -> RunSpec:
+    return RunSpec("synthfer", method, method, labels, seed, {"seed": seed}, "ab" * 32)
+
+
+def _result(value: int, **extra: object) -> dict:
+    return {
+        "dataset": "synthfer",
+        "method_label": "fixmatch",
+        "labels": "10%",
+        "seed": 0,
+        "metrics": {"top1": float(value)},
+        **extra,
+    }
+
+
+def test_paths_follow_the_layout(tmp_path: Path) -> None:
+    spec = _spec(labels="25/class", seed=3)
+    assert result_path(tmp_path, spec) == tmp_path / "synthfer" / f"{spec.run_id}.json"
+    assert run_dir(tmp_path, spec) == tmp_path / "runs" / spec.run_id
+    assert spec.run_id == "fixmatch__25perclass__seed3__abababab"
+
+
+def test_write_then_exists_is_an_error_and_force_archives_the_old(tmp_path: Path) -> None:
+    spec = _spec()
+    path = result_path(tmp_path, spec)
+    assert not has_result(tmp_path, spec)
+    write_result(path, _result(1))
+    assert has_result(tmp_path, spec)
+    with pytest.raises(BenchError, match=r"exists; pass --force"):
+        write_result(path, _result(2))
+    assert json.loads(path.read_text())["metrics"]["top1"] == 1.0, "untouched by the refusal"
+
+    write_result(path, _result(2), force=True)
+    write_result(path, _result(3), force=True)
+    assert json.loads(path.read_text())["metrics"]["top1"] == 3.0
+    archived = sorted((run_dir(tmp_path, spec) / "superseded").glob("*.json"))
+    assert [json.loads(p.read_text())["metrics"]["top1"] for p in archived] == [1.0, 2.0]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_results_are_readable_like_ordinary_files(tmp_path: Path) -> None:
+    path = tmp_path / "synthfer" / "r.json"
+    write_result(path, _result(1))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_unserialisable_result_costs_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "synthfer" / "r.json"
+    write_result(path, _result(1))
+    with pytest.raises(TypeError):
+        write_result(path, _result(2, bad={1, 2}), force=True)
+    assert json.loads(path.read_text())["metrics"]["top1"] == 1.0
+    assert not (tmp_path / "runs").exists(), "nothing archived: the old result stays in place"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_atomic_write_text_replaces_whole_files(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "board.md"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert os.listdir(path.parent) == ["board.md"]
+
+
+def test_a_killed_writer_never_leaves_a_partial_result(tmp_path: Path) -> None:
+    # A real process rewriting a large result as fast as it can, killed by SIGKILL (as SLURM
+    # does at the time limit) at an arbitrary moment: the result is the old or the new whole.
+    path = tmp_path / "synthfer" / "r.json"
+    child = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from harness.store import write_result\n"
+        "path, i = Path(sys.argv[1]), 0\n"
+        "while True:\n"
+        "    result = {'dataset': 'synthfer', 'method_label': 'm', 'labels': '10%', 'seed': 0,\n"
+        "              'metrics': {'top1': float(i)}, 'blob': 'x' * 300_000}\n"
+        "    write_result(path, result, force=True)\n"
+        "    i += 1\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", child, str(path)], env=env)
+    superseded = tmp_path / "runs" / "r" / "superseded"
+    deadline = time.monotonic() + 30
+    try:
+        while len(list(superseded.glob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(list(superseded.glob("*.json"))) >= 3, "the writer never got going"
+    for stored in [path, *superseded.glob("*.json")]:
+        assert len(json.loads(stored.read_text())["blob"]) == 300_000
+    assert len(load_results(tmp_path)) == 1, "leftover temporary files are not results"
+
+
+def test_concurrent_writers_of_different_results(tmp_path: Path) -> None:
+    def write_many(worker: int) -> None:
+        for seed in range(10):
+            spec = _spec(method=f"m{worker}", seed=seed)
+            write_result(result_path(tmp_path, spec), _result(seed, method_label=f"m{worker}"))
+
+    threads = [threading.Thread(target=write_many, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = load_results(tmp_path)
+    assert len(results) == 40
+    assert len({(r["method_label"], r["metrics"]["top1"]) for r in results}) == 40
+    assert not [p for p in (tmp_path / "synthfer").iterdir() if p.name.startswith(".")]
+
+
+def test_two_writers_racing_for_one_result_cannot_both_win(tmp_path: Path) -> None:
+    path = tmp_path / "synthfer" / "r.json"
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def write(value: int) -> None:
+        barrier.wait()
+        try:
+            write_result(path, _result(value))
+            outcomes.append("written")
+        except BenchError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write, args=(v,)) for v in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused", "written"]
+
+
+def test_load_results_skips_and_names_what_is_not_a_result(tmp_path: Path) -> None:
+    good = tmp_path / "synthfer" / "good.json"
+    write_result(good, _result(1))
+    (tmp_path / "synthfer" / "broken.json").write_text('{"dataset": "synth')
+    (tmp_path / "synthfer" / "other.json").write_text(json.dumps({"hello": 1}))
+    (tmp_path / "synthfer" / "list.json").write_text("[1, 2]")
+    (tmp_path / "synthfer" / ".tmp-x.json").write_text("{")
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x.json").write_text(json.dumps(_result(9)))  # under runs/: not a result
+    (tmp_path / "leaderboard.md").write_text("# old")
+    with pytest.warns(UserWarning) as caught:
+        results = load_results(tmp_path)
+    assert results == [_result(1)]
+    messages = " ".join(str(w.message) for w in caught)
+    for name in ("broken.json", "other.json", "list.json"):
+        assert name in messages
+    assert "missing dataset" in messages
+
+
+def test_load_results_is_sorted_by_path(tmp_path: Path) -> None:
+    for dataset, name, value in [("rafdb", "b", 1), ("affectnet7", "z", 2), ("rafdb", "a", 3)]:
+        write_result(tmp_path / dataset / f"{name}.json", _result(value))
+    assert [r["metrics"]["top1"] for r in load_results(tmp_path)] == [2.0, 3.0, 1.0]
+    assert load_results(tmp_path / "missing") == []
+
+
+# Provenance: stored in every result, so tested with the store.
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_git_state_reports_commit_and_dirty_flag(tmp_path: Path) -> None:
+    assert git_state(tmp_path) == {"commit": None, "dirty": None}, "not a checkout"
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "code.py")
+    _git(tmp_path, "commit", "-qm", "c")
+    state = git_state(tmp_path)
+    assert len(state["commit"]) == 40 and state["dirty"] is False
+    (tmp_path / "new_result.json").write_text("{}")
+    assert git_state(tmp_path)["dirty"] is False, "untracked files do not count"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
+
+
+def test_git_state_without_git_does_not_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable to be found
+    assert git_state() == {"commit": None, "dirty": None}
+
+
+def test_collect_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    info = collect_provenance(["bench", "run", "--labels", "10%"])
+    assert info["command"] == ["bench", "run", "--labels", "10%"]
+    assert info["slurm"]["SLURM_JOB_ID"] == "42" and info["slurm"]["SLURM_ARRAY_TASK_ID"] == "3"
+    assert "SLURM_RESTART_COUNT" not in info["slurm"]
+    packages = info["packages"]
+    for name in ("python", "torch", "numpy", "scikit-learn", "pandas", "hydra-core"):
+        assert packages[name], name
+    assert info["device"] == "cpu" or "cpu" not in info["device"]
+    assert info["cpu_count"] >= 1 and info["torch_threads"] >= 1
+    assert info["started"].endswith("+00:00")
+    assert json.loads(json.dumps(info)) == info
+    assert slurm_info({}) is None
+    assert slurm_info({"SLURMD_NODENAME": "gpu07", "HOME": "/x"}) == {"SLURMD_NODENAME": "gpu07"}
