@@ -41,6 +41,7 @@ def run_spec(
         return load_result(result_path(results_dir, spec))
     console = Console(stderr=True)
     started = datetime.now(timezone.utc)
+    provenance = collect_provenance(sys.argv)
     cfg = spec.config
     work_dir = run_dir(results_dir, spec)
     if force and not (work_dir / CHECKPOINT_NAME).exists():
@@ -134,7 +135,7 @@ def run_spec(
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
         "weights": weights_report.summary() if weights_report is not None else None,
-        "provenance": {**collect_provenance(sys.argv), "device": outcome.device},
+        "provenance": {**provenance, "device": outcome.device},
         "config": cfg,
     }
     write_result(result_path(results_dir, spec), result, force=force)
