@@ -1,46 +1,58 @@
 """The decoded uint8 cache: every face of a split decoded once into a memory-mapped array.
 
 Decoding ~290k AffectNet JPEGs every epoch would starve any GPU, so each split is decoded once,
-at the training resolution, into ``<cache>/<key>-<size>px-<fingerprint>.npy``. The fingerprint
-hashes the file list and boxes, so a changed dataset rebuilds. Building is safe when several
-jobs start at once: a file lock lets one build (into a temporary file, renamed when complete)
-while the others wait and then map the finished file.
+at the training resolution, into ``<cache_dir>/<key>-<size>px-<fingerprint>.npy``. The
+fingerprint hashes the file list, the face boxes, the size and the decoder version, so a changed
+dataset gets a new file (image *contents* are not hashed: edit files in place and delete the
+cache yourself).
+
+Building is safe when several jobs start at once: an ``fcntl.flock`` on ``.<name>.lock`` lets one
+build while the others wait and then map the finished file. The builder writes a temporary
+``.npy`` next to the final one and renames it when complete, so a reader never sees a half-built
+cache; a temporary file left by a killed builder is deleted by the next one (whoever holds the
+lock is the only live builder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import shutil
+import sys
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import IO
 
 import numpy as np
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from harness.data.images import load_face
+from harness.data.images import DECODE_VERSION, load_face
 from harness.data.table import ImageTable
+from harness.errors import ConfigError
 
-CHUNK = 256
+CHUNK = 256  # images per task sent to a decoding process
+HEADROOM = 256 * 2**20  # free bytes to leave on the cache disk beyond the array itself
 
 
 def table_fingerprint(table: ImageTable, size: int) -> str:
-    """Hash of the paths, boxes and size that a cache file holds."""
-    digest = hashlib.sha256(f"{size}\n".encode())
+    """Hash of what a cache file holds: paths, boxes, size and decoder version."""
+    digest = hashlib.sha256(f"fer-bench cache v{DECODE_VERSION}\n{size}\n".encode())
     for path in table.paths:
         digest.update(str(path).encode() + b"\n")
-    if table.boxes is not None:
+    if table.boxes is None:
+        digest.update(b"no boxes")
+    else:
         digest.update(np.ascontiguousarray(table.boxes, dtype=np.int64).tobytes())
     return digest.hexdigest()[:12]
 
 
-def _decode_chunk(args: tuple[ImageTable, int, int, int]) -> tuple[int, np.ndarray]:
-    table, start, stop, size = args
-    out = np.empty((stop - start, size, size, 3), dtype=np.uint8)
-    for i in range(start, stop):
-        box = None if table.boxes is None else table.boxes[i]
-        out[i - start] = load_face(table.paths[i], box, size)
-    return start, out
+def cache_path(table: ImageTable, size: int, cache_dir: Path, key: str) -> Path:
+    """Where :func:`decoded_images` keeps the split's array."""
+    return Path(cache_dir) / f"{key}-{size}px-{table_fingerprint(table, size)}.npy"
 
 
 def decoded_images(
@@ -51,39 +63,152 @@ def decoded_images(
     workers: int = 2,
     progress: bool = True,
 ) -> np.ndarray:
-    """Read-only (N, size, size, 3) uint8 array of the split's faces, built on first use."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / f"{key}-{size}px-{table_fingerprint(table, size)}.npy"
-    if not final.exists():
-        with (cache_dir / f"{final.name}.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not final.exists():  # another job may have built it while we waited
-                _build(table, size, final, workers, progress)
-    return np.load(final, mmap_mode="r")
+    """The split's faces as a read-only memory-mapped (N, size, size, 3) uint8 array.
+
+    Built on first use with ``workers`` decoding processes (1: in this process) and reused
+    afterwards. An unreadable image raises :class:`DatasetError` naming it, and no cache file
+    is left behind.
+    """
+    shape = (len(table), size, size, 3)
+    if len(table) == 0:
+        empty = np.empty(shape, dtype=np.uint8)
+        empty.flags.writeable = False
+        return empty
+    final = cache_path(table, size, cache_dir, key)
+    cached = _open_if_valid(final, shape)
+    if cached is not None:
+        return cached
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = (final.parent / f".{final.name}.lock").open("w")
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write the decoded-image cache in {final.parent} ({err}); "
+            "set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder, or data.cache=false"
+        ) from None
+    with lock_file, _locked(lock_file, final, progress):
+        # Another job may have built it while this one waited for the lock.
+        cached = _open_if_valid(final, shape)
+        if cached is None:
+            final.unlink(missing_ok=True)  # an unusable file (wrong shape, bad header)
+            for stale in final.parent.glob(f".{final.name}.tmp-*"):
+                stale.unlink(missing_ok=True)  # left by a killed builder: we hold the lock
+            _check_space(final.parent, shape)
+            _build(table, size, final, workers, progress)
+            cached = _open_if_valid(final, shape)
+    if cached is None:  # pragma: no cover - _build either succeeds or raises
+        raise RuntimeError(f"cache {final} was not built")
+    return cached
+
+
+@contextlib.contextmanager
+def _locked(lock_file: IO[str], final: Path, progress: bool) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_file``, saying so when another job has it."""
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if progress:
+            print(f"waiting for another job to finish building {final.name} ...", file=sys.stderr)
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _open_if_valid(final: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The finished cache file mapped read-only, or None if absent or not the expected array."""
+    try:
+        array = np.load(final, mmap_mode="r")
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    if array.shape != shape or array.dtype != np.uint8:
+        return None
+    return array
+
+
+def _check_space(folder: Path, shape: tuple[int, ...]) -> None:
+    # The memmap is sparse: without this check a full disk shows up as SIGBUS mid-build.
+    need = int(np.prod(shape)) + HEADROOM
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ConfigError(
+            f"not enough space for the decoded-image cache in {folder}: it needs "
+            f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free; set data.cache_dir "
+            "(or $FER_BENCH_CACHE) to a larger disk, lower data.image_size, or data.cache=false"
+        )
+
+
+def _decode_into(
+    target: Path, start: int, paths: tuple[Path, ...], boxes: np.ndarray | None, size: int
+) -> int:
+    """Decode ``paths`` into rows ``start..`` of the ``.npy`` at ``target``; returns the count.
+
+    Runs in the decoding processes: each writes its rows straight into the shared file, so no
+    pixels travel back through a pipe.
+    """
+    array = np.load(target, mmap_mode="r+")
+    for i, path in enumerate(paths):
+        array[start + i] = load_face(path, None if boxes is None else boxes[i], size)
+    array.flush()
+    return len(paths)
 
 
 def _build(table: ImageTable, size: int, final: Path, workers: int, progress: bool) -> None:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
-        array = np.lib.format.open_memmap(
+        header = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(table), size, size, 3)
         )
-        jobs = [(table, s, min(s + CHUNK, len(table)), size) for s in range(0, len(table), CHUNK)]
-        with Progress(disable=not progress, transient=True) as bar:
+        del header  # the header is written; processes map the file themselves
+        chunk = max(1, min(CHUNK, -(-len(table) // (4 * max(1, workers)))))
+        jobs = [
+            (
+                tmp,
+                start,
+                table.paths[start : start + chunk],
+                None if table.boxes is None else table.boxes[start : start + chunk],
+                size,
+            )
+            for start in range(0, len(table), chunk)
+        ]
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task(f"decoding {final.stem}", total=len(table))
-            if workers > 1 and len(jobs) > 1:
-                with ProcessPoolExecutor(workers) as pool:
-                    for start, block in pool.map(_decode_chunk, jobs):
-                        array[start : start + len(block)] = block
-                        bar.advance(task, len(block))
-            else:
+            if workers <= 1 or len(jobs) == 1:
                 for job in jobs:
-                    start, block = _decode_chunk(job)
-                    array[start : start + len(block)] = block
-                    bar.advance(task, len(block))
-        array.flush()
-        del array
+                    bar.advance(task, _decode_into(*job))
+            else:
+                for done in _run_pool(jobs, workers):
+                    bar.advance(task, done)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _run_pool(jobs: list[tuple], workers: int) -> Iterator[int]:
+    """Run the decode jobs in ``workers`` fresh processes, a bounded number queued at a time;
+    yields each job's image count. The first failure cancels the rest and is re-raised."""
+    # spawn, not fork: the caller may hold CUDA contexts and torch threads.
+    context = multiprocessing.get_context("spawn")
+    pending: set[Future[int]] = set()
+    queue = iter(jobs)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            for job in queue:
+                pending.add(pool.submit(_decode_into, *job))
+                if len(pending) >= 2 * workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
