@@ -173,3 +173,20 @@ def test_a_second_job_waits_for_the_builder_then_reuses_its_file(tmp_path: Path)
     waiter.join(timeout=20)
     assert waiter.exitcode == 0
     assert final.stat().st_mtime_ns == built  # reused, not rebuilt
+
+
+def test_file_system_without_locks_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lustre/NFS mounts without lock support answer flock with ENOLCK; no such mount here.
+    table = make_table(tmp_path / "img", n=2)
+
+    def refuse(_file: object, _op: int) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(cache_module.fcntl, "flock", refuse)
+    with pytest.raises(
+        ConfigError, match=r"cannot lock .*/cache/\..*\.lock \(.*No locks available"
+    ):
+        build(table, tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.npy"))

@@ -105,11 +105,22 @@ def decoded_images(
 def _locked(lock_file: IO[str], final: Path, progress: bool) -> Iterator[None]:
     """Hold an exclusive flock on ``lock_file``, saying so when another job has it."""
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if progress:
-            print(f"waiting for another job to finish building {final.name} ...", file=sys.stderr)
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(
+                    f"waiting for another job to finish building {final.name} ...", file=sys.stderr
+                )
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+    except OSError as err:
+        # Some cluster file systems (Lustre/NFS mounted without lock support) refuse flock;
+        # building without it could let two jobs race, so say how to avoid that instead.
+        raise ConfigError(
+            f"cannot lock {lock_file.name} ({err}): the file system of the cache does "
+            "not support file locks; set data.cache_dir (or $FER_BENCH_CACHE) to a local or "
+            "lock-capable folder, or data.cache=false"
+        ) from None
     try:
         yield
     finally:
