@@ -1,0 +1,163 @@
+"""Ada-CM (Li et al., CVPR 2022), after the authors' code (github.com/hangyu94/Ada-CM).
+
+* Thresholds: every class starts at ``tau_floor`` (0.8). After epoch e (e = 1, 2, ...; the
+  original's ``adaptive_threshold_generate``) the EMA model predicts the labelled set and
+  τ_c = max(tau_floor, tau_scale · sigmoid(e) · mean max-prob of the correctly classified
+  class-c samples), tau_floor for a class with none. Here e = step // epoch_steps, so at step 0
+  (no epoch done yet) the thresholds stay at the floor, as in the original.
+* Pseudo-labels from the student's (detached) weak view; samples with max prob ≥ τ_ŷ get CE on
+  the strong view (Lu, divided by the unlabelled batch size, as ``(CE * mask).mean()``).
+* The other samples get SimCLR's NT-Xent (the original's ``SupConLoss`` without labels,
+  temperature 0.07) between their L2-normalised embeddings of two views (Ls).
+* Loss 0.5·Lx + Lu + 0.1·Ls.
+
+Differences forced by the shared engine: the original averages the student's softmax over two
+weak views and contrasts those two weak views; here the one weak view gives the pseudo-label and
+Ls contrasts the weak and strong views. The threshold pass uses eval transforms (the original
+re-used its training loader's augmentation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.errors import ConfigError
+from harness.method import LabelledEvalBatches, Method, MethodSetup, StepContext, StepOutput
+from harness.registry import register_method
+from harness.ssl import masked_cross_entropy, pseudo_label_stats, supervised_loss
+
+
+def adacm_thresholds(
+    probs: Tensor, targets: Tensor, epoch: int, floor: float = 0.8, scale: float = 0.97
+) -> Tensor:
+    """Per-class τ from labelled-set probabilities (N×C) and targets after ``epoch`` epochs."""
+    num_classes = probs.shape[1]
+    max_probs, predicted = probs.max(dim=-1)
+    correct = predicted.eq(targets)
+    counts = torch.bincount(targets[correct], minlength=num_classes).float()
+    sums = torch.zeros(num_classes, device=probs.device).index_add_(
+        0, targets[correct], max_probs[correct].float()
+    )
+    mean_conf = sums / counts.clamp_min(1)  # 0 for a class without a correct sample → floor
+    sigmoid = 1.0 / (1.0 + math.exp(-epoch))
+    return (scale * sigmoid * mean_conf).clamp_min(floor)
+
+
+def adacm_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """(mask, pseudo-labels): max prob ≥ τ of the predicted class (original: ``.ge``)."""
+    max_probs, pseudo = probs.max(dim=-1)
+    return max_probs.ge(thresholds[pseudo]), pseudo
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR's loss over 2N anchors: the other view is the positive, all 2N − 1 others the
+    denominator; embeddings are L2-normalised first. 0 for an empty batch."""
+    n = len(z1)
+    if n == 0:
+        return z1.new_zeros((), dtype=torch.float32)
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, positives)
+
+
+@register_method("adacm", "Ada-CM: adaptive per-class confidence margin + contrastive low-conf")
+class AdaCM(Method):
+    """Ada-CM: per-epoch per-class thresholds from the EMA model on the labelled set; CE on
+    confident unlabelled samples, contrastive learning on the rest."""
+
+    uses_unlabelled = True
+
+    def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
+        super().__init__(config, setup)
+        self.lambda_x = float(config.get("lambda_x", 0.5))
+        self.lambda_u = float(config.get("lambda_u", 1.0))
+        self.lambda_s = float(config.get("lambda_s", 0.1))
+        self.temperature = float(config.get("temperature", 0.07))
+        self.tau_floor = float(config.get("tau_floor", 0.8))
+        self.tau_scale = float(config.get("tau_scale", 0.97))
+        epochs = int(config.get("epochs", 20))
+        epoch_steps = config.get("epoch_steps")
+        if epochs < 1:
+            raise ConfigError(f"method.epochs must be >= 1, got {epochs}")
+        if self.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+        # null epoch_steps: the run is cut into `epochs` epochs, like the original's 20 × 800.
+        self.interval_steps = (
+            int(epoch_steps) if epoch_steps is not None else max(1, setup.total_steps // epochs)
+        )
+        if self.interval_steps < 1:
+            raise ConfigError(f"method.epoch_steps must be >= 1, got {epoch_steps}")
+        self.threshold = torch.full((setup.num_classes,), self.tau_floor)
+
+    def on_interval(
+        self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int
+    ) -> None:
+        """Recompute the thresholds with the EMA model after each finished epoch."""
+        epoch = step // self.interval_steps
+        if epoch == 0:
+            self.threshold = torch.full_like(self.threshold, self.tau_floor)
+            return
+        probs, targets = [], []
+        with torch.no_grad():
+            for batch in labelled_batches():
+                probs.append(teacher(batch.images).float().softmax(dim=-1))
+                targets.append(batch.targets)
+        self.threshold = adacm_thresholds(
+            torch.cat(probs),
+            torch.cat(targets).to(probs[0].device),
+            epoch,
+            self.tau_floor,
+            self.tau_scale,
+        ).cpu()
+
+    def training_loss(self, ctx: StepContext) -> StepOutput:
+        """lambda_x·Lx + lambda_u·Lu (confident) + lambda_s·Ls (contrastive, low-confidence)."""
+        u = ctx.unlabelled
+        if u is None:
+            raise RuntimeError("adacm needs an unlabelled batch (uses_unlabelled = True)")
+        images = (ctx.labelled.images, u.weak, u.strong)
+        # One pass over all views: shared batch-norm statistics, as harness.ssl.forward_logits.
+        logits, emb = ctx.student.forward_with_embedding(torch.cat(images))
+        sizes = [len(x) for x in images]
+        logits_x, logits_w, logits_s = logits.split(sizes)
+        _, emb_w, emb_s = emb.split(sizes)
+        probs = logits_w.detach().float().softmax(dim=-1)
+        thresholds = self.threshold.to(probs.device)
+        mask, pseudo = adacm_mask(probs, thresholds)
+        loss_x = supervised_loss(logits_x, ctx.labelled.targets)
+        loss_u = masked_cross_entropy(logits_s, pseudo, mask)
+        loss_s = nt_xent(emb_w[~mask], emb_s[~mask], self.temperature)
+        loss = self.lambda_x * loss_x + self.lambda_u * loss_u + self.lambda_s * loss_s
+        diagnostics: dict[str, float | Tensor] = {
+            "loss_sup": float(loss_x.detach()),
+            "loss_unsup": float(loss_u.detach()),
+            "loss_extra": float(loss_s.detach()),
+            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
+            "threshold": thresholds.cpu(),
+        }
+        return StepOutput(loss, diagnostics)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current per-class thresholds (a CPU copy)."""
+        return {"threshold": self.threshold.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the class count must match."""
+        if state["threshold"].shape != self.threshold.shape:
+            raise ValueError(
+                f"adacm state has {tuple(state['threshold'].shape)} classes; "
+                f"this run has {tuple(self.threshold.shape)}"
+            )
+        self.threshold = state["threshold"].detach().cpu().clone()
+
+    def summary(self) -> dict[str, Any]:
+        """Final per-class thresholds and the epoch length used."""
+        return {"threshold": self.threshold.tolist(), "epoch_steps": self.interval_steps}

@@ -1,0 +1,252 @@
+"""Ada-CM: per-epoch thresholds from labelled predictions, mask, NT-Xent value, known-step
+loss, epoch length, config and exact resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import Tensor, nn
+
+from harness.errors import ConfigError
+from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.registry import get_method
+from methods.adacm import AdaCM, adacm_mask, adacm_thresholds, nt_xent
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "adacm.yaml"
+
+
+class LogitsNet(nn.Module):
+    """Stand-in FERNet whose inputs are the logits and also the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.neck = nn.Identity()
+        self.num_features = 3
+
+    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = x * self.scale
+        return out, out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+class TinyNet(nn.Module):
+    """Stand-in FERNet: conv, neck, global pooling, linear head."""
+
+    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.neck = nn.Identity()
+        self.num_features = channels
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
+        return self.head(pooled), pooled
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+def setup(num_classes: int = 3, total_steps: int = 100) -> MethodSetup:
+    return MethodSetup(num_classes, 8, torch.tensor([0, 1, 2]), total_steps=total_steps)
+
+
+# Labelled-set predictions: class 0 has two correct (0.95, 0.99) and one sample wrongly
+# predicted as class 1 (0.85, excluded from both classes); class 1 one correct (0.7) and one
+# wrong; class 2 none correct.
+LABELLED_PROBS = [
+    [0.95, 0.03, 0.02],
+    [0.99, 0.005, 0.005],
+    [0.10, 0.85, 0.05],
+    [0.60, 0.30, 0.10],
+    [0.20, 0.70, 0.10],
+    [0.50, 0.10, 0.40],
+]
+LABELLED_TARGETS = [0, 0, 0, 1, 1, 2]
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_thresholds_from_labelled_predictions() -> None:
+    probs, targets = torch.tensor(LABELLED_PROBS), torch.tensor(LABELLED_TARGETS)
+    tau = adacm_thresholds(probs, targets, epoch=20)
+    # class 0: 0.97 · sigmoid(20) · mean(0.95, 0.99); class 1: 0.97 · 0.7 < 0.8 → floor;
+    # class 2: no correctly classified sample → floor
+    assert tau.tolist() == pytest.approx([0.97 * sigmoid(20) * 0.97, 0.8, 0.8], abs=1e-6)
+    # early epochs: sigmoid(2) ≈ 0.88 still lifts class 0 above the floor, sigmoid(1) does not
+    assert float(adacm_thresholds(probs, targets, 2)[0]) == pytest.approx(
+        0.97 * sigmoid(2) * 0.97, abs=1e-6
+    )
+    assert adacm_thresholds(probs, targets, 1).tolist() == pytest.approx([0.8] * 3)
+    # floor and scale are parameters
+    low = adacm_thresholds(probs, targets, 20, floor=0.5, scale=1.0)
+    assert low.tolist() == pytest.approx([sigmoid(20) * 0.97, sigmoid(20) * 0.7, 0.5], abs=1e-6)
+
+
+def test_mask_is_inclusive_at_the_exact_threshold() -> None:
+    thresholds = torch.tensor([0.8, 0.875, 0.8])
+    probs = torch.tensor(
+        [
+            [0.875, 0.0625, 0.0625],
+            [0.0625, 0.875, 0.0625],
+            [0.125, 0.75, 0.125],
+            [0.0625, 0.125, 0.8125],
+        ]
+    )
+    mask, pseudo = adacm_mask(probs, thresholds)
+    assert pseudo.tolist() == [0, 1, 1, 2]
+    assert mask.tolist() == [True, True, False, True]
+
+
+def reference_nt_xent(z1: list[list[float]], z2: list[list[float]], t: float) -> float:
+    """SimCLR loss in plain Python: 2N anchors, positive = the other view of the same sample."""
+    z = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in z1 + z2]
+    n = len(z1)
+
+    def sim(i: int, j: int) -> float:
+        return sum(a * b for a, b in zip(z[i], z[j], strict=True)) / t
+
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        denom = sum(math.exp(sim(i, a)) for a in range(2 * n) if a != i)
+        total += -math.log(math.exp(sim(i, positive)) / denom)
+    return total / (2 * n)
+
+
+def test_contrastive_loss_matches_the_plain_formula() -> None:
+    z1 = [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]
+    z2 = [[0.8, 0.3], [-0.2, 1.0], [2.0, 1.5]]
+    for t in (0.5, 0.07):
+        got = nt_xent(torch.tensor(z1), torch.tensor(z2), t).item()
+        assert got == pytest.approx(reference_nt_xent(z1, z2, t), rel=1e-5)
+    # one pair: its only other embedding is its positive → 0; no pairs → 0
+    assert nt_xent(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), 0.1).item() == 0.0
+    assert nt_xent(torch.zeros(0, 2), torch.zeros(0, 2), 0.1).item() == 0.0
+
+
+def labelled_batches() -> Iterator[LabelledBatch]:
+    """The labelled set in two batches, as log-probabilities for LogitsNet."""
+    images, targets = torch.tensor(LABELLED_PROBS).log(), torch.tensor(LABELLED_TARGETS)
+    yield LabelledBatch(images[:4], targets[:4])
+    yield LabelledBatch(images[4:], targets[4:])
+
+
+WEAK = [[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.3, 0.6, 0.1]]
+STRONG = [[1.0, 0.0, -1.0], [0.0, 2.0, 0.0], [0.5, -0.5, 1.0], [0.2, 0.1, 0.3]]
+HIDDEN = [0, 1, 2, 1]
+
+
+def ctx_for(weak: list[list[float]] = WEAK, model: nn.Module | None = None) -> StepContext:
+    unlabelled = UnlabelledBatch(
+        torch.tensor(weak).log(), torch.tensor(STRONG), torch.arange(4), torch.tensor(HIDDEN)
+    )
+    labelled = LabelledBatch(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([1]))
+    model = model or LogitsNet()
+    return StepContext(model, LogitsNet().eval(), labelled, unlabelled, 0, 100, 3)
+
+
+def test_on_interval_epochs_and_thresholds() -> None:
+    method = AdaCM({"epoch_steps": 10, "tau_scale": 1.0, "tau_floor": 0.6}, setup())
+    assert method.interval_steps == 10
+    teacher = LogitsNet().eval()
+
+    def no_batches() -> Iterator[LabelledBatch]:
+        raise AssertionError("step 0 must not evaluate the labelled set")
+
+    method.on_interval(teacher, no_batches, 0)  # no epoch done yet: the floor, as the original
+    assert method.threshold.tolist() == pytest.approx([0.6] * 3)
+    method.on_interval(teacher, labelled_batches, 20)  # two epochs done: sigmoid(2)
+    expected = adacm_thresholds(
+        torch.tensor(LABELLED_PROBS), torch.tensor(LABELLED_TARGETS), 2, 0.6, 1.0
+    )
+    torch.testing.assert_close(method.threshold, expected)
+    assert float(method.threshold[0]) == pytest.approx(sigmoid(2) * 0.97, abs=1e-6)
+    assert float(method.threshold[1]) == pytest.approx(sigmoid(2) * 0.7, abs=1e-6)
+    # null epoch_steps: the run is cut into `epochs` epochs
+    assert AdaCM({"epochs": 20}, setup(total_steps=16000)).interval_steps == 800
+    assert AdaCM({"epochs": 20, "epoch_steps": None}, setup(total_steps=5)).interval_steps == 1
+
+
+def test_known_step_loss() -> None:
+    method = AdaCM({}, setup())
+    method.threshold = torch.tensor([0.85, 0.55, 0.8])
+    out = method.training_loss(ctx_for())
+    # kept: sample 0 (0.9 ≥ 0.85) and 3 (0.6 ≥ 0.55); sample 1 (0.5 < 0.85), 2 (0.7 < 0.8) not
+    assert out.diagnostics["mask_rate"] == 0.5
+    assert out.diagnostics["pseudo_label_acc"] == 1.0
+
+    def ce(row: list[float], target: int) -> float:
+        return math.log(sum(math.exp(v) for v in row)) - row[target]
+
+    lx = math.log(math.exp(2.0) + 2.0)
+    lu = (ce(STRONG[0], 0) + ce(STRONG[3], 1)) / 4
+    weak_logits = [[math.log(v) for v in row] for row in WEAK]
+    ls = reference_nt_xent([weak_logits[1], weak_logits[2]], [STRONG[1], STRONG[2]], 0.07)
+    assert out.diagnostics["loss_sup"] == pytest.approx(lx, rel=1e-5)
+    assert out.diagnostics["loss_unsup"] == pytest.approx(lu, rel=1e-5)
+    assert out.diagnostics["loss_extra"] == pytest.approx(ls, rel=1e-4)
+    assert out.loss.item() == pytest.approx(0.5 * lx + lu + 0.1 * ls, rel=1e-4)
+    assert out.diagnostics["threshold"].tolist() == pytest.approx([0.85, 0.55, 0.8])
+
+
+def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
+    method = AdaCM({"epoch_steps": 5, "tau_floor": 0.5}, setup())
+    method.on_interval(LogitsNet().eval(), labelled_batches, 15)
+    torch.save(method.state_dict(), tmp_path / "state.pt")
+    restored = AdaCM({"epoch_steps": 5, "tau_floor": 0.5}, setup())
+    restored.load_state_dict(torch.load(tmp_path / "state.pt"))
+    assert torch.equal(restored.threshold, method.threshold)
+    assert restored.threshold.tolist() != [0.5] * 3  # the state is not the initial one
+    a, b = method.training_loss(ctx_for()), restored.training_loss(ctx_for())
+    assert a.loss.item() == b.loss.item()
+    assert a.diagnostics["mask_rate"] == b.diagnostics["mask_rate"]
+    state = method.state_dict()
+    state["threshold"].fill_(0.0)  # a copy
+    assert method.threshold.min() > 0
+    assert restored.summary() == {"threshold": method.threshold.tolist(), "epoch_steps": 5}
+    with pytest.raises(ValueError, match="classes"):
+        AdaCM({}, setup(num_classes=4)).load_state_dict(method.state_dict())
+
+
+def test_smoke_step_on_tiny_model() -> None:
+    torch.manual_seed(0)
+    model = TinyNet()
+    method = AdaCM({}, setup())
+    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+    unlabelled = UnlabelledBatch(
+        torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.arange(8), torch.randint(0, 3, (8,))
+    )
+    out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
+    assert torch.isfinite(out.loss)
+    assert out.diagnostics["mask_rate"] == 0.0  # an untrained net is never 0.8-confident
+    assert out.diagnostics["loss_extra"] > 0
+    out.loss.backward()
+    assert model.conv.weight.grad is not None and torch.isfinite(model.conv.weight.grad).all()
+
+
+def test_config_file_defaults_and_registry() -> None:
+    text = CONFIG.read_text()
+    assert text.startswith("# @package _global_")
+    block = yaml.safe_load(text)["method"]
+    assert block["name"] == "adacm"
+    method = get_method("adacm").cls(block, setup(total_steps=40000))
+    assert isinstance(method, AdaCM)
+    assert (method.lambda_x, method.lambda_u, method.lambda_s) == (0.5, 1.0, 0.1)
+    assert (method.temperature, method.tau_floor, method.tau_scale) == (0.07, 0.8, 0.97)
+    assert method.interval_steps == 2000
+    assert method.threshold.tolist() == pytest.approx([0.8] * 3)
+    with pytest.raises(ConfigError, match="temperature"):
+        AdaCM({"temperature": 0.0}, setup())
+    with pytest.raises(ConfigError, match="epoch_steps"):
+        AdaCM({"epoch_steps": 0}, setup())

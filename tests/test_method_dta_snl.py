@@ -1,0 +1,361 @@
+"""DTA+SNL: thresholds after known batches, update order, masks, complementary labels, L_neg,
+the attention + feature-dropout neck, switches, config and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import Tensor, nn
+
+from harness.config import compose_config
+from harness.errors import ConfigError
+from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.registry import get_method
+from methods.dta_snl import (
+    DTASNL,
+    NEG_EPS,
+    DTAState,
+    LocalAttentionDropout,
+    complementary_labels,
+    dta_thresholds,
+    dta_update,
+    negative_loss,
+    positive_mask,
+    random_cell_dropout,
+)
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "dta_snl.yaml"
+
+
+class LogitsNet(nn.Module):
+    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.neck = nn.Identity()
+        self.num_features = num_classes
+
+    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = x * self.scale
+        return out, out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+class TinyNet(nn.Module):
+    """Stand-in FERNet: conv, neck, global pooling, linear head."""
+
+    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.neck = nn.Identity()
+        self.num_features = channels
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
+        return self.head(pooled), pooled
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+def setup(num_classes: int = 3) -> MethodSetup:
+    return MethodSetup(num_classes, 8, torch.tensor([0, 1, 2]), total_steps=10)
+
+
+# Config whose arithmetic is easy to follow: m = 0.25 so one batch moves g and s a lot.
+HAND = {"m": 0.25, "tau_min": 0.5, "tau_max": 0.95, "tau_neg": 0.0625, "lambda_u": 2.0,
+        "lambda_neg": 0.5, "local_attention": False, "feature_drop_p": 0.0}  # fmt: skip
+
+# Teacher weak-view probabilities of three steps (4 unlabelled samples each).
+BATCH1 = [[0.90, 0.06, 0.04], [0.30, 0.65, 0.05], [0.505, 0.465, 0.03], [0.40, 0.35, 0.25]]
+BATCH2 = [[0.20, 0.75, 0.05], [0.10, 0.85, 0.05], [0.60, 0.30, 0.10], [0.33, 0.33, 0.34]]
+BATCH3 = [[0.05, 0.05, 0.90], [0.70, 0.20, 0.10], [0.20, 0.20, 0.60], [0.45, 0.45, 0.10]]
+STRONG = [[1.0, 0.0, -1.0], [0.0, 2.0, 0.0], [0.5, 0.5, 1.0], [0.0, 0.0, 0.0]]
+HIDDEN = [0, 2, 2, 1]
+
+
+def reference_dta(batches: list[list[list[float]]], m: float, mapping: str, lo: float, hi: float):
+    """Plain-Python DTA: (g, s, τ) after the batches, from g₀ = s₀ = 1/C."""
+    c = len(batches[0][0])
+    g, s = 1 / c, [1 / c] * c
+    for batch in batches:
+        g = m * g + (1 - m) * sum(max(row) for row in batch) / len(batch)
+        s = [m * s[k] + (1 - m) * sum(row[k] for row in batch) / len(batch) for k in range(c)]
+    beta = [v / max(s) for v in s]
+    mapped = [b / (2 - b) for b in beta] if mapping == "convex" else beta
+    return g, s, [min(max(g * v, lo), hi) for v in mapped]
+
+
+def ctx_for(weak_probs: list[list[float]], strong: list[list[float]] = STRONG) -> StepContext:
+    """A step whose teacher softmax is ``weak_probs`` (LogitsNet on log p)."""
+    unlabelled = UnlabelledBatch(
+        torch.tensor(weak_probs).log(),
+        torch.tensor(strong),
+        torch.arange(len(weak_probs)),
+        torch.tensor(HIDDEN[: len(weak_probs)]),
+    )
+    labelled = LabelledBatch(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([1]))
+    return StepContext(LogitsNet(), LogitsNet().eval(), labelled, unlabelled, 0, 10, 3)
+
+
+def ce(row: list[float], target: int) -> float:
+    return math.log(sum(math.exp(v) for v in row)) - row[target]
+
+
+def test_thresholds_after_a_known_sequence_of_batches() -> None:
+    state = DTAState.initial(3)
+    for i, batch in enumerate((BATCH1, BATCH2, BATCH3), start=1):
+        state = dta_update(state, torch.tensor(batch), 0.25)
+        g, s, tau = reference_dta([BATCH1, BATCH2, BATCH3][:i], 0.25, "convex", 0.5, 0.95)
+        assert float(state.g) == pytest.approx(g, abs=1e-6)
+        assert state.s.tolist() == pytest.approx(s, abs=1e-6)
+        assert dta_thresholds(state, "convex", 0.5, 0.95).tolist() == pytest.approx(tau, abs=1e-6)
+    # hand-checked after batch 1: g = 0.25/3 + 0.75 * mean(0.9, 0.65, 0.505, 0.4)
+    first = dta_update(DTAState.initial(3), torch.tensor(BATCH1), 0.25)
+    assert float(first.g) == pytest.approx(0.25 / 3 + 0.75 * 0.61375, abs=1e-6)
+    # unclamped, class 0 (largest s, β = 1) gets g itself; the linear map differs from convex
+    wide = dta_thresholds(first, "convex", 0.0, 1.0)
+    assert float(wide[0]) == pytest.approx(float(first.g), abs=1e-6)
+    _, _, linear = reference_dta([BATCH1], 0.25, "linear", 0.0, 1.0)
+    assert dta_thresholds(first, "linear", 0.0, 1.0).tolist() == pytest.approx(linear, abs=1e-6)
+    assert not torch.allclose(dta_thresholds(first, "linear", 0.0, 1.0), wide)
+    # the clamp: tau_min lifts the small classes, tau_max caps
+    assert dta_thresholds(first, "convex", 0.5, 0.95).tolist()[1:] == [0.5, 0.5]
+    capped = dta_thresholds(first, "convex", 0.0, 0.3).tolist()
+    assert capped[:2] == pytest.approx([0.3, 0.3]) and capped[2] < 0.3
+
+
+def test_mask_is_inclusive_at_the_exact_threshold() -> None:
+    thresholds = torch.tensor([0.5, 0.75, 0.25])
+    probs = torch.tensor(
+        [[0.5, 0.25, 0.25], [0.125, 0.75, 0.125], [0.25, 0.6875, 0.0625], [0.25, 0.25, 0.5]]
+    )
+    mask, pseudo = positive_mask(probs, thresholds)
+    assert pseudo.tolist() == [0, 1, 1, 2]
+    assert mask.tolist() == [True, True, False, True]
+
+
+def test_first_step_updates_statistics_before_masking() -> None:
+    method = DTASNL(HAND, setup())
+    out = method.training_loss(ctx_for(BATCH1))
+    _, _, tau = reference_dta([BATCH1], 0.25, "convex", 0.5, 0.95)
+    assert out.diagnostics["threshold"].tolist() == pytest.approx(tau, abs=1e-6)
+    # sample 2 (p̂ = 0.505) would pass the initial thresholds (all 0.5) but not the updated
+    # τ_0 ≈ 0.544: the mask uses the statistics *after* this batch
+    assert tau[0] > 0.505 > 0.5
+    assert out.diagnostics["mask_rate"] == 0.5
+    assert out.diagnostics["pseudo_label_acc"] == 0.5  # sample 0 right (0), sample 1 wrong (1≠2)
+    assert out.diagnostics["g"] == pytest.approx(0.25 / 3 + 0.75 * 0.61375, abs=1e-6)
+
+
+def test_known_step_loss_and_negative_learning_diagnostics() -> None:
+    out = DTASNL(HAND, setup()).training_loss(ctx_for(BATCH1))
+    # rejected: samples 2 (pairs: class 2, p = 0.03) and 3 (no p < 0.0625: nothing)
+    assert out.diagnostics["neg_pairs"] == 1.0
+    assert out.diagnostics["neg_error_rate"] == 1.0  # class 2 is sample 2's true class
+    sup = math.log(math.exp(2.0) + 2.0)
+    pos = (ce(STRONG[0], 0) + ce(STRONG[1], 1)) / 4  # divided by the batch size, not the mask
+    row = STRONG[2]
+    q = math.exp(row[2]) / sum(math.exp(v) for v in row)
+    neg = -math.log(1 - q)
+    assert out.diagnostics["loss_sup"] == pytest.approx(sup, rel=1e-5)
+    assert out.diagnostics["loss_unsup"] == pytest.approx(pos, rel=1e-5)
+    assert out.diagnostics["loss_neg"] == pytest.approx(neg, rel=1e-5)
+    assert out.loss.item() == pytest.approx(sup + 2.0 * pos + 0.5 * neg, rel=1e-5)
+
+
+def test_dta_off_uses_tau_max_for_every_class() -> None:
+    method = DTASNL({**HAND, "dta": False, "tau_max": 0.875}, setup())
+    out = method.training_loss(ctx_for(BATCH1))
+    assert out.diagnostics["threshold"].tolist() == [0.875] * 3
+    assert out.diagnostics["mask_rate"] == 0.25  # only p̂ = 0.9 passes
+    assert method.summary()["threshold"] == [0.875] * 3
+
+
+def test_snl_off_removes_the_negative_term() -> None:
+    on = DTASNL(HAND, setup()).training_loss(ctx_for(BATCH1))
+    ctx = ctx_for(BATCH1)
+    off = DTASNL({**HAND, "snl": False}, setup()).training_loss(ctx)
+    assert "loss_neg" not in off.diagnostics and "neg_pairs" not in off.diagnostics
+    sup, pos = off.diagnostics["loss_sup"], off.diagnostics["loss_unsup"]
+    assert off.loss.item() == pytest.approx(sup + 2.0 * pos, rel=1e-6)
+    assert on.loss.item() == pytest.approx(off.loss.item() + 0.5 * on.diagnostics["loss_neg"])
+    # no gradient reaches the rejected sample 2's strong view (its only term was L_neg)
+    strong = ctx.unlabelled.strong.clone().requires_grad_(True)
+    ctx.unlabelled.strong = strong
+    DTASNL({**HAND, "snl": False}, setup()).training_loss(ctx).loss.backward()
+    assert strong.grad[2].abs().sum() == 0 and strong.grad[0].abs().sum() > 0
+
+
+def test_complementary_label_selection() -> None:
+    probs = torch.tensor(
+        [
+            [0.90, 0.06, 0.04],  # accepted: no pairs even though p < tau_neg
+            [0.60, 0.38, 0.02],  # rejected: class 2 only
+            [0.40, 0.3, 0.3],  # rejected, no class below tau_neg: nothing
+            [0.30, 0.30, 0.40],  # rejected, p̂ < tau_neg = 0.5: every class but ŷ = 2
+            [0.6875, 0.25, 0.0625],  # rejected: p = tau_neg exactly is not below it
+        ]
+    )
+    mask = torch.tensor([True, False, False, False, False])
+    pseudo = probs.argmax(dim=-1)
+    pairs = complementary_labels(probs, mask, pseudo, 0.0625)
+    assert pairs.nonzero().tolist() == [[1, 2]]
+    pairs = complementary_labels(probs, mask, pseudo, 0.5)
+    assert [k for i, k in pairs.nonzero().tolist() if i == 3] == [0, 1]  # never ŷ
+    assert not pairs[0].any()
+
+
+def test_negative_loss_by_hand() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0], [100.0, 0.0, 0.0]])
+    pairs = torch.tensor([[True, True, False], [False, False, True], [False, False, False]])
+    soft0 = [math.exp(v) / (1 + math.e + math.e**2) for v in (0.0, 1.0, 2.0)]
+    expected = -(math.log(1 - soft0[0]) + math.log(1 - soft0[1]) + math.log(2 / 3)) / 3
+    assert negative_loss(logits, pairs).item() == pytest.approx(expected, rel=1e-5)
+    assert negative_loss(logits, torch.zeros_like(pairs)).item() == 0.0
+    # q ≈ 1 on a complementary label: clamped, finite
+    sure = torch.tensor([[False] * 3, [False] * 3, [True, False, False]])
+    assert negative_loss(logits, sure).item() == pytest.approx(-math.log(NEG_EPS), rel=1e-4)
+
+
+def test_attention_enhancement_with_fixed_weights() -> None:
+    neck = LocalAttentionDropout(2, 1, local_attention=True, drop_p=0.0, grid=2)
+    first, second = neck.attention[0], neck.attention[2]
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([1.0, -2.0]).view(1, 2, 1, 1))
+        first.bias.fill_(0.5)
+        second.weight.fill_(3.0)
+        second.bias.fill_(-1.0)
+    x = torch.randn(2, 2, 3, 4)
+    a = neck.attention_map(x)
+    assert a.shape == (2, 1, 3, 4)
+    hidden = (x[:, 0] - 2 * x[:, 1] + 0.5).clamp_min(0)
+    expected_a = torch.sigmoid(3 * hidden - 1).unsqueeze(1)
+    torch.testing.assert_close(a, expected_a)
+    torch.testing.assert_close(neck(x), x * (1 + expected_a))
+    assert not torch.equal(neck(x), x)
+
+
+def test_feature_dropout_zeroes_one_whole_cell_and_rescales() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(16, 3, 4, 4)
+    out = random_cell_dropout(x, 1.0, 2)
+    for sample in out:
+        zero = sample == 0
+        assert torch.equal(zero, zero[:1].expand_as(zero))  # same cell in every channel
+        cells = [zero[0, r : r + 2, c : c + 2] for r in (0, 2) for c in (0, 2)]
+        assert sorted(bool(cell.all()) for cell in cells) == [False, False, False, True]
+        assert int(zero[0].sum()) == 4
+    kept = out[out != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 4 / 3))  # 1 / (1 - 1/4)
+    # same seed, same cells: it draws from torch's global RNG
+    torch.manual_seed(1)
+    a = random_cell_dropout(x, 0.5, 2)
+    # inverted-dropout rescale: every kept position, dropped sample or not, is 1 / (1 - p/g²)
+    undropped = (a != 0).flatten(1).all(dim=1)
+    assert 0 < int(undropped.sum()) < len(a)
+    torch.testing.assert_close(a[a != 0], torch.full_like(a[a != 0], 8 / 7))
+    torch.manual_seed(1)
+    assert torch.equal(a, random_cell_dropout(x, 0.5, 2))
+
+
+@pytest.mark.parametrize("size", [4, 3])
+def test_feature_dropout_is_unbiased_per_position(size: int) -> None:
+    torch.manual_seed(0)
+    x = torch.ones(20000, 1, size, size)
+    out = random_cell_dropout(x, 0.5, 2)
+    zero_rate = (out == 0).float().mean(dim=0)  # every position: p / grid² = 1/8
+    torch.testing.assert_close(zero_rate, torch.full_like(zero_rate, 1 / 8), atol=0.01, rtol=0)
+    # std of each position's mean ≈ 0.0027: 0.015 is > 5 sigma, and 0.875 (no rescale) fails
+    mean = out.mean(dim=0)
+    torch.testing.assert_close(mean, torch.ones_like(mean), atol=0.015, rtol=0)
+
+
+def test_neck_is_identity_at_eval_and_switches_remove_components() -> None:
+    x = torch.randn(4, 8, 4, 4)
+    drop_only = LocalAttentionDropout(8, 8, local_attention=False, drop_p=1.0, grid=2)
+    assert drop_only.attention is None
+    assert torch.equal(drop_only.eval()(x), x)
+    assert not torch.equal(drop_only.train()(x), x)
+    no_drop = LocalAttentionDropout(8, 8, local_attention=True, drop_p=0.0, grid=2).train()
+    torch.testing.assert_close(no_drop(x), x * (1 + no_drop.attention_map(x)))
+    # wrap_model: installs the neck (hidden width max(8, C // reduction)), or nothing at all
+    wrapped = DTASNL({"attention_reduction": 8}, setup()).wrap_model(TinyNet(channels=128))
+    assert isinstance(wrapped.neck, LocalAttentionDropout)
+    assert wrapped.neck.attention[0].out_channels == 16
+    assert wrapped.neck.drop_p == 0.5 and wrapped.neck.grid == 2
+    plain = DTASNL({"local_attention": False, "feature_drop_p": 0.0}, setup())
+    assert isinstance(plain.wrap_model(TinyNet()).neck, nn.Identity)
+    # the EMA teacher (a deep copy in eval mode) gets the same neck, without dropout
+    teacher = copy.deepcopy(wrapped).eval()
+    images = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(teacher(images), wrapped.eval()(images))
+
+
+def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
+    method = DTASNL(HAND, setup())
+    method.training_loss(ctx_for(BATCH1))
+    method.training_loss(ctx_for(BATCH2))
+    torch.save(method.state_dict(), tmp_path / "state.pt")
+    restored = DTASNL(HAND, setup())
+    restored.load_state_dict(torch.load(tmp_path / "state.pt"))
+    a, b = method.training_loss(ctx_for(BATCH3)), restored.training_loss(ctx_for(BATCH3))
+    assert a.loss.item() == b.loss.item()
+    assert torch.equal(a.diagnostics["threshold"], b.diagnostics["threshold"])
+    assert a.diagnostics["g"] == b.diagnostics["g"]
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key])
+    _, _, tau = reference_dta([BATCH1, BATCH2, BATCH3], 0.25, "convex", 0.5, 0.95)
+    assert restored.summary()["threshold"] == pytest.approx(tau, abs=1e-6)
+    state = method.state_dict()
+    state["s"].fill_(7.0)  # a copy: the method is unchanged
+    assert float(method.state.s.max()) < 1
+    with pytest.raises(ValueError, match="classes"):
+        DTASNL(HAND, setup(num_classes=4)).load_state_dict(method.state_dict())
+
+
+def test_smoke_step_on_tiny_model() -> None:
+    torch.manual_seed(0)
+    method = DTASNL({"tau_neg": 0.4}, setup())
+    model = method.wrap_model(TinyNet())
+    teacher = copy.deepcopy(model).eval()
+    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+    unlabelled = UnlabelledBatch(
+        torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.arange(8), torch.randint(0, 3, (8,))
+    )
+    out = method.training_loss(StepContext(model, teacher, labelled, unlabelled, 0, 10, 3))
+    assert torch.isfinite(out.loss)
+    assert out.diagnostics["neg_pairs"] > 0  # tau_neg = 0.4 with 3 near-uniform classes
+    out.loss.backward()
+    grad = model.neck.attention[0].weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_config_file_defaults_registry_and_balanced_sampling_link() -> None:
+    text = CONFIG.read_text()
+    assert text.startswith("# @package _global_")
+    block = yaml.safe_load(text)["method"]
+    assert block["name"] == "dta_snl"
+    spec = {"m": 0.999, "mapping": "convex", "tau_min": 0.5, "tau_max": 0.95, "lambda_u": 1.0,
+            "tau_neg": 0.05, "lambda_neg": 1.0, "dta": True, "snl": True,
+            "local_attention": True, "feature_drop_p": 0.5, "feature_drop_grid": 2,
+            "balanced_sampling": True}  # fmt: skip
+    assert {k: block[k] for k in spec} == spec
+    assert isinstance(get_method("dta_snl").cls(block, setup()), DTASNL)
+    # data.balanced_sampling follows method.balanced_sampling through the interpolation
+    assert compose_config(["method=dta_snl"])["data"]["balanced_sampling"] is True
+    off = compose_config(["method=dta_snl", "method.balanced_sampling=false"])
+    assert off["data"]["balanced_sampling"] is False
+    for bad in ({"mapping": "concave"}, {"tau_min": 0.9, "tau_max": 0.5}, {"feature_drop_grid": 1}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            DTASNL(bad, setup())
