@@ -4,32 +4,39 @@ Each image is a cartoon face drawn with PIL. The seven RAF-DB classes differ onl
 geometry — mouth curve, opening and width, brow height and slant, eye opening, an asymmetric
 upper-lip raise with a nose wrinkle — each drawn from a per-class distribution that overlaps its
 neighbours (fear/surprise, anger/disgust, sadness/neutral). Everything else is nuisance:
-identity (face shape, skin tone, feature spacing, hair), pose (rotation, shift, scale),
-lighting gradient, background, noise, partial occlusion, and a share of ambiguous blends of two
-expressions (labelled with the dominant one). Class frequencies follow RAF-DB's training set.
+identity (face shape, skin tone, feature spacing, hair, ears, glasses, moustache), pose
+(rotation, shift, scale), background clutter, lighting, colour cast, blur, noise, partial
+occlusion, and a share of ambiguous blends of two expressions (labelled with the dominant one).
+Class frequencies follow RAF-DB's training set in both splits.
 
 The dataset is written exactly as RAF-DB ships (``EmoLabel/list_patition_label.txt`` and
 ``Image/aligned/<name>_aligned.jpg``) and read back by the RAF-DB loader, so the real loader is
 what every test and the quick start exercise. Generation is deterministic: image ``i`` of a split
-is drawn from ``np.random.default_rng([seed, split, i])``.
+is drawn from ``np.random.default_rng([seed, split, i])``, so images can be rendered in any order
+by any number of processes.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
+
+from harness.errors import ConfigError, DatasetError
 
 # RAF-DB training-set counts in label order 1..7: Surprise, Fear, Disgust, Happiness, Sadness,
 # Anger, Neutral. synthfer keeps these proportions in both splits.
@@ -37,21 +44,23 @@ RAFDB_TRAIN_COUNTS = (1290, 281, 717, 4772, 1982, 705, 2524)
 
 # Expression geometry per class (mean): mouth curve (+smile / -frown), mouth opening, mouth
 # width, brow height (+raised), brow slant (+inner ends up, -inner ends down), eye opening,
-# lip raise (disgust's asymmetric upper lip and nose wrinkle).
+# lip raise (disgust's one-sided upper-lip raise; above LIP_WRINKLE the nose wrinkles too).
 GEOMETRY_KEYS = ("curve", "opening", "width", "brow_height", "brow_slant", "eyes", "lip_raise")
 CLASS_GEOMETRY = np.array(
     [
-        [0.05, 0.80, 0.75, 0.85, 0.15, 1.35, 0.0],  # Surprise
-        [-0.25, 0.45, 1.10, 0.60, 0.65, 1.25, 0.0],  # Fear
+        [0.05, 0.80, 0.75, 0.85, 0.15, 1.35, 0.00],  # Surprise
+        [-0.25, 0.45, 1.10, 0.60, 0.65, 1.25, 0.00],  # Fear
         [-0.35, 0.15, 0.95, -0.40, -0.35, 0.65, 0.80],  # Disgust
-        [0.80, 0.30, 1.15, 0.10, 0.00, 0.80, 0.0],  # Happiness
-        [-0.60, 0.05, 0.85, -0.05, 0.70, 0.70, 0.0],  # Sadness
+        [0.80, 0.30, 1.15, 0.10, 0.00, 0.80, 0.00],  # Happiness
+        [-0.60, 0.05, 0.85, -0.05, 0.70, 0.70, 0.00],  # Sadness
         [-0.30, 0.10, 0.80, -0.65, -0.80, 0.65, 0.10],  # Anger
-        [0.00, 0.05, 0.95, 0.00, 0.00, 0.90, 0.0],  # Neutral
+        [0.00, 0.05, 0.95, 0.00, 0.00, 0.90, 0.00],  # Neutral
     ]
 )
-# How far one face's expression strays from its class mean (per geometry parameter).
+NEUTRAL = 6
+# How far one face's expression strays from its class mean (per geometry parameter, 1 sd).
 GEOMETRY_SPREAD = np.array([0.22, 0.15, 0.12, 0.25, 0.28, 0.20, 0.22])
+LIP_WRINKLE = 0.35
 
 _SKIN = np.array(
     [
@@ -68,239 +77,447 @@ _HAIR = np.array(
     [[30, 25, 20], [80, 50, 25], [150, 110, 60], [220, 190, 120], [120, 120, 120], [160, 60, 30]],
     dtype=np.float64,
 )
+_IRIS = np.array([[70, 45, 25], [40, 90, 140], [60, 110, 60], [110, 80, 40]], dtype=np.float64)
 
-DONE_MARKER = ".complete"
+# Bump when the renderer changes what a config draws: it is part of the cache key, so a cache
+# written by an older renderer is never mistaken for the current one.
+GENERATOR_VERSION = 2
+SUPERSAMPLE = 3  # draw at 3× and box-downsample: anti-aliasing at almost no cost
+DONE_MARKER = ".complete"  # written last: a folder without it is an unfinished generation
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic: RAF-DB's own spelling
+IMAGE_DIR = Path("Image") / "aligned"
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How big, how hard and which draw of synthfer to make."""
+    """How big, how hard and which draw of synthfer to make (every field enters the cache key)."""
 
     train_size: int = 6000
     test_size: int = 1500
     image_size: int = 100  # side of the written JPEGs (RAF-DB's aligned faces are 100×100)
     seed: int = 1234
-    expression_scale: float = 1.0  # multiplies GEOMETRY_SPREAD: larger → classes overlap more
-    blend_share: float = 0.08  # share of faces blending two expressions (dominant one labels)
-    occlusion_prob: float = 0.25  # share of faces with a random occluder over part of the face
-    max_rotation: float = 15.0  # degrees, uniform in ±max
-    max_shift: float = 0.08  # fraction of the image side
-    scale_range: tuple[float, float] = (0.85, 1.1)
-    lighting: float = 0.45  # strongest lighting gradient (multiplicative, across the image)
-    noise_std: float = 10.0  # strongest Gaussian pixel noise (0-255 scale)
+    expression_strength: float = 1.0  # scales class means' distance from neutral: <1 subtler
+    expression_spread: float = 0.8  # scales GEOMETRY_SPREAD: larger → classes overlap more (0.8:
+    # calibrated so that 10% of the labels scores ~18 points below 100% with a small CNN)
+    blend_share: float = 0.05  # share of faces blending two expressions (dominant one labels)
+    occlusion_prob: float = 0.25  # share of faces with an occluder (hand, card, blob) on them
+    accessory_prob: float = 0.15  # chance of glasses, and separately of a moustache
+    clutter: float = 3.0  # mean number of random shapes in the background
+    max_rotation: float = 15.0  # in-plane head rotation, degrees, uniform in ±max
+    max_shift: float = 0.08  # face-centre shift, fraction of the image side, uniform in ±max
+    scale_range: tuple[float, float] = (0.85, 1.1)  # face size, relative to the frame
+    lighting: float = 0.45  # strongest lighting gradient: brightness up to ±this at the edges
+    blur_prob: float = 0.3  # share of images slightly out of focus (Gaussian blur)
+    grey_prob: float = 0.05  # share of greyscale photos (RAF-DB has some), still saved as RGB
+    noise_std: float = 10.0  # strongest Gaussian pixel noise (0-255 scale); per image U(0, max)
     jpeg_quality: int = 90
 
+    def __post_init__(self) -> None:
+        # YAML gives lists; a tuple keeps the config hashable and its fingerprint stable.
+        object.__setattr__(self, "scale_range", tuple(float(s) for s in self.scale_range))
+        problems = []
+        if self.train_size < 7 or self.test_size < 7:
+            problems.append("train_size and test_size must be ≥ 7 (one image per class)")
+        if self.image_size < 16:
+            problems.append(f"image_size must be ≥ 16, got {self.image_size}")
+        for name in ("blend_share", "occlusion_prob", "accessory_prob", "blur_prob", "grey_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        low, high = self.scale_range if len(self.scale_range) == 2 else (0, -1)
+        if not 0 < low <= high:
+            problems.append(
+                f"scale_range must be [low, high] with 0 < low ≤ high, got {list(self.scale_range)}"
+            )
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"jpeg_quality must be 1-100, got {self.jpeg_quality}")
+        if problems:
+            raise ConfigError("synthfer (dataset.generate): " + "; ".join(problems))
+
     def fingerprint(self) -> str:
-        """Short hash of every setting: the cache folder name."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of every setting and the renderer version: the cache folder name."""
+        blob = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
 def split_labels(size: int, seed: int, split: str) -> np.ndarray:
     """Labels 0..6 of one split with RAF-DB's class proportions (every class present)."""
     props = np.array(RAFDB_TRAIN_COUNTS, dtype=np.float64) / sum(RAFDB_TRAIN_COUNTS)
-    counts = np.maximum(1, np.floor(props * size).astype(int))
-    counts[np.argmax(counts)] += size - counts.sum()  # the remainder goes to the largest class
+    counts = np.maximum(1, np.round(props * size).astype(int))
+    counts[np.argmax(counts)] += size - counts.sum()  # rounding slack goes to the largest class
     labels = np.repeat(np.arange(7), counts)
     return np.random.default_rng([seed, _split_id(split), 99]).permutation(labels)
+
+
+def split_names(split: str, size: int) -> list[str]:
+    """RAF-DB's image stems of one split: ``train_00001`` …, wider when 5 digits do not suffice."""
+    digits = max(5, len(str(size)))
+    return [f"{split}_{i:0{digits}d}" for i in range(1, size + 1)]
 
 
 def _split_id(split: str) -> int:
     return {"train": 0, "test": 1}[split]
 
 
-def _curve(x0: float, x1: float, y: float, bend: float, n: int = 24) -> list[tuple[float, float]]:
-    """Points of a parabola from (x0, y) to (x1, y) whose middle is displaced by ``bend``."""
-    xs = np.linspace(x0, x1, n)
-    t = (xs - x0) / max(x1 - x0, 1e-6) * 2 - 1
-    return [(float(x), float(y + bend * (1 - tt * tt))) for x, tt in zip(xs, t, strict=True)]
+def face_geometry(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
+    """The expression parameters (GEOMETRY_KEYS) of one face of class ``label``, maybe a blend."""
+    means = CLASS_GEOMETRY[NEUTRAL] + config.expression_strength * (
+        CLASS_GEOMETRY - CLASS_GEOMETRY[NEUTRAL]
+    )
+    geometry = means[label].copy()
+    if rng.random() < config.blend_share:
+        other = (label + rng.integers(1, 7)) % 7
+        weight = rng.uniform(0.55, 0.7)  # the labelled expression stays dominant
+        geometry = weight * geometry + (1 - weight) * means[other]
+    noise = rng.standard_normal(len(geometry)) * GEOMETRY_SPREAD * config.expression_spread
+    return geometry + noise
+
+
+# ---- drawing -------------------------------------------------------------------------------
+# Faces are laid out in "face units": a 100×100 frame with the head near (50, 50). Every point
+# goes through the pose before it is drawn, so rotation and scale cost nothing extra (no raster
+# warp), and every ellipse is a polygon so that it can rotate.
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """Face units → canvas pixels: rotate and scale about the frame centre, then shift."""
+
+    cos: float
+    sin: float
+    scale: float
+    dx: float
+    dy: float
+    px: float  # canvas pixels per face unit
+
+    def __call__(self, points: np.ndarray) -> list[tuple[float, float]]:
+        p = np.asarray(points, dtype=np.float64) - 50.0
+        x = (self.cos * p[:, 0] - self.sin * p[:, 1]) * self.scale + 50.0 + self.dx
+        y = (self.sin * p[:, 0] + self.cos * p[:, 1]) * self.scale + 50.0 + self.dy
+        return list(zip((x * self.px).tolist(), (y * self.px).tolist(), strict=True))
+
+    def width(self, units: float) -> int:
+        """A stroke width in canvas pixels."""
+        return max(1, round(units * self.scale * self.px))
+
+
+@cache
+def _unit_circle(n: int) -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+@cache
+def _unit_span(n: int) -> np.ndarray:
+    return np.linspace(-1, 1, n)
+
+
+def _ellipse(cx: float, cy: float, a: float, b: float, n: int = 28) -> np.ndarray:
+    """``n`` points around an axis-aligned ellipse, clockwise on screen from its right end."""
+    return _unit_circle(n) * (a, b) + (cx, cy)
+
+
+def _parabola(x0: float, x1: float, y: float, bend: float, n: int = 14) -> np.ndarray:
+    """From (x0, y) to (x1, y) with the middle displaced by ``bend`` (down when positive)."""
+    t = _unit_span(n)
+    return np.stack([(x0 + x1) / 2 + t * (x1 - x0) / 2, y + bend * (1 - t * t)], axis=1)
+
+
+def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = np.clip(colour, 0, 255).astype(int).tolist()
+    return r, g, b
+
+
+def _background(draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator, clutter: float):
+    for _ in range(rng.poisson(clutter)):
+        x, y = rng.uniform(-0.1, 1.1, 2) * side
+        w, h = rng.uniform(0.05, 0.4, 2) * side
+        box = [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+        colour = _rgb(rng.uniform(0, 255, 3))
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.rectangle(box, fill=colour)
+        elif kind == 1:
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.line([(box[0], box[1]), (box[2], box[3])], fill=colour, width=int(w / 8) + 1)
 
 
 def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthConfig) -> Image.Image:
     """Draw one face with the given expression geometry and random identity and nuisances."""
-    curve, opening, width, brow_h, brow_slant, eyes, lip_raise = geometry
-    side = config.image_size * 3  # draw large, downsample: anti-aliasing for free
-    u = side / 100  # drawing unit: 1% of the canvas
-    background = rng.uniform(40, 215, 3)
-    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in background))
+    curve, opening, width, brow_h, brow_slant, eyes, lip_raise = geometry.tolist()
+    side = config.image_size * SUPERSAMPLE
+    background = rng.uniform(30, 225, 3)
+    canvas = Image.new("RGB", (side, side), _rgb(background))
     draw = ImageDraw.Draw(canvas)
+    _background(draw, side, rng, config.clutter)
 
-    # Identity.
+    angle = math.radians(rng.uniform(-config.max_rotation, config.max_rotation))
+    shift = rng.uniform(-config.max_shift, config.max_shift, 2) * 100
+    pose = _Pose(
+        math.cos(angle), math.sin(angle), rng.uniform(*config.scale_range), *shift, side / 100
+    )
+
+    # Identity: colours, head shape, feature placement.
     skin = _SKIN[rng.integers(len(_SKIN))] * rng.uniform(0.9, 1.08) + rng.normal(0, 8, 3)
-    skin_rgb = tuple(int(c) for c in np.clip(skin, 0, 255))
-    hair = tuple(
-        int(c) for c in np.clip(_HAIR[rng.integers(len(_HAIR))] + rng.normal(0, 10, 3), 0, 255)
+    hair = _HAIR[rng.integers(len(_HAIR))] + rng.normal(0, 10, 3)
+    skin_rgb, hair_rgb, dark = _rgb(skin), _rgb(hair), _rgb(skin * 0.35)
+    cx, cy = 50.0, 50.0 + rng.uniform(-2, 2)
+    face_a, face_b = rng.uniform(28, 36), rng.uniform(38, 46)
+    chin = rng.uniform(0.85, 1.08)  # stretches the lower half of the head
+    eye_dx, eye_y = rng.uniform(11, 15), cy - rng.uniform(5, 10)
+    mouth_y = cy + rng.uniform(17, 23)
+
+    # Shoulders and neck, long hair, ears: behind the head.
+    draw.polygon(
+        pose(
+            np.array(
+                [
+                    [cx - 60, 112],
+                    [cx - 35, cy + face_b * 0.95],
+                    [cx + 35, cy + face_b * 0.95],
+                    [cx + 60, 112],
+                ]
+            )
+        ),
+        fill=_rgb(rng.uniform(0, 255, 3)),
     )
-    face_w, face_h = rng.uniform(30, 38) * u, rng.uniform(40, 47) * u
-    cx, cy = 50 * u, 52 * u
-    eye_dx, eye_y = rng.uniform(12, 16) * u, cy - rng.uniform(6, 11) * u
-    mouth_y = cy + rng.uniform(18, 24) * u
-    dark = tuple(int(c * 0.35) for c in skin_rgb)
-
-    if rng.random() < 0.8:  # hair behind the head
-        draw.ellipse(
-            [cx - face_w - 3 * u, cy - face_h - 5 * u, cx + face_w + 3 * u, cy + 5 * u], fill=hair
-        )
-    draw.ellipse([cx - face_w, cy - face_h, cx + face_w, cy + face_h], fill=skin_rgb)
-    if rng.random() < 0.6:  # fringe
-        draw.chord([cx - face_w, cy - face_h, cx + face_w, cy - face_h * 0.2], 180, 360, fill=hair)
-
-    # Eyes: opening scales the eye height; pupils.
-    eye_w = rng.uniform(5, 6.5) * u
-    eye_h = max(0.6 * u, eyes * rng.uniform(2.6, 3.2) * u)
-    for sign in (-1, 1):
-        ex = cx + sign * eye_dx
-        draw.ellipse(
-            [ex - eye_w, eye_y - eye_h, ex + eye_w, eye_y + eye_h],
-            fill=(250, 250, 250),
-            outline=dark,
-            width=max(1, int(0.6 * u)),
-        )
-        pr = min(eye_h, 2.4 * u)
-        draw.ellipse([ex - pr, eye_y - pr, ex + pr, eye_y + pr], fill=(35, 25, 20))
-
-    # Brows: height above the eye and slant of the inner end.
-    brow_len = rng.uniform(8, 10) * u
-    brow_y = eye_y - eye_h - (4 + 4 * brow_h) * u
-    thickness = max(2, int(rng.uniform(1.6, 2.4) * u))
-    for sign in (-1, 1):
-        inner_x = cx + sign * (eye_dx - brow_len * 0.55)
-        outer_x = cx + sign * (eye_dx + brow_len * 0.55)
-        inner_y = brow_y - brow_slant * 4 * u
-        outer_y = brow_y + brow_slant * 1.5 * u
-        draw.line(
-            [(inner_x, inner_y), (outer_x, outer_y)],
-            fill=hair if rng.random() < 0.5 else dark,
-            width=thickness,
-        )
-
-    # Nose, and disgust's wrinkle.
-    draw.line(
-        [(cx, eye_y + 3 * u), (cx - 2 * u, cy + 10 * u), (cx + 1.5 * u, cy + 11 * u)],
-        fill=dark,
-        width=max(1, int(0.8 * u)),
+    draw.polygon(
+        pose(
+            np.array(
+                [
+                    [cx - face_a * 0.45, cy],
+                    [cx + face_a * 0.45, cy],
+                    [cx + face_a * 0.5, cy + face_b * 1.1],
+                    [cx - face_a * 0.5, cy + face_b * 1.1],
+                ]
+            )
+        ),
+        fill=_rgb(skin * 0.85),
     )
-    if lip_raise > 0.35:
-        for k in range(2):
-            y = eye_y + (6 + 2.5 * k) * u
-            draw.line(
-                [(cx - 3 * u, y), (cx + 3 * u, y - 1 * u)], fill=dark, width=max(1, int(0.6 * u))
+    if rng.random() < 0.35:
+        long_hair = _ellipse(cx, cy - 2, face_a + 6, face_b + 6)
+        long_hair[:, 1] = np.where(long_hair[:, 1] > cy, cy + face_b * 0.9, long_hair[:, 1])
+        draw.polygon(pose(long_hair), fill=hair_rgb)
+    if rng.random() < 0.7:
+        for sign in (-1, 1):
+            draw.polygon(
+                pose(_ellipse(cx + sign * face_a * 0.97, eye_y + 4, 3.5, 6.5, 16)),
+                fill=_rgb(skin * 0.92),
             )
 
-    # Mouth: upper and lower lip curves; curve bends both, opening separates them, lip raise
-    # lifts one corner of the upper lip.
-    half = max(5.0, 11 * width) * u
-    bend = curve * 4 * u  # image y grows downwards: a smile pushes the middle down
-    upper = _curve(cx - half, cx + half, mouth_y, bend * 0.6)
-    lower = _curve(cx - half, cx + half, mouth_y, bend * 0.6 + opening * 11 * u)
-    if lip_raise > 0:
-        upper = [(x, y - lip_raise * 3 * u * max(0.0, (x - cx) / half)) for x, y in upper]
-    # Corners move opposite to the middle, which is what reads as a smile or a frown.
-    lift = curve * 3 * u
-    upper = [(x, y - lift * ((x - cx) / half) ** 2) for x, y in upper]
-    lower = [(x, y - lift * ((x - cx) / half) ** 2) for x, y in lower]
-    lip = tuple(int(c) for c in np.clip(np.array(skin_rgb) * [0.75, 0.45, 0.45], 0, 255))
+    head = _ellipse(cx, cy, face_a, face_b, 40)
+    head[:, 1] = np.where(head[:, 1] > cy, cy + (head[:, 1] - cy) * chin, head[:, 1])
+    draw.polygon(pose(head), fill=skin_rgb)
+    if rng.random() < 0.85:  # hair on top, down to a slanted hairline
+        hairline = cy - face_b * rng.uniform(0.35, 0.7)
+        tilt = rng.uniform(-0.25, 0.25)
+        top = _ellipse(cx, cy, face_a + 1.5, face_b + 2.5, 40)
+        top[:, 1] = np.minimum(top[:, 1], hairline + tilt * (top[:, 0] - cx))
+        draw.polygon(pose(top), fill=hair_rgb)
+    if rng.random() < 0.3:  # blush
+        for sign in (-1, 1):
+            draw.polygon(
+                pose(_ellipse(cx + sign * (eye_dx + 2), mouth_y - 9, 5, 3.5, 16)),
+                fill=_rgb(skin * [1.0, 0.85, 0.85]),
+            )
+
+    # Eyes: opening scales the eye height; iris and pupil follow a random gaze.
+    eye_w = rng.uniform(4.5, 6.0)
+    eye_h = max(0.4, eye_w * 0.55 * eyes)
+    iris = _rgb(_IRIS[rng.integers(len(_IRIS))])
+    gaze = rng.uniform(-1.5, 1.5)
+    for sign in (-1, 1):
+        ex = cx + sign * eye_dx
+        draw.polygon(
+            pose(_ellipse(ex, eye_y, eye_w, eye_h, 20)),
+            fill=(245, 245, 240),
+            outline=dark,
+            width=pose.width(0.5),
+        )
+        r = min(eye_h * 0.95, eye_w * 0.55)
+        draw.polygon(pose(_ellipse(ex + gaze, eye_y, r, r, 14)), fill=iris)
+        draw.polygon(pose(_ellipse(ex + gaze, eye_y, r * 0.5, r * 0.5, 10)), fill=(20, 15, 15))
+        draw.line(
+            pose(_ellipse(ex, eye_y, eye_w, eye_h, 20)[10:]), fill=dark, width=pose.width(0.9)
+        )  # the upper lid: the top half of the outline
+
+    # Brows: height above the eye, slant of the inner end, a little arch.
+    brow_len, arch = rng.uniform(9, 12), rng.uniform(0, 1.5)
+    brow_y = eye_y - eye_h - 3.5 - 3.5 * brow_h
+    brow_colour = hair_rgb if rng.random() < 0.5 else dark
+    for sign in (-1, 1):
+        inner_x = cx + sign * (eye_dx - brow_len * 0.5)
+        outer_x = cx + sign * (eye_dx + brow_len * 0.5)
+        inner_y, outer_y = brow_y - brow_slant * 3.5, brow_y + brow_slant * 1.2
+        points = np.array(
+            [
+                [inner_x, inner_y],
+                [(inner_x + outer_x) / 2, (inner_y + outer_y) / 2 - arch],
+                [outer_x, outer_y],
+            ]
+        )
+        draw.line(
+            pose(points), fill=brow_colour, width=pose.width(rng.uniform(1.4, 2.4)), joint="curve"
+        )
+
+    # Nose, and disgust's wrinkle across its bridge.
+    tip = rng.uniform(-1.5, 1.5)
+    nose_w = pose.width(0.8)
+    draw.line(
+        pose(np.array([[cx, eye_y + 2], [cx + tip, cy + 8], [cx + tip + 1.5, cy + 9.5]])),
+        fill=dark,
+        width=nose_w,
+    )
+    draw.line(pose(_parabola(cx - 4.5, cx + 4.5, cy + 9.5, 1.2, 8)), fill=dark, width=nose_w)
+    if lip_raise > LIP_WRINKLE:
+        for k in range(2 + int(lip_raise > 0.8)):
+            y = eye_y + 4 + 2.2 * k
+            draw.line(pose(np.array([[cx - 3, y], [cx + 3, y - 0.8]])), fill=dark, width=nose_w)
+
+    # Mouth: curve bends both lips and lifts the corners, opening separates them, lip raise
+    # lifts one side of the upper lip.
+    half = max(4.0, 9.5 * width)
+    rel = _unit_span(14)
+    corner_lift = curve * 3.0 * rel**2
+    upper = _parabola(cx - half, cx + half, mouth_y, curve * 2.4)
+    lower = _parabola(cx - half, cx + half, mouth_y, curve * 2.4 + max(0.0, opening) * 10)
+    upper[:, 1] -= corner_lift + max(0.0, lip_raise) * 3.0 * np.clip(rel, 0, None)
+    lower[:, 1] -= corner_lift
+    lip = _rgb(skin * [0.75, 0.45, 0.45])
+    lip_w = pose.width(rng.uniform(1.2, 2.0))
     if opening > 0.12:
-        draw.polygon(upper + lower[::-1], fill=(60, 20, 25), outline=lip)
-        draw.line(upper, fill=lip, width=max(2, int(1.5 * u)))
-        draw.line(lower, fill=lip, width=max(2, int(1.5 * u)))
-    else:
-        draw.line(upper, fill=lip, width=max(2, int(2.0 * u)))
+        draw.polygon(pose(np.concatenate([upper, lower[::-1]])), fill=(60, 20, 25))
+        if curve > 0.3 and opening > 0.2:  # a smile shows the upper teeth
+            teeth = upper.copy()
+            teeth[:, 1] += np.minimum(2.5, (lower[:, 1] - upper[:, 1]) * 0.5)
+            draw.polygon(pose(np.concatenate([upper, teeth[::-1]])), fill=(240, 240, 230))
+        draw.line(pose(lower), fill=lip, width=lip_w)
+    draw.line(pose(upper), fill=lip, width=lip_w)
+    if curve > 0.45:  # smile lines beside the mouth corners
+        for sign in (-1, 1):
+            x = cx + sign * (half + 2)
+            draw.line(
+                pose(
+                    np.array(
+                        [
+                            [x - sign * 1.5, mouth_y - 8],
+                            [x + sign * 0.5, mouth_y - 3],
+                            [x - sign * 0.5, mouth_y + 2],
+                        ]
+                    )
+                ),
+                fill=dark,
+                width=nose_w,
+            )
 
-    # Occluder (a hand, a mask, a phone...): a random rectangle or ellipse over part of the face.
+    # Accessories.
+    if rng.random() < config.accessory_prob:  # glasses
+        frame = _rgb(rng.uniform(0, 120, 3))
+        for sign in (-1, 1):
+            draw.polygon(
+                pose(_ellipse(cx + sign * eye_dx, eye_y, eye_w + 2.5, eye_w + 1, 20)),
+                outline=frame,
+                width=pose.width(1.0),
+            )
+        draw.line(
+            pose(
+                np.array([[cx - eye_dx + eye_w + 2.5, eye_y], [cx + eye_dx - eye_w - 2.5, eye_y]])
+            ),
+            fill=frame,
+            width=pose.width(1.0),
+        )
+    if rng.random() < config.accessory_prob:  # moustache
+        tache = _parabola(cx - half * 0.9, cx + half * 0.9, mouth_y - 3.5, -1.5, 10)
+        draw.line(pose(tache), fill=hair_rgb, width=pose.width(2.5), joint="curve")
+
+    # Occluder in front of the face: a hand, a card, a blob; often over the eyes or mouth.
     if rng.random() < config.occlusion_prob:
-        ow, oh = rng.uniform(15, 35) * u, rng.uniform(10, 25) * u
-        ox, oy = cx + rng.uniform(-25, 25) * u, cy + rng.uniform(-20, 28) * u
-        colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
-        box = [ox - ow / 2, oy - oh / 2, ox + ow / 2, oy + oh / 2]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        target_y = (eye_y, mouth_y, cy + rng.uniform(-20, 30))[rng.integers(3)]
+        ox, oy = cx + rng.uniform(-25, 25), target_y + rng.uniform(-6, 6)
+        ow, oh = rng.uniform(10, 20), rng.uniform(7, 14)
+        if rng.random() < 0.4:
+            colour = _rgb(skin * rng.uniform(0.9, 1.1))  # a hand
+        else:
+            colour = _rgb(rng.uniform(0, 255, 3))
+        if rng.random() < 0.5:
+            shape = _ellipse(ox, oy, ow, oh, 20)
+        else:
+            shape = np.array(
+                [[ox - ow, oy - oh], [ox + ow, oy - oh], [ox + ow, oy + oh], [ox - ow, oy + oh]]
+            )
+        draw.polygon(pose(shape), fill=colour)
 
-    # Pose: rotate, scale and shift about the centre.
-    angle = rng.uniform(-config.max_rotation, config.max_rotation)
-    scale = rng.uniform(*config.scale_range)
-    shift = rng.uniform(-config.max_shift, config.max_shift, 2) * side
-    canvas = _affine(canvas, angle, scale, shift, tuple(int(c) for c in background))
-    image = canvas.resize((config.image_size, config.image_size), Image.Resampling.LANCZOS)
+    image = canvas.reduce(SUPERSAMPLE)
+    if rng.random() < config.blur_prob:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * side / 300))
+    return _photometric(image, rng, config)
 
-    # Lighting gradient and sensor noise.
-    pixels = np.asarray(image, dtype=np.float64)
+
+def _photometric(image: Image.Image, rng: np.random.Generator, config: SynthConfig) -> Image.Image:
+    """Lighting gradient, exposure, colour cast, greyscale and sensor noise."""
+    pixels = np.array(image, dtype=np.float32)  # a writable copy
     theta = rng.uniform(0, 2 * math.pi)
-    ramp = np.linspace(-0.5, 0.5, config.image_size)
-    gx, gy = np.meshgrid(ramp, ramp)
-    gradient = (
-        1 + rng.uniform(0, config.lighting) * (gx * math.cos(theta) + gy * math.sin(theta)) * 2
-    )
-    pixels = pixels * gradient[..., None] * rng.uniform(0.8, 1.15)
-    pixels += rng.normal(0, rng.uniform(0, config.noise_std), pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    ramp = np.linspace(-1, 1, config.image_size, dtype=np.float32)
+    strength = rng.uniform(0, config.lighting)
+    gradient = 1 + strength * (ramp[None, :] * math.cos(theta) + ramp[:, None] * math.sin(theta))
+    gain = rng.uniform(0.8, 1.15) * rng.uniform(0.92, 1.08, 3).astype(np.float32)  # cast
+    pixels *= gradient[..., None] * gain
+    if rng.random() < config.grey_prob:
+        pixels = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2)
+    noise = rng.standard_normal(pixels.shape, dtype=np.float32)
+    noise *= rng.uniform(0, config.noise_std)
+    pixels += noise
+    return Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
 
 
-def _affine(
-    image: Image.Image, angle: float, scale: float, shift: np.ndarray, fill: tuple
-) -> Image.Image:
-    """Rotate by ``angle`` degrees and scale about the centre, then shift (pixels)."""
-    side = image.size[0]
-    c = side / 2
-    a = math.radians(angle)
-    cos, sin = math.cos(a) / scale, math.sin(a) / scale
-    # PIL maps output → input: x_in = cos*(x-c-sx) + sin*(y-c-sy) + c, and likewise for y.
-    sx, sy = shift
-    coeffs = (
-        cos,
-        sin,
-        c - cos * (c + sx) - sin * (c + sy),
-        -sin,
-        cos,
-        c + sin * (c + sx) - cos * (c + sy),
-    )
-    return image.transform(
-        image.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fill
-    )
-
-
-def face_geometry(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
-    """The expression parameters of one face of class ``label`` (maybe a blend)."""
-    geometry = CLASS_GEOMETRY[label].copy()
-    if rng.random() < config.blend_share:
-        other = (label + rng.integers(1, 7)) % 7
-        weight = rng.uniform(0.55, 0.75)  # the labelled expression stays dominant
-        geometry = weight * geometry + (1 - weight) * CLASS_GEOMETRY[other]
-    return geometry + rng.normal(0, 1, len(geometry)) * GEOMETRY_SPREAD * config.expression_scale
+# ---- writing -------------------------------------------------------------------------------
 
 
 def _render_one(args: tuple[SynthConfig, str, int, int, str]) -> None:
     config, split, index, label, path = args
     rng = np.random.default_rng([config.seed, _split_id(split), index])
     image = render_face(face_geometry(label, rng, config), rng, config)
-    image.save(path, quality=config.jpeg_quality)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=config.jpeg_quality)
+    Path(path).write_bytes(buffer.getvalue())  # one write: cheaper than PIL's buffered writes
 
 
-def generate_synthfer(root: Path, config: SynthConfig, workers: int = 2) -> None:
-    """Write synthfer at ``root`` in RAF-DB's official layout."""
-    image_dir = root / "Image" / "aligned"
+def _default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def generate_synthfer(root: Path, config: SynthConfig, workers: int | None = None) -> None:
+    """Write synthfer at ``root`` in RAF-DB's official layout.
+
+    ``workers`` processes render the images (default: the usable CPU cores, at most 8); the
+    output does not depend on it.
+    """
+    root = Path(root)
+    image_dir = root / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
-    (root / "EmoLabel").mkdir(parents=True, exist_ok=True)
+    (root / LABEL_FILE).parent.mkdir(parents=True, exist_ok=True)
     lines, jobs = [], []
     for split, size in (("train", config.train_size), ("test", config.test_size)):
-        digits = max(5, len(str(size)))
-        for i, label in enumerate(split_labels(size, config.seed, split)):
-            name = f"{split}_{i + 1:0{digits}d}"
+        labels = split_labels(size, config.seed, split).tolist()
+        for i, (name, label) in enumerate(zip(split_names(split, size), labels, strict=True)):
             lines.append(f"{name}.jpg {label + 1}\n")
-            jobs.append((config, split, i, int(label), str(image_dir / f"{name}_aligned.jpg")))
+            jobs.append((config, split, i, label, str(image_dir / f"{name}_aligned.jpg")))
+    workers = _default_workers() if workers is None else workers
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_render_one, jobs, chunksize=64))
     else:
         for job in jobs:
             _render_one(job)
-    (root / "EmoLabel" / "list_patition_label.txt").write_text("".join(lines))
-    (root / "synthfer.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    (root / LABEL_FILE).write_text("".join(lines))
+    settings = {**asdict(config), "generator_version": GENERATOR_VERSION}
+    (root / "synthfer.json").write_text(json.dumps(settings, indent=1) + "\n")  # provenance
 
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
+    with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -308,23 +525,32 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int = 2) -> Path:
-    """synthfer's root under ``cache_dir``, generated on first use.
+def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int | None = None) -> Path:
+    """synthfer's root, ``cache_dir/synthfer-<config fingerprint>``, generated on first use.
 
-    Safe when several processes ask at once: one generates into a temporary folder and renames
-    it into place under a file lock; the others wait and reuse it. A folder without the
-    completion marker (a killed generation) is never used.
+    Safe when several processes ask at once: under a file lock one generates into a temporary
+    sibling folder, writes the completion marker last and renames it into place; the others wait
+    for the lock and reuse it. A folder without the marker (a killed generation) is replaced.
     """
-    root = Path(cache_dir) / f"synthfer-{config.fingerprint()}"
-    if (root / DONE_MARKER).exists():
+    root = Path(cache_dir).expanduser() / f"synthfer-{config.fingerprint()}"
+    if (root / DONE_MARKER).is_file():
         return root
-    with _locked(root.with_name(root.name + ".lock")):
-        if (root / DONE_MARKER).exists():
-            return root
-        tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        generate_synthfer(tmp, config, workers=workers)
-        (tmp / DONE_MARKER).write_text("ok\n")
-        shutil.rmtree(root, ignore_errors=True)  # an unfinished folder from a killed run
-        os.replace(tmp, root)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(root.with_name(root.name + ".lock")):
+            if (root / DONE_MARKER).is_file():  # another process finished it while we waited
+                return root
+            # Holding the lock, any temporary sibling is left over from a killed generation.
+            for stale in root.parent.glob(f".{root.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = root.with_name(f".{root.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+            generate_synthfer(tmp, config, workers=workers)
+            (tmp / DONE_MARKER).write_text(json.dumps(asdict(config)) + "\n")
+            shutil.rmtree(root, ignore_errors=True)  # an unfinished folder from a killed run
+            os.replace(tmp, root)
+    except OSError as err:
+        raise DatasetError(
+            f"synthfer: cannot generate into the cache folder {root.parent} ({err}); set "
+            "data.cache_dir or $FER_BENCH_CACHE to a writable folder"
+        ) from err
     return root
