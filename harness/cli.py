@@ -1,4 +1,4 @@
-"""The ``bench`` command: run a grid, tabulate results, list methods."""
+"""The ``bench`` command: run a grid, follow its status, tabulate results, list methods."""
 
 from __future__ import annotations
 
@@ -6,18 +6,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from harness.launchers.status import RunStatus
+    from harness.spec import RunSpec
 
 EXAMPLES = """examples:
   bench run --methods supervised --labels 10%,100%
   bench run --methods dta_snl,fixmatch --labels 10% --seeds 0,1,2
   bench run --methods 'dta_snl,dta_snl[snl=false]' --labels 25/class --dataset rafdb \\
       dataset.root=/data/RAF-DB optim.lr=0.01
+  bench run --launcher slurm launcher.partition=gpu launcher.gpus_per_node=1 train.device=cuda \\
+      --methods fixmatch --labels 10% --seeds 0-4 --wait
+  bench status --methods fixmatch --labels 10% --seeds 0-4
   bench leaderboard
 """
 
@@ -38,21 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--methods", required=True, help="comma list; variants as name[key=value,...]")
-    run.add_argument(
-        "--labels",
-        default="10%",
-        help="comma list of label protocols: 10%% (stratified fraction), 4000 (total, "
-        "class-balanced), 25/class (per class)",
-    )
-    run.add_argument("--seeds", default="0", help="comma list or range, e.g. 0,1,2 or 0-4")
-    run.add_argument("--dataset", default="synthfer", help="a config in configs/dataset/")
-    run.add_argument("--launcher", default=None, help="a config in configs/launcher/ (local)")
-    run.add_argument("--results-dir", default="results", type=Path)
+    _add_grid_arguments(run, methods_required=True)
     run.add_argument("--force", action="store_true", help="rerun runs whose result exists")
-    run.add_argument("--dry-run", action="store_true", help="print the grid; run nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the grid and what the launcher would do (SLURM: the batch scripts); "
+        "run nothing",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="--launcher slurm: follow the jobs until all end; exit 1 if any failed",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optim.lr=0.01")
+
+    status = sub.add_parser(
+        "status",
+        help="state of each run of a grid (or --all): done / running / pending / failed / missing",
+        epilog="examples:\n  bench status --methods supervised,fixmatch --labels 10% --seeds 0,1\n"
+        "  bench status --all",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_grid_arguments(status, methods_required=False)
+    status.add_argument("--all", action="store_true", help="every run the results folder knows of")
 
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard.md from results")
     board.add_argument("--results-dir", default="results", type=Path)
@@ -64,36 +82,124 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    """``bench run``: plan the grid, skip finished runs, launch the rest."""
-    from harness.launcher import build_launcher
+def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool) -> None:
+    """The flags that name a grid: the same for ``run`` and ``status``."""
+    parser.add_argument(
+        "--methods", required=methods_required, help="comma list; variants as name[key=value,...]"
+    )
+    parser.add_argument(
+        "--labels",
+        default="10%",
+        help="comma list of label protocols: 10%% (stratified fraction), 4000 (total, "
+        "class-balanced), 25/class (per class)",
+    )
+    parser.add_argument("--seeds", default="0", help="comma list or range, e.g. 0,1,2 or 0-4")
+    parser.add_argument("--dataset", default="synthfer", help="a config in configs/dataset/")
+    parser.add_argument(
+        "--launcher", default=None, help="a config in configs/launcher/: local (default), slurm"
+    )
+    parser.add_argument("--results-dir", default="results", type=Path)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optim.lr=0.01")
+
+
+def _plan(args: argparse.Namespace) -> list[RunSpec]:
+    """The RunSpecs of the grid named by the command line."""
     from harness.plan import build_plan
-    from harness.store import has_result
 
     overrides = list(args.overrides)
     if args.launcher:
         overrides.append(f"launcher={args.launcher}")
-    specs = build_plan(args.methods, args.labels, args.seeds, args.dataset, overrides)
-    pending = [s for s in specs if args.force or not has_result(args.results_dir, s)]
+    return build_plan(args.methods, args.labels, args.seeds, args.dataset, overrides)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """``bench run``: plan the grid, skip finished and queued runs, launch the rest."""
+    from harness.launchers import build_launcher
+    from harness.launchers.status import grid_statuses, needs_launch
+
+    specs = _plan(args)
+    statuses = grid_statuses(specs, args.results_dir)
+    pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
+    to_run = {s.run_id for s in pending}
     table = Table(title=f"{len(specs)} runs, {len(pending)} to run", show_lines=False)
     for column in ("run", "method", "labels", "seed", "status"):
         table.add_column(column)
-    for spec in specs:
-        status = "to run" if spec in pending else "done (skipped)"
-        table.add_row(spec.run_id, spec.method_label, spec.labels, str(spec.seed), status)
+    for spec, status in zip(specs, statuses, strict=True):
+        table.add_row(
+            spec.run_id,
+            spec.method_label,
+            spec.labels,
+            str(spec.seed),
+            _plan_note(status, spec.run_id in to_run),
+        )
     console.print(table)
-    if args.dry_run or not pending:
+    launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
+    if args.dry_run:
+        if pending:
+            console.print(
+                launcher.preview(pending, args.results_dir), highlight=False, markup=False
+            )
         return 0
-    launcher = build_launcher(pending[0].config["launcher"], console, not args.no_progress)
-    outcomes = launcher.launch(pending, args.results_dir, args.force)
+    outcomes = launcher.launch(pending, args.results_dir, args.force) if pending else []
+    submitted = {o.run_id for o in outcomes if o.state == "submitted"}
+    # --wait follows what was just submitted and what an earlier `bench run` left queued.
+    watch = [s for s, st in zip(specs, statuses, strict=True) if s.run_id in submitted or st.live]
+    if args.wait and watch:
+        from harness.launchers.follow import follow
+
+        poll_s = float(specs[0].config["launcher"].get("poll_s", 5.0))
+        followed = {
+            o.run_id: o
+            for o in follow(watch, args.results_dir, console, not args.no_progress, poll_s)
+        }
+        outcomes = [followed.pop(o.run_id, o) for o in outcomes] + list(followed.values())
+    if not outcomes:
+        return 0
     failed = [o for o in outcomes if o.state == "failed"]
     for outcome in outcomes:
         colour = {"done": "green", "failed": "red"}.get(outcome.state, "yellow")
-        console.print(f"[{colour}]{outcome.state:>9}[/] {outcome.run_id} {outcome.detail}")
+        detail = escape(outcome.detail.splitlines()[0] if outcome.detail else "")
+        console.print(f"[{colour}]{outcome.state:>9}[/] {outcome.run_id} {detail}", soft_wrap=True)
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} runs failed[/]")
         return 1
-    console.print("results in", str(args.results_dir), "— tabulate them with `bench leaderboard`")
+    if any(o.state == "submitted" for o in outcomes):
+        console.print("follow them with `bench status` (same grid flags, or --all)")
+    else:
+        console.print(
+            "results in", str(args.results_dir), "— tabulate them with `bench leaderboard`"
+        )
+    return 0
+
+
+def _plan_note(status: RunStatus, to_run: bool) -> str:
+    """The status column of ``bench run``'s grid table."""
+    job = f" (job {status.job_id})" if status.job_id else ""
+    if status.state == "done":
+        return "to run again (--force)" if to_run else "done (skipped)"
+    if status.live:
+        return f"{status.state}{job}: skipped"
+    if status.state == "failed":
+        return f"failed{job}: to run again"
+    return "to run"
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    """``bench status``: the state of each run, and why the failed ones failed."""
+    from harness.errors import ConfigError
+    from harness.launchers.status import all_statuses, grid_statuses, print_failures, status_table
+
+    if args.all == bool(args.methods):
+        raise ConfigError(
+            "bench status needs either the grid's flags (--methods ... [--labels --seeds "
+            "--dataset key=value ...], as given to bench run) or --all"
+        )
+    if args.all:
+        statuses = all_statuses(args.results_dir)
+    else:
+        statuses = grid_statuses(_plan(args), args.results_dir)
+    console.print(status_table(statuses))
+    print_failures(console, statuses)
     return 0
 
 
@@ -124,7 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script."""
     args = build_parser().parse_args(argv)
     console = Console()
-    commands = {"run": cmd_run, "leaderboard": cmd_leaderboard, "methods": cmd_methods}
+    commands = {
+        "run": cmd_run,
+        "status": cmd_status,
+        "leaderboard": cmd_leaderboard,
+        "methods": cmd_methods,
+    }
     try:
         return commands[args.command](args, console)
     except BenchError as err:

@@ -1,0 +1,85 @@
+"""``bench run --wait``: follow submitted runs until every one has ended, with live progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.launchers import RunOutcome
+from harness.launchers.scheduler import query_states
+from harness.launchers.status import (
+    RunStatus,
+    StateQuery,
+    count_states,
+    grid_statuses,
+    is_final,
+)
+from harness.spec import RunSpec
+from harness.store import load_result, result_path
+
+# A job that the scheduler does not know this long after following began has been lost
+# (accounting off, another cluster): it counts as failed instead of being waited for forever.
+UNKNOWN_GRACE_S = 120.0
+
+
+def outcome_of(status: RunStatus, results_dir: Path, spec: RunSpec) -> RunOutcome:
+    """A finished run as the CLI reports it: top-1 of a result, or where a failure is logged."""
+    if status.state == "done":
+        top1 = load_result(result_path(results_dir, spec))["metrics"]["top1"]
+        return RunOutcome(spec.run_id, "done", f"top-1 {top1:.2f}% (job {status.job_id})")
+    last = status.error[-1] if status.error else "no error text in the log"
+    reason = status.detail or "ended without a result"
+    return RunOutcome(
+        spec.run_id, "failed", f"job {status.job_id} {reason}; log {status.log_path}: {last}"
+    )
+
+
+def follow(
+    specs: Sequence[RunSpec],
+    results_dir: Path,
+    console: Console,
+    show_progress: bool = True,
+    poll_s: float = 5.0,
+    query: StateQuery = query_states,
+    unknown_grace_s: float = UNKNOWN_GRACE_S,
+) -> list[RunOutcome]:
+    """Poll the result store and the scheduler every ``poll_s`` seconds until every run of
+    ``specs`` is done or failed; print each change of state. Outcomes in ``specs`` order."""
+    started = time.monotonic()
+    seen: dict[str, str] = {}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ended"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    )
+    with progress:
+        bar = progress.add_task("waiting", total=len(specs))
+        while True:
+            statuses = grid_statuses(specs, results_dir, query=query)
+            lost = time.monotonic() - started > unknown_grace_s
+            for s in statuses:
+                label = f"{s.state} ({s.scheduler_state})" if s.scheduler_state else s.state
+                if seen.get(s.run_id) != label:
+                    seen[s.run_id] = label
+                    progress.console.print(
+                        f"{s.job_id or '':>10} {s.run_id}: {escape(label)}", highlight=False
+                    )
+            ended = [s for s in statuses if is_final(s) or (lost and s.state == "missing")]
+            counts = count_states(statuses)
+            progress.update(
+                bar,
+                completed=len(ended),
+                description=", ".join(f"{n} {state}" for state, n in counts.items() if n),
+            )
+            if len(ended) == len(statuses):
+                break
+            time.sleep(poll_s)
+    return [outcome_of(s, results_dir, spec) for s, spec in zip(statuses, specs, strict=True)]

@@ -1,0 +1,339 @@
+"""``--launcher slurm``: the grid as one SLURM job array, submitted through submitit.
+
+Each array task runs :class:`SlurmRun`, which calls the same ``run_spec`` as a local run. Before
+its time limit (``signal_delay_s``) or when preempted, a task gets USR2; submitit then calls
+``SlurmRun.checkpoint``, which requeues the same call, and the requeued task resumes from the
+run's last periodic checkpoint (``train.checkpoint_every``): at most that many steps are
+trained twice. A signal handler cannot safely save in the middle of an optimiser step, so
+nothing is saved at the signal itself. ``scontrol requeue`` works the same way, minus the
+signal: the task is killed and started again with ``SLURM_RESTART_COUNT`` raised by one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import submitit
+import torch
+from rich.console import Console
+from submitit.core.utils import FailedJobError
+from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
+
+from harness.errors import ConfigError
+from harness.launchers import RunOutcome
+from harness.launchers.records import SlurmRecord, write_record
+from harness.spec import RunSpec
+from harness.store import RUNS_DIR
+from harness.worker import run_spec
+
+# The checkout this harness runs from: array tasks import the same code (see python_path_line).
+CODE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FOLDER = "slurm"  # under <results_dir>/runs/
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """``configs/launcher/slurm.yaml``, checked (see that file for what each option means)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 60
+    gpus_per_node: int = 0
+    cpus_per_task: int = 4
+    mem_gb: float | None = None
+    array_parallelism: int = 64
+    max_array_size: int = 1000
+    signal_delay_s: int = 90
+    max_num_timeout: int = 3
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    setup: tuple[str, ...] = ()
+    python: str | None = None
+    use_srun: bool = False
+    folder: str | None = None
+    job_name: str = "fer-bench"
+    poll_s: float = 5.0
+
+
+_INTS = {
+    "time_min": 1,
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "array_parallelism": 1,
+    "max_array_size": 1,
+    "signal_delay_s": 0,
+    "max_num_timeout": 0,
+}
+_TEXTS = ("partition", "account", "qos", "python", "folder", "job_name")
+
+
+def _where(key: str) -> str:
+    return f"launcher.{key} (configs/launcher/slurm.yaml or launcher.{key}=... on the command line)"
+
+
+def settings_from_config(cfg: dict[str, Any]) -> SlurmSettings:
+    """Check the ``launcher`` node of a run's config and turn it into :class:`SlurmSettings`.
+
+    Every problem is a :class:`ConfigError` naming the option and what it should be.
+    """
+    known = set(SlurmSettings.__dataclass_fields__) | {"name"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown SLURM launcher option(s) {', '.join(unknown)} in configs/launcher/slurm.yaml;"
+            f" known: {', '.join(sorted(known - {'name'}))} (extra sbatch options go in "
+            "launcher.additional_parameters)"
+        )
+    values: dict[str, Any] = {}
+    for key, minimum in _INTS.items():
+        if cfg.get(key) is None:
+            continue
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{_where(key)} must be a whole number ≥ {minimum}, got {value!r}")
+        values[key] = value
+    for key in _TEXTS:
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{_where(key)} must be text or null, got {value!r}")
+        if value is not None:
+            values[key] = value
+    mem = cfg.get("mem_gb")
+    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int | float) or mem <= 0):
+        raise ConfigError(f"{_where('mem_gb')} must be a number of GB > 0 or null, got {mem!r}")
+    values["mem_gb"] = mem
+    extra = cfg.get("additional_parameters") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(
+            f"{_where('additional_parameters')} must be a mapping of sbatch options, e.g. "
+            f"{{constraint: a100}}, got {extra!r}"
+        )
+    values["additional_parameters"] = {str(k): v for k, v in extra.items()}
+    setup = cfg.get("setup") or []
+    if isinstance(setup, str) or not all(isinstance(line, str) for line in setup):
+        raise ConfigError(
+            f"{_where('setup')} must be a list of shell lines, e.g. "
+            f"['module load cuda/12.1'], got {setup!r}"
+        )
+    values["setup"] = tuple(setup)
+    use_srun = cfg.get("use_srun", False)
+    if not isinstance(use_srun, bool):
+        raise ConfigError(f"{_where('use_srun')} must be true or false, got {use_srun!r}")
+    values["use_srun"] = use_srun
+    poll = cfg.get("poll_s", SlurmSettings.poll_s)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
+        raise ConfigError(f"{_where('poll_s')} must be a number of seconds > 0, got {poll!r}")
+    values["poll_s"] = float(poll)
+    if values.get("signal_delay_s", 90) >= values.get("time_min", 60) * 60:
+        raise ConfigError(
+            f"{_where('signal_delay_s')} ({values.get('signal_delay_s', 90)} s) must be shorter "
+            f"than launcher.time_min ({values.get('time_min', 60)} min): the requeue signal "
+            "would come before the run starts"
+        )
+    return SlurmSettings(**values)
+
+
+def python_path_line() -> str:
+    """A setup line that lets the array tasks import this very checkout of the harness."""
+    root = shlex.quote(str(CODE_ROOT))
+    return f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"
+
+
+def python_command(settings: SlurmSettings) -> str:
+    """How the batch script starts Python.
+
+    Without srun, Python is ``exec``-ed so that it *is* the batch shell: the time-limit signal
+    (sent to the batch shell, ``B:``) reaches it, and when SLURM kills or requeues the job it
+    kills Python itself. (A bash parent would die on SIGTERM while Python, which submitit
+    tells to ignore SIGTERM, lived on outside the job and raced the requeued task.)
+    """
+    python = settings.python or shlex.quote(sys.executable)
+    return python if settings.use_srun else f"exec {python}"
+
+
+def _mem(gb: float) -> str:
+    return f"{int(gb)}GB" if float(gb).is_integer() else f"{int(gb * 1024)}MB"
+
+
+def sbatch_parameters(settings: SlurmSettings) -> dict[str, Any]:
+    """The parameters of submitit's ``SlurmExecutor`` (its names for sbatch options)."""
+    params: dict[str, Any] = {
+        "job_name": settings.job_name,
+        "time": settings.time_min,
+        "cpus_per_task": settings.cpus_per_task,
+        "array_parallelism": settings.array_parallelism,
+        "signal_delay_s": settings.signal_delay_s,
+        "use_srun": settings.use_srun,
+        "setup": [python_path_line(), *settings.setup],
+    }
+    for key in ("partition", "account", "qos"):
+        if getattr(settings, key):
+            params[key] = getattr(settings, key)
+    if settings.gpus_per_node:
+        params["gpus_per_node"] = settings.gpus_per_node  # a CPU-only node rejects even 0
+    if settings.mem_gb is not None:
+        params["mem"] = _mem(settings.mem_gb)
+    extra = dict(settings.additional_parameters)
+    if settings.use_srun:
+        # Slurm ≥ 22.05: srun no longer inherits the job's --cpus-per-task.
+        params["srun_args"] = [f"--cpus-per-task={settings.cpus_per_task}"]
+    else:
+        extra = {"signal": f"B:{SlurmJobEnvironment.USR_SIG}@{settings.signal_delay_s}", **extra}
+    params["additional_parameters"] = extra
+    return params
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in as few consecutive chunks of at most ``size`` as possible (one job array
+    each), of nearly equal lengths: 1001 runs under a limit of 1000 make arrays of 501 and 500,
+    never one of 1000 and a lone job."""
+    if size < 1:
+        raise ValueError(f"chunk size must be ≥ 1, got {size}")
+    count = -(-len(items) // size)  # ceil
+    bounds = [i * len(items) // count for i in range(count + 1)] if count else [0]
+    return [list(items[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def log_folder(settings: SlurmSettings, results_dir: Path) -> Path:
+    """submitit's folder (job pickles and logs): ``launcher.folder`` or
+    ``<results_dir>/runs/slurm``. It must be on a file system the nodes share."""
+    if settings.folder:
+        return Path(settings.folder).expanduser().resolve()
+    return Path(results_dir).resolve() / RUNS_DIR / DEFAULT_FOLDER
+
+
+def submit_command(settings: SlurmSettings, folder: Path) -> str:
+    """The batch script's command line (what submitit runs on the node)."""
+    return f"{python_command(settings)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+
+
+def sbatch_script(settings: SlurmSettings, folder: Path, num_tasks: int) -> str:
+    """The batch script submitit writes for an array of ``num_tasks`` tasks (or one job)."""
+    return _make_sbatch_string(
+        command=submit_command(settings, folder),
+        folder=folder,
+        map_count=num_tasks if num_tasks > 1 else None,
+        **sbatch_parameters(settings),
+    )
+
+
+class SlurmRun(submitit.helpers.Checkpointable):
+    """One array task: train and evaluate one run. Picklable; holds only ``force``."""
+
+    def __init__(self, force: bool = False) -> None:
+        self.force = force
+
+    def __call__(self, spec: RunSpec, results_dir: str) -> dict[str, Any]:
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit() and not spec.config["train"].get("threads"):
+            # Without CPU binding on the node, torch would start a thread per core of the node
+            # and fight the other tasks for them; use the cores this task was given.
+            torch.set_num_threads(int(cpus))
+        result = run_spec(spec, results_dir, force=self.force, show_progress=False)
+        return {"run_id": spec.run_id, "top1": result["metrics"]["top1"]}
+
+    def checkpoint(self, spec: RunSpec, results_dir: str) -> submitit.helpers.DelayedSubmission:
+        """Requeue the same call: ``run_spec`` resumes from the run's last periodic checkpoint.
+
+        With ``force``, the requeued call must not start over: ``run_spec`` resumes a forced
+        run too when its checkpoint exists.
+        """
+        return submitit.helpers.DelayedSubmission(self, spec, results_dir)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SlurmLauncher:
+    """Submits the runs as one job array (per ``max_array_size`` runs) and returns at once;
+    :func:`harness.launchers.follow.follow` waits for them."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        console: Console,
+        show_progress: bool = True,
+    ) -> None:
+        self.settings = settings_from_config(config)
+        self.console = console
+        self.show_progress = show_progress
+
+    def preview(self, specs: Sequence[RunSpec], results_dir: Path) -> str:
+        """What ``launch`` would submit: one batch script per array (``--dry-run``)."""
+        folder = log_folder(self.settings, results_dir)
+        chunks = chunked(specs, self.settings.max_array_size)
+        parts = [f"SLURM: {len(specs)} runs in {len(chunks)} array(s), logs in {folder}"]
+        for index, chunk in enumerate(chunks, 1):
+            what = f"{len(chunk)} tasks" if len(chunk) > 1 else "1 task (a plain job)"
+            parts.append(f"--- array {index}/{len(chunks)}: {what}")
+            parts.append(sbatch_script(self.settings, folder, len(chunk)))
+        return "\n".join(parts)
+
+    def _executor(self, folder: Path) -> submitit.SlurmExecutor:
+        if shutil.which("sbatch") is None or shutil.which("srun") is None:
+            raise ConfigError(
+                "--launcher slurm: sbatch/srun not found on this machine; run `bench` on a "
+                "SLURM login node, or use --launcher local"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        executor = submitit.SlurmExecutor(
+            folder,
+            max_num_timeout=self.settings.max_num_timeout,
+            python=python_command(self.settings),
+        )
+        executor.update_parameters(**sbatch_parameters(self.settings))
+        return executor
+
+    def launch(self, specs: Sequence[RunSpec], results_dir: Path, force: bool) -> list[RunOutcome]:
+        """Submit ``specs``; record each task in ``runs/<run_id>/slurm.json``."""
+        results_dir = Path(results_dir).resolve()
+        folder = log_folder(self.settings, results_dir)
+        executor = self._executor(folder)
+        job = SlurmRun(force=force)
+        outcomes = []
+        for chunk in chunked(specs, self.settings.max_array_size):
+            try:
+                jobs = executor.map_array(job, chunk, [str(results_dir)] * len(chunk))
+            except FailedJobError as err:
+                raise ConfigError(
+                    f"sbatch refused the job array: {str(err).strip()} — check the launcher.* "
+                    f"options (partition, account, qos, gpus_per_node, ...); the batch script "
+                    f"is in {folder}"
+                ) from None
+            submitted = _now()
+            for spec, task in zip(chunk, jobs, strict=True):
+                array_id, _, index = task.job_id.partition("_")
+                record = SlurmRecord(
+                    run_id=spec.run_id,
+                    dataset=spec.dataset,
+                    method_label=spec.method_label,
+                    labels=spec.labels,
+                    seed=spec.seed,
+                    job_id=task.job_id,
+                    array_job_id=array_id if index else None,
+                    task_index=int(index) if index else None,
+                    stdout=str(task.paths.stdout),
+                    stderr=str(task.paths.stderr),
+                    submitted=submitted,
+                    folder=str(folder),
+                )
+                write_record(results_dir, record)
+                outcomes.append(
+                    RunOutcome(spec.run_id, "submitted", f"job {task.job_id}, log {record.stderr}")
+                )
+            array = jobs[0].job_id.partition("_")[0]
+            what = f"job array {array}: {len(chunk)} tasks" if len(chunk) > 1 else f"job {array}"
+            self.console.print(f"submitted {what} (logs in {folder})", highlight=False)
+        return outcomes

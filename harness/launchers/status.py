@@ -1,0 +1,267 @@
+"""The state of each run of a grid: done / running / pending / failed / missing.
+
+The result store says what is done; for the rest, the run's SLURM record (if it was submitted)
+and the scheduler say whether it is still queued or running, or failed. ``bench run`` submits
+only the missing and failed runs; ``bench status`` shows them all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.engine import CHECKPOINT_NAME, LOG_NAME
+from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
+from harness.launchers.scheduler import (
+    FINAL_STATES,
+    PENDING_STATES,
+    RUNNING_STATES,
+    query_states,
+)
+from harness.spec import RunSpec
+from harness.store import RUNS_DIR, has_result, load_results
+
+STATES = ("done", "running", "pending", "failed", "missing")
+COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
+ERROR_LINES = 8
+# Enough of a log's end to hold a traceback's last lines, without reading a huge log.
+_TAIL_BYTES = 64 * 1024
+
+StateQuery = Callable[[Iterable[str]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where one run stands, with what is known about it."""
+
+    run_id: str
+    state: str  # one of STATES
+    dataset: str = ""
+    method_label: str = ""
+    labels: str = ""
+    seed: int | None = None
+    job_id: str | None = None
+    scheduler_state: str | None = None
+    step: int | None = None  # the last training step in the run's log
+    log_path: str | None = None  # the job's stderr (SLURM runs)
+    error: tuple[str, ...] = ()  # the last lines of that log (failed runs)
+    detail: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Queued or running: submitting it again would run it twice."""
+        return self.state in ("pending", "running")
+
+
+def classify(done: bool, record: SlurmRecord | None, scheduler_state: str | None) -> str:
+    """A run's state from the store (``done``), its SLURM record and the scheduler's word.
+
+    A job that completed while its result is gone counts as missing (the result was deleted:
+    run it again); a job the scheduler does not know is missing too.
+    """
+    if done:
+        return "done"
+    if record is None or scheduler_state is None:
+        return "missing"
+    if scheduler_state in PENDING_STATES:
+        return "pending"
+    if scheduler_state in RUNNING_STATES:
+        return "running"
+    if scheduler_state == "COMPLETED":
+        return "missing"
+    return "failed"
+
+
+def tail_lines(path: str | Path | None, count: int = ERROR_LINES) -> tuple[str, ...]:
+    """The last ``count`` non-blank lines of a text file (empty when it cannot be read)."""
+    if path is None:
+        return ()
+    try:
+        with Path(path).open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ()
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return tuple(lines[-count:])
+
+
+def last_step(run_dir: Path) -> int | None:
+    """The last training step logged in ``<run_dir>/metrics.jsonl`` (None before the first)."""
+    for line in reversed(tail_lines(run_dir / LOG_NAME, count=50)):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            return entry["step"]
+    return None
+
+
+def _status(
+    run_id: str,
+    results_dir: Path,
+    done: bool,
+    record: SlurmRecord | None,
+    scheduler_state: str | None,
+    meta: dict[str, Any],
+) -> RunStatus:
+    state = classify(done, record, scheduler_state)
+    work_dir = Path(results_dir) / RUNS_DIR / run_id
+    step = None if state == "done" else last_step(work_dir)
+    if state == "missing" and record is not None:
+        detail = "completed, result gone" if scheduler_state else "unknown to the scheduler"
+    elif state in ("failed", "running", "pending"):
+        detail = str(scheduler_state)
+    else:
+        detail = ""
+    if state == "missing" and (work_dir / CHECKPOINT_NAME).exists():
+        detail = f"{detail}; resumes from its checkpoint".lstrip("; ")
+    return RunStatus(
+        run_id=run_id,
+        state=state,
+        job_id=record.job_id if record else None,
+        scheduler_state=scheduler_state,
+        step=step,
+        log_path=record.stderr if record else None,
+        error=tail_lines(record.stderr) if state == "failed" and record else (),
+        detail=detail,
+        **meta,
+    )
+
+
+def _scheduler_states(records: Iterable[SlurmRecord | None], query: StateQuery) -> dict[str, str]:
+    job_ids = [r.job_id for r in records if r is not None]
+    return query(job_ids) if job_ids else {}
+
+
+def grid_statuses(
+    specs: Sequence[RunSpec], results_dir: Path, query: StateQuery = query_states
+) -> list[RunStatus]:
+    """The status of every run of a grid, in the grid's order.
+
+    The scheduler is asked (once, for all runs) only about runs without a result that carry a
+    SLURM record, so a grid that never saw SLURM needs no SLURM commands.
+    """
+    done = {s.run_id: has_result(results_dir, s) for s in specs}
+    records = {s.run_id: read_record(record_path(results_dir, s.run_id)) for s in specs}
+    states = _scheduler_states((r for r in records.values() if r and not done[r.run_id]), query)
+    statuses = []
+    for spec in specs:
+        record = records[spec.run_id]
+        meta = {
+            "dataset": spec.dataset,
+            "method_label": spec.method_label,
+            "labels": spec.labels,
+            "seed": spec.seed,
+        }
+        scheduler_state = states.get(record.job_id) if record else None
+        statuses.append(
+            _status(spec.run_id, results_dir, done[spec.run_id], record, scheduler_state, meta)
+        )
+    return statuses
+
+
+def all_statuses(results_dir: Path, query: StateQuery = query_states) -> list[RunStatus]:
+    """The status of every run the results tree knows: finished results, submitted runs and
+    runs with a working folder (e.g. interrupted local runs), sorted by dataset and run id."""
+    results_dir = Path(results_dir)
+    metas: dict[str, dict[str, Any]] = {}
+    done: set[str] = set()
+    for result in load_results(results_dir):
+        run_id = str(result.get("run_id", ""))
+        if not run_id:
+            continue
+        done.add(run_id)
+        metas[run_id] = {
+            "dataset": result["dataset"],
+            "method_label": result["method_label"],
+            "labels": result["labels"],
+            "seed": result["seed"],
+        }
+    records = {r.run_id: r for r in find_records(results_dir)}
+    for record in records.values():
+        metas.setdefault(
+            record.run_id,
+            {
+                "dataset": record.dataset,
+                "method_label": record.method_label,
+                "labels": record.labels,
+                "seed": record.seed,
+            },
+        )
+    runs_root = results_dir / RUNS_DIR
+    for path in sorted(runs_root.glob(f"*/{CHECKPOINT_NAME}")):
+        metas.setdefault(path.parent.name, {})
+    states = _scheduler_states((r for r in records.values() if r.run_id not in done), query)
+    statuses = []
+    for run_id, meta in metas.items():
+        record = records.get(run_id)
+        scheduler_state = states.get(record.job_id) if record else None
+        statuses.append(_status(run_id, results_dir, run_id in done, record, scheduler_state, meta))
+    return sorted(statuses, key=lambda s: (s.dataset, s.run_id))
+
+
+def needs_launch(status: RunStatus, force: bool = False) -> bool:
+    """Whether ``bench run`` should (re)submit the run: it is missing or failed, or done and
+    ``force`` is given. A queued or running job is never submitted twice."""
+    return status.state in ("missing", "failed") or (force and status.state == "done")
+
+
+def is_final(status: RunStatus) -> bool:
+    """Whether the run will not change any more without a new submission."""
+    if status.state in ("done", "failed"):
+        return True
+    return status.state == "missing" and status.scheduler_state in FINAL_STATES
+
+
+def count_states(statuses: Iterable[RunStatus]) -> dict[str, int]:
+    """How many runs are in each state (every state present, in STATES order)."""
+    counts = dict.fromkeys(STATES, 0)
+    for status in statuses:
+        counts[status.state] += 1
+    return counts
+
+
+def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Table:
+    """A rich table of runs: id, method, labels, seed, state, job and what else is known."""
+    counts = count_states(statuses)
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    table = Table(title=title or f"{len(statuses)} runs: {summary or 'none'}")
+    for column in ("run", "method", "labels", "seed", "state", "job", "step", "detail"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        colour = COLOURS.get(s.state, "white")
+        table.add_row(
+            s.run_id,
+            s.method_label,
+            s.labels,
+            "" if s.seed is None else str(s.seed),
+            f"[{colour}]{s.state}[/]",
+            s.job_id or "",
+            "" if s.step is None else str(s.step),
+            escape(s.detail),
+        )
+    return table
+
+
+def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
+    """For each failed run: its job, the log path and the log's last lines."""
+    for s in statuses:
+        if s.state != "failed":
+            continue
+        console.print(
+            f"[red]failed[/] {s.run_id} (job {s.job_id}, {escape(s.detail)})", highlight=False
+        )
+        console.print(f"  log: {s.log_path}", highlight=False, soft_wrap=True)
+        for line in s.error or ("(the log is empty or unreadable)",):
+            console.print(f"  | {escape(line)}", highlight=False, soft_wrap=True)
