@@ -1,0 +1,120 @@
+"""End to end through the real ``bench`` command: run → results → leaderboard; bad input; a
+process killed mid-training resumes to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+
+
+def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    args = ["--methods", "supervised", "--labels", "10%,100%", "--seeds", "0,1"]
+    code = main(["run", *args, "--results-dir", str(results), "--no-progress", *tiny])
+    assert code == 0
+    files = sorted((results / "synthfer").glob("*.json"))
+    assert len(files) == 4
+    result = json.loads(files[0].read_text())
+    for key in ("config", "config_hash", "split", "metrics", "timing", "provenance"):
+        assert key in result
+    assert {"top1", "mean_class_acc", "macro_f1", "per_class_acc", "confusion_matrix"} <= set(
+        result["metrics"]
+    )
+    assert result["provenance"]["packages"]["torch"]
+    assert len(result["split"]["hash"]) == 16
+
+    # A second identical command runs nothing.
+    stamp = files[0].stat().st_mtime_ns
+    assert main(["run", *args, "--results-dir", str(results), "--no-progress", *tiny]) == 0
+    assert files[0].stat().st_mtime_ns == stamp
+
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    board = (results / "leaderboard.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith("| supervised"))
+    assert row.count("(2)") == 2, row
+
+
+def test_methods_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "supervised" in out and "fixmatch" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "nosuch"], "unknown method 'nosuch'; available methods: "),
+        (["--methods", "supervised", "--labels", "ten%"], "cannot read --labels 'ten%'"),
+        (["--methods", "supervised", "--dataset", "rafdb"], "dataset.root is required"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    proc = bench("run", *args, "--results-dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in " ".join(proc.stdout.split())
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_missing_dataset_folder_is_named(tmp_path: Path) -> None:
+    proc = bench(
+        "run", "--methods", "supervised", "--dataset", "rafdb",
+        f"dataset.root={tmp_path / 'RAF-DB'}", "--results-dir", str(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "RAF-DB folder not found" in " ".join(proc.stdout.split())
+
+
+def test_killed_process_resumes_and_matches(tiny: list[str], tmp_path: Path) -> None:
+    args = ["run", "--methods", "supervised", "--labels", "25%", "--no-progress", *tiny,
+            "train.steps=60", "train.checkpoint_every=10"]  # fmt: skip
+    straight = bench(*args, "--results-dir", str(tmp_path / "a"), cwd=tmp_path)
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+
+    killed_dir = tmp_path / "b"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args, "--results-dir", str(killed_dir)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not list(killed_dir.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(killed_dir.glob("runs/*/checkpoint.pt")), "a checkpoint was written before the kill"
+    assert not list(killed_dir.glob("synthfer/*.json")), "killed before finishing"
+
+    resumed = bench(*args, "--results-dir", str(killed_dir), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (a,) = (tmp_path / "a" / "synthfer").glob("*.json")
+    (b,) = (killed_dir / "synthfer").glob("*.json")
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert rb["timing"]["resumed_from_step"] is not None
+    assert ra["metrics"] == rb["metrics"]
+    assert ra["evaluations"] == rb["evaluations"]
