@@ -333,11 +333,12 @@ def fit(
             checkpoint_path,
         )
 
-    def evaluate(step: int) -> dict[str, Any]:
+    def evaluate(step: int, evaluated: nn.Module | None = None) -> dict[str, Any]:
+        """Test-set metrics of the EMA model (or of ``evaluated``)."""
         # Evaluation must not move the training RNGs, or resumed runs would drift.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             preds = predict(
-                ema.module,
+                ema.module if evaluated is None else evaluated,
                 data.test_images,
                 data.test_targets,
                 int(data_cfg["eval_batch_size"]),
@@ -457,17 +458,8 @@ def fit(
         if evaluations and evaluations[-1]["step"] == total_steps
         else evaluate(total_steps)
     )
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        student_preds = predict(
-            model,
-            data.test_images,
-            data.test_targets,
-            int(data_cfg["eval_batch_size"]),
-            device,
-            channels_last,
-            amp,
-        )
-    student_metrics = classification_metrics(data.test_targets, student_preds, data.class_names)
+    student_metrics = evaluate(total_steps, model)
+    student_metrics.pop("step")
     return FitResult(
         metrics={k: v for k, v in final.items() if k != "step"},
         student_metrics=student_metrics,

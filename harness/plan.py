@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from omegaconf import OmegaConf
 
 from harness.config import compose_config, group_options
+from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.labels import parse_protocols
 from harness.registry import get_method
@@ -101,7 +102,9 @@ def build_plan(
     for variant in variants:
         for protocol in protocols:
             for seed in seed_list:
-                config = _run_config(variant, dataset, protocol.text, seed, overrides)
+                config = _pin_generator(
+                    _run_config(variant, dataset, protocol.text, seed, overrides)
+                )
                 specs.append(
                     RunSpec(
                         dataset=config["dataset"]["name"],
@@ -133,6 +136,17 @@ def _run_config(
         key, value = item.split("=", 1)
         OmegaConf.update(node, key, _yaml(value))
     config["method"] = OmegaConf.to_container(node, resolve=True)
+    return config
+
+
+def _pin_generator(config: dict) -> dict:
+    """Write every synthfer setting (defaults included) and the renderer version into the
+    config, so that a change to the generator changes the run's id instead of reusing results
+    made from other images."""
+    generate = config["dataset"].get("generate")
+    if generate is not None:
+        config["dataset"]["generate"] = asdict(SynthConfig(**generate))
+        config["dataset"]["generator_version"] = GENERATOR_VERSION
     return config
 
 

@@ -74,3 +74,12 @@ def test_bad_override_is_a_config_error() -> None:
 def test_unknown_dataset_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'.*synthfer"):
         build_plan("supervised", "10%", "0", "imagenet")
+
+
+def test_every_generator_setting_is_part_of_the_run() -> None:
+    (spec,) = build_plan("supervised", "10%", "0", "synthfer")
+    generate = spec.config["dataset"]["generate"]
+    assert generate["occlusion_prob"] == 0.25  # a default that no config file names
+    assert spec.config["dataset"]["generator_version"] >= 1
+    (harder,) = build_plan("supervised", "10%", "0", "synthfer", ["+dataset.generate.noise_std=30"])
+    assert harder.run_id != spec.run_id
