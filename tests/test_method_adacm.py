@@ -5,58 +5,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from torch import Tensor, nn
+from method_fakes import LogitsNet, TinyNet, ce, method_config, tiny_batches
+from method_fakes import setup as shared_setup
+from torch import nn
 
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.method import LabelledBatch, StepContext, UnlabelledBatch
 from harness.registry import get_method
 from methods.adacm import AdaCM, adacm_mask, adacm_thresholds, nt_xent
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "adacm.yaml"
-
-
-class LogitsNet(nn.Module):
-    """Stand-in FERNet whose inputs are the logits and also the embedding."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.neck = nn.Identity()
-        self.num_features = 3
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = x * self.scale
-        return out, out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-class TinyNet(nn.Module):
-    """Stand-in FERNet: conv, neck, global pooling, linear head."""
-
-    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.neck = nn.Identity()
-        self.num_features = channels
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
-        return self.head(pooled), pooled
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-def setup(num_classes: int = 3, total_steps: int = 100) -> MethodSetup:
-    return MethodSetup(num_classes, 8, torch.tensor([0, 1, 2]), total_steps=total_steps)
+setup = partial(shared_setup, total_steps=100)
 
 
 # Labelled-set predictions: class 0 has two correct (0.95, 0.99) and one sample wrongly
@@ -186,9 +149,6 @@ def test_known_step_loss() -> None:
     assert out.diagnostics["mask_rate"] == 0.5
     assert out.diagnostics["pseudo_label_acc"] == 1.0
 
-    def ce(row: list[float], target: int) -> float:
-        return math.log(sum(math.exp(v) for v in row)) - row[target]
-
     lx = math.log(math.exp(2.0) + 2.0)
     lu = (ce(STRONG[0], 0) + ce(STRONG[3], 1)) / 4
     weak_logits = [[math.log(v) for v in row] for row in WEAK]
@@ -223,10 +183,7 @@ def test_smoke_step_on_tiny_model() -> None:
     torch.manual_seed(0)
     model = TinyNet()
     method = AdaCM({}, setup())
-    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
-    unlabelled = UnlabelledBatch(
-        torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.arange(8), torch.randint(0, 3, (8,))
-    )
+    labelled, unlabelled = tiny_batches()
     out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
     assert torch.isfinite(out.loss)
     assert out.diagnostics["mask_rate"] == 0.0  # an untrained net is never 0.8-confident
@@ -236,9 +193,8 @@ def test_smoke_step_on_tiny_model() -> None:
 
 
 def test_config_file_defaults_and_registry() -> None:
-    text = CONFIG.read_text()
+    text, block = method_config("adacm")
     assert text.startswith("# @package _global_")
-    block = yaml.safe_load(text)["method"]
     assert block["name"] == "adacm"
     method = get_method("adacm").cls(block, setup(total_steps=40000))
     assert isinstance(method, AdaCM)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from torch import Tensor, nn
+from method_fakes import LogitsNet, TinyNet, ce, method_config, setup, tiny_batches
+from torch import nn
 
 from harness.config import compose_config
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.method import LabelledBatch, StepContext, UnlabelledBatch
 from harness.registry import get_method
 from methods.dta_snl import (
     DTASNL,
@@ -28,48 +28,6 @@ from methods.dta_snl import (
     positive_mask,
     random_cell_dropout,
 )
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "dta_snl.yaml"
-
-
-class LogitsNet(nn.Module):
-    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.neck = nn.Identity()
-        self.num_features = num_classes
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = x * self.scale
-        return out, out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-class TinyNet(nn.Module):
-    """Stand-in FERNet: conv, neck, global pooling, linear head."""
-
-    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.neck = nn.Identity()
-        self.num_features = channels
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
-        return self.head(pooled), pooled
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-def setup(num_classes: int = 3) -> MethodSetup:
-    return MethodSetup(num_classes, 8, torch.tensor([0, 1, 2]), total_steps=10)
-
 
 # Config whose arithmetic is easy to follow: m = 0.25 so one batch moves g and s a lot.
 HAND = {"m": 0.25, "tau_min": 0.5, "tau_max": 0.95, "tau_neg": 0.0625, "lambda_u": 2.0,
@@ -105,10 +63,6 @@ def ctx_for(weak_probs: list[list[float]], strong: list[list[float]] = STRONG) -
     )
     labelled = LabelledBatch(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([1]))
     return StepContext(LogitsNet(), LogitsNet().eval(), labelled, unlabelled, 0, 10, 3)
-
-
-def ce(row: list[float], target: int) -> float:
-    return math.log(sum(math.exp(v) for v in row)) - row[target]
 
 
 def test_thresholds_after_a_known_sequence_of_batches() -> None:
@@ -328,10 +282,7 @@ def test_smoke_step_on_tiny_model() -> None:
     method = DTASNL({"tau_neg": 0.4}, setup())
     model = method.wrap_model(TinyNet())
     teacher = copy.deepcopy(model).eval()
-    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
-    unlabelled = UnlabelledBatch(
-        torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.arange(8), torch.randint(0, 3, (8,))
-    )
+    labelled, unlabelled = tiny_batches()
     out = method.training_loss(StepContext(model, teacher, labelled, unlabelled, 0, 10, 3))
     assert torch.isfinite(out.loss)
     assert out.diagnostics["neg_pairs"] > 0  # tau_neg = 0.4 with 3 near-uniform classes
@@ -342,9 +293,8 @@ def test_smoke_step_on_tiny_model() -> None:
 
 
 def test_config_file_defaults_registry_and_balanced_sampling_link() -> None:
-    text = CONFIG.read_text()
+    text, block = method_config("dta_snl")
     assert text.startswith("# @package _global_")
-    block = yaml.safe_load(text)["method"]
     assert block["name"] == "dta_snl"
     spec = {"m": 0.999, "mapping": "convex", "tau_min": 0.5, "tau_max": 0.95, "lambda_u": 1.0,
             "tau_neg": 0.05, "lambda_neg": 1.0, "dta": True, "snl": True,

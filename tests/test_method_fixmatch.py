@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
+from method_fakes import LogitsNet, TinyNet, ce, method_config, setup
 from torch import Tensor, nn
 
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.method import LabelledBatch, StepContext, UnlabelledBatch
 from harness.registry import get_method
 from methods.fixmatch import FixMatch, fixmatch_mask
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "fixmatch.yaml"
-
-
-class LogitsNet(nn.Module):
-    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.neck = nn.Identity()
-        self.num_features = num_classes
-
-    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = x * self.scale
-        return out, out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-class TinyNet(nn.Module):
-    """Stand-in FERNet: conv, neck, global pooling, linear head."""
-
-    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.neck = nn.Identity()
-        self.num_features = channels
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
-        return self.head(pooled), pooled
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-def setup(num_classes: int = 3, num_unlabelled: int = 8) -> MethodSetup:
-    return MethodSetup(num_classes, num_unlabelled, torch.tensor([0, 1, 2]), total_steps=10)
 
 
 def ctx_for(
@@ -70,12 +26,6 @@ def ctx_for(
     """A step context with both batches (the model is student and teacher)."""
     labelled, unlabelled = LabelledBatch(x, y), UnlabelledBatch(weak, strong, idx, hidden)
     return StepContext(model, model, labelled, unlabelled, 0, 10, num_classes)
-
-
-def ce(logits: torch.Tensor, target: int) -> float:
-    """Plain cross-entropy of one row, by the formula."""
-    row = logits.tolist()
-    return math.log(sum(math.exp(v) for v in row)) - row[target]
 
 
 def test_mask_keeps_exactly_the_threshold() -> None:
@@ -153,9 +103,8 @@ def test_smoke_step_on_tiny_model() -> None:
 
 
 def test_config_file_defaults_and_registry() -> None:
-    text = CONFIG.read_text()
+    text, block = method_config("fixmatch")
     assert text.startswith("# @package _global_")
-    block = yaml.safe_load(text)["method"]
     assert block == {"name": "fixmatch", "p_cutoff": 0.95, "lambda_u": 1.0}
     method = get_method("fixmatch").cls(block, setup())
     assert isinstance(method, FixMatch) and method.uses_unlabelled

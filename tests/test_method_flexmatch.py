@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from torch import Tensor, nn
+from method_fakes import LogitsNet, TinyNet, method_config, tiny_batches
+from method_fakes import setup as shared_setup
 
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
+from harness.method import LabelledBatch, StepContext, UnlabelledBatch
 from harness.registry import get_method
 from methods.flexmatch import (
     FlexMatch,
@@ -21,46 +22,7 @@ from methods.flexmatch import (
     remember_,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "flexmatch.yaml"
-
-
-class LogitsNet(nn.Module):
-    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.neck = nn.Identity()
-        self.num_features = num_classes
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = x * self.scale
-        return out, out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-class TinyNet(nn.Module):
-    """Stand-in FERNet: conv, neck, global pooling, linear head."""
-
-    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.neck = nn.Identity()
-        self.num_features = channels
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
-        return self.head(pooled), pooled
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-def setup(num_classes: int = 3, num_unlabelled: int = 6) -> MethodSetup:
-    return MethodSetup(num_classes, num_unlabelled, torch.tensor([0, 1, 2]), total_steps=10)
+setup = partial(shared_setup, num_unlabelled=6)
 
 
 def ctx_for(weak_probs: list[list[float]], idx: list[int], hidden: list[int]) -> StepContext:
@@ -189,13 +151,7 @@ def test_smoke_step_on_tiny_model() -> None:
     torch.manual_seed(0)
     model = TinyNet()
     method = FlexMatch({}, setup(num_unlabelled=16))
-    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
-    unlabelled = UnlabelledBatch(
-        torch.randn(8, 3, 8, 8),
-        torch.randn(8, 3, 8, 8),
-        torch.arange(8, 16),
-        torch.randint(0, 3, (8,)),
-    )
+    labelled, unlabelled = tiny_batches(first_index=8)
     out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
     assert torch.isfinite(out.loss)
     out.loss.backward()
@@ -203,9 +159,8 @@ def test_smoke_step_on_tiny_model() -> None:
 
 
 def test_config_file_defaults_and_registry() -> None:
-    text = CONFIG.read_text()
+    text, block = method_config("flexmatch")
     assert text.startswith("# @package _global_")
-    block = yaml.safe_load(text)["method"]
     assert block["name"] == "flexmatch"
     method = get_method("flexmatch").cls(block, setup())
     assert isinstance(method, FlexMatch)

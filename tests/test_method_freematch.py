@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from torch import Tensor, nn
+from method_fakes import LogitsNet, TinyNet, method_config, tiny_batches
+from method_fakes import setup as shared_setup
 
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
@@ -23,46 +23,9 @@ from methods.freematch import (
     sat_update,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "method" / "freematch.yaml"
-
-
-class LogitsNet(nn.Module):
-    """Stand-in FERNet whose inputs are the logits (times a learnable scale of 1)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.neck = nn.Identity()
-        self.num_features = num_classes
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = x * self.scale
-        return out, out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
-
-class TinyNet(nn.Module):
-    """Stand-in FERNet: conv, neck, global pooling, linear head."""
-
-    def __init__(self, num_classes: int = 3, channels: int = 4) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.neck = nn.Identity()
-        self.num_features = channels
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = self.neck(self.conv(x)).mean(dim=(2, 3))
-        return self.head(pooled), pooled
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_embedding(x)[0]
-
 
 def setup(num_classes: int = 2) -> MethodSetup:
-    return MethodSetup(num_classes, 10, torch.arange(num_classes), total_steps=10)
+    return shared_setup(num_classes, 10, labelled_targets=torch.arange(num_classes))
 
 
 def ctx_for(
@@ -221,13 +184,7 @@ def test_smoke_step_on_tiny_model() -> None:
     torch.manual_seed(0)
     model = TinyNet()
     method = FreeMatch({}, setup(3))
-    labelled = LabelledBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
-    unlabelled = UnlabelledBatch(
-        torch.randn(8, 3, 8, 8),
-        torch.randn(8, 3, 8, 8),
-        torch.arange(8),
-        torch.randint(0, 3, (8,)),
-    )
+    labelled, unlabelled = tiny_batches()
     out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
     assert torch.isfinite(out.loss)
     assert out.diagnostics["mask_rate"] > 0  # tau starts at 1/C: the first batch is used
@@ -236,9 +193,8 @@ def test_smoke_step_on_tiny_model() -> None:
 
 
 def test_config_file_defaults_and_registry() -> None:
-    text = CONFIG.read_text()
+    text, block = method_config("freematch")
     assert text.startswith("# @package _global_")
-    block = yaml.safe_load(text)["method"]
     assert block["name"] == "freematch"
     method = get_method("freematch").cls(block, setup())
     assert isinstance(method, FreeMatch)
