@@ -145,7 +145,11 @@ def _pin_generator(config: dict) -> dict:
     made from other images."""
     generate = config["dataset"].get("generate")
     if generate is not None:
-        config["dataset"]["generate"] = asdict(SynthConfig(**generate))
+        try:
+            config["dataset"]["generate"] = asdict(SynthConfig(**generate))
+        except TypeError as err:  # an unknown key
+            known = ", ".join(SynthConfig.__dataclass_fields__)
+            raise ConfigError(f"dataset.generate: {err}; known settings: {known}") from None
         config["dataset"]["generator_version"] = GENERATOR_VERSION
     return config
 

@@ -83,3 +83,8 @@ def test_every_generator_setting_is_part_of_the_run() -> None:
     assert spec.config["dataset"]["generator_version"] >= 1
     (harder,) = build_plan("supervised", "10%", "0", "synthfer", ["+dataset.generate.noise_std=30"])
     assert harder.run_id != spec.run_id
+
+
+def test_unknown_generator_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"dataset.generate: .*colour.*known settings"):
+        build_plan("supervised", "10%", "0", "synthfer", ["+dataset.generate.colour=1"])
