@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The methods experiment on the built-in dataset (issue 3): every method at a low (5%) and a
-# medium (25%) label setting, plus the DTA+SNL ablation rows at 5%, over seeds 0, 1, 2, on the
+# medium (25%) label setting, plus the DTA+SNL ablation rows at 5% and the fully supervised
+# (100%) reference, over seeds 0, 1, 2, on the
 # synthfer CPU default schedule (fer_cnn at 48 px, 1,200 steps, batch 64 + 64 unlabelled).
 #
 # Rerunnable and resumable: finished runs are skipped, a killed run resumes from its checkpoint.
@@ -22,4 +23,6 @@ for seed in 0 1 2; do
   "$BENCH" run --methods "$METHODS,$ABLATIONS" --labels 5% --seeds "$seed" "$@"
   "$BENCH" run --methods "$METHODS" --labels 25% --seeds "$seed" "$@"
 done
+# The fully supervised reference row (protocols.md): the ceiling every method is measured against.
+"$BENCH" run --methods supervised --labels 100% --seeds 0,1,2 "$@"
 "$BENCH" leaderboard
