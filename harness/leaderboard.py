@@ -10,6 +10,10 @@ two tables — the dataset's headline metric, then macro-F1 — with
   seed, which has no spread; ``–`` where there is no run. The best mean of a column (as shown,
   to two decimals; ties all bold) is **bold** when the column has two or more entries.
 
+A method run with variants (``dta_snl[snl=false]``) also gets an ablation table: the method and
+its variants at the settings the variants were run at, each with its difference from the full
+method.
+
 The headline metric is top-1 accuracy, except on AffectNet, whose balanced test set makes mean
 class accuracy the literature's figure. A cell that mixes runs whose configs differ beyond the
 seed (not one experiment) is marked † with a footnote. The document depends on the results
@@ -148,6 +152,29 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     return table.to_markdown(colalign=["left", *["right"] * len(columns)]), notes
 
 
+def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
+    """The markdown ablation table of ``method`` for one dataset section: rows the method and
+    its variants (``method[key=value]``), and for each label setting a variant was run at, the
+    cell and ``Δ`` = the variant's mean minus the full method's."""
+    part = frame[frame["method"] == method]
+    variants = part[part["method_label"] != method]
+    settings = sorted(variants["labels"].unique(), key=_label_order)
+    stats = part.dropna(subset=[metric]).groupby(["method_label", "labels"])[metric]
+    stats = stats.agg(["mean", "std", "count"])
+    # The full method first: its name is a prefix of every variant's.
+    rows = sorted(part["method_label"].unique())
+    columns = [column for setting in settings for column in (setting, f"Δ {setting}")]
+    table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="variant"), columns=columns)
+    for (label, setting), row in stats.iterrows():
+        if setting not in settings:
+            continue
+        table.loc[label, setting] = _cell(row["mean"], row["std"], int(row["count"]))
+        if label != method and (method, setting) in stats.index:
+            difference = row["mean"] - stats.loc[(method, setting), "mean"]
+            table.loc[label, f"Δ {setting}"] = f"{difference:+.2f}"
+    return table.to_markdown(colalign=["left", *["right"] * len(columns)])
+
+
 def _section_key(dataset: str, tag: str) -> str:
     return f"{dataset} [{tag}]" if tag else dataset
 
@@ -166,6 +193,16 @@ def _section(part: pd.DataFrame, dataset: str) -> str:
                 "keep experiments apart with `tag=...`.",
                 "",
             ]
+    ablated = sorted(part.loc[part["method_label"] != part["method"], "method"].unique())
+    for method in ablated:
+        lines += [
+            f"### Ablations of {method} — {METRIC_NAMES[headline]}",
+            "",
+            ablation_table(part, method, headline),
+            "",
+            f"Δ: the variant's mean minus full {method}'s at the same label setting.",
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 

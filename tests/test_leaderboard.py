@@ -175,3 +175,29 @@ def test_write_leaderboard_reads_the_store(tmp_path: Path) -> None:
 def test_no_results() -> None:
     assert "from 0 results" in render_leaderboard([])
     assert leaderboard_tables([]) == {}
+
+
+def test_variants_get_an_ablation_table_with_differences() -> None:
+    results = [
+        *RESULTS,
+        _result("dta_snl", "10%", 0, 50.0),
+        _result("dta_snl", "10%", 1, 52.0),
+        _result("dta_snl", "100%", 0, 85.0),
+        _result("dta_snl[snl=false]", "10%", 1, 49.0),
+        _result("dta_snl[dta=false]", "10%", 0, 51.5),
+    ]
+    doc = render_leaderboard(results)
+    header, rows = _table(doc, "### Ablations of dta_snl — top-1 accuracy (%)")
+    # Only the settings a variant was run at; the full method first.
+    assert header == ["variant", "4000", "Δ 4000", "10%", "Δ 10%"]
+    assert list(rows) == ["dta_snl", "dta_snl[dta=false]", "dta_snl[snl=false]"]
+    assert rows["dta_snl"] == ["–", "–", "51.00 ± 1.41 (2)", "–"]
+    assert rows["dta_snl[snl=false]"] == ["61.00 (1)", "–", "48.00 ± 1.41 (2)", "-3.00"]
+    assert rows["dta_snl[dta=false]"] == ["–", "–", "51.50 (1)", "+0.50"]
+    # No variants of fixmatch: no ablation table for it.
+    assert "Ablations of fixmatch" not in doc
+
+
+def test_no_ablation_table_without_variants() -> None:
+    results = [r for r in RESULTS if "[" not in r["method_label"]]
+    assert "Ablations" not in render_leaderboard(results)
