@@ -1,0 +1,83 @@
+"""Why a method scored what it did: its pseudo-labelling diagnostics beside its accuracy.
+
+Reads the result store and each run's step log (``results/runs/<run>/metrics.jsonl``) and prints,
+per method variant and label setting (mean over seeds), the final top-1 and the diagnostics the
+methods report, both over the whole run and over its last quarter (where the thresholds have
+settled): share of unlabelled samples used, accuracy of their pseudo-labels, mean per-class
+threshold, and for SNL the complementary labels per step and how often one was wrong.
+
+    python experiments/diagnostics.py [--results-dir results] [--dataset synthfer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.store import load_results
+
+SIGNALS = ("mask_rate", "pseudo_label_acc", "threshold", "neg_pairs", "neg_error_rate")
+
+
+def step_log(path: Path) -> pd.DataFrame:
+    """The training steps of a step log as a frame, one row per step (the last entry wins
+    where a resumed run logged a step twice); empty when the file is missing."""
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    frame = pd.DataFrame(rows)
+    if frame.empty or "step" not in frame:
+        return pd.DataFrame()
+    if "event" in frame:  # evaluations share the file; keep the training steps
+        frame = frame[frame["event"].isna()]
+    frame = frame.drop_duplicates("step", keep="last").sort_values("step")
+    if "threshold" in frame:
+        frame["threshold"] = frame["threshold"].map(
+            lambda t: sum(t) / len(t) if isinstance(t, list) and t else t
+        )
+    return frame
+
+
+def run_row(result: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """One run's accuracy, whole-run diagnostic means and last-quarter means."""
+    row: dict[str, Any] = {
+        "method": result["method_label"],
+        "labels": result["labels"],
+        "seed": result["seed"],
+        "top1": result["metrics"]["top1"],
+    }
+    whole = result.get("diagnostics") or {}
+    log = step_log(runs_dir / result["run_id"] / "metrics.jsonl")
+    last = log[log["step"] >= 0.75 * log["step"].max()] if not log.empty else log
+    for name in SIGNALS:
+        row[name] = whole.get(name)
+        row[f"{name} (last 1/4)"] = last[name].mean() if name in last else None
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--dataset", default="synthfer")
+    args = parser.parse_args()
+    results = [r for r in load_results(args.results_dir) if r["dataset"] == args.dataset]
+    if not results:
+        raise SystemExit(f"no {args.dataset} results under {args.results_dir}")
+    frame = pd.DataFrame([run_row(r, args.results_dir / "runs") for r in results])
+    signals = frame.columns.drop(["method", "labels"])
+    frame[signals] = frame[signals].apply(pd.to_numeric, errors="coerce")
+    table = frame.drop(columns="seed").groupby(["labels", "method"]).mean(numeric_only=True)
+    table.insert(0, "seeds", frame.groupby(["labels", "method"]).size())
+    for name in ("mask_rate", "pseudo_label_acc", "threshold", "neg_error_rate"):
+        for column in (name, f"{name} (last 1/4)"):
+            table[column] = table[column] * 100
+    print("Rates, accuracies and thresholds in %; neg_pairs per step.\n")
+    print(table.dropna(axis=1, how="all").round(1).reset_index().to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()
