@@ -1,0 +1,57 @@
+"""experiments/diagnostics.py: reading step logs and summarising runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("diagnostics", ROOT / "experiments/diagnostics.py")
+assert _spec is not None and _spec.loader is not None
+diagnostics = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(diagnostics)
+
+
+def _write_log(path: Path, entries: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def test_step_log_keeps_training_steps_once_and_averages_thresholds(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    _write_log(
+        log,
+        [
+            {"step": 10, "mask_rate": 0.1, "threshold": [0.5, 0.7]},
+            {"step": 20, "mask_rate": 0.2, "threshold": [0.6, 0.8]},
+            {"event": "eval", "step": 20, "top1": 50.0},
+            {"step": 20, "mask_rate": 0.3, "threshold": [0.6, 0.8]},  # logged again on resume
+        ],
+    )
+    frame = diagnostics.step_log(log)
+    assert frame["step"].tolist() == [10, 20]
+    assert frame["mask_rate"].tolist() == [0.1, 0.3]
+    assert frame["threshold"].tolist() == [0.6, 0.7]
+    assert diagnostics.step_log(tmp_path / "missing.jsonl").empty
+
+
+def test_run_row_reads_whole_run_and_last_quarter(tmp_path: Path) -> None:
+    _write_log(
+        tmp_path / "runs/r1/metrics.jsonl",
+        [{"step": s, "mask_rate": s / 100, "neg_pairs": 4.0} for s in range(10, 101, 10)],
+    )
+    result = {
+        "run_id": "r1",
+        "method_label": "dta_snl",
+        "labels": "5%",
+        "seed": 0,
+        "metrics": {"top1": 61.0},
+        "diagnostics": {"mask_rate": 0.55},
+    }
+    row = diagnostics.run_row(result, tmp_path / "runs")
+    assert row["top1"] == 61.0 and row["mask_rate"] == 0.55
+    # Last quarter: steps >= 75, i.e. 80, 90, 100.
+    assert abs(row["mask_rate (last 1/4)"] - 0.9) < 1e-9
+    assert row["neg_pairs (last 1/4)"] == 4.0
+    assert row["pseudo_label_acc"] is None
