@@ -5,15 +5,20 @@ atomically; per-run working state (checkpoint, step log) under ``<results>/runs/
 Finished results are never lost: rewriting one needs ``force``, and even then the old file is
 first moved to ``runs/<run_id>/superseded/<timestamp>.json``. Many processes (SLURM tasks on
 many nodes, sharing one file system) can write different results into one tree at once: every
-temporary file has a unique name and each result appears in a single rename.
+temporary file has a unique name and each result appears in a single rename. One run trains in
+one process at a time: ``claim_run`` locks its working folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from harness.spec import RunSpec
 
 RUNS_DIR = "runs"
 SUPERSEDED_DIR = "superseded"
+LOCK_NAME = "lock"
 # What the leaderboard needs from a result; a JSON file without these is not one.
 REQUIRED_KEYS = ("dataset", "method_label", "labels", "seed", "metrics")
 
@@ -51,6 +57,41 @@ def run_dir(results_dir: Path, spec: RunSpec) -> Path:
 def has_result(results_dir: Path, spec: RunSpec) -> bool:
     """Whether ``spec`` has finished (its result file exists)."""
     return result_path(results_dir, spec).is_file()
+
+
+class RunBusyError(BenchError):
+    """The run is being trained by another process (its working folder is locked)."""
+
+
+@contextlib.contextmanager
+def claim_run(work_dir: Path) -> Iterator[None]:
+    """Hold the run's lock (``<work_dir>/lock``) for the duration of the block.
+
+    Two processes training one run would overwrite each other's checkpoints, so the second
+    one fails at once with :class:`RunBusyError`, naming the holder. The lock is an ``flock``:
+    the kernel drops it when its holder dies, so a killed or preempted run leaves no stale lock.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / LOCK_NAME
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            raise RunBusyError(
+                f"{work_dir.name} is already being trained by {holder}; wait for it to finish "
+                "or stop it (it resumes from its checkpoint)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_tmp(directory: Path, name: str, text: str) -> Path:

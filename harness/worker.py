@@ -22,7 +22,7 @@ from harness.models import build_model
 from harness.provenance import collect_provenance
 from harness.registry import get_method
 from harness.spec import RunSpec
-from harness.store import has_result, load_result, result_path, run_dir, write_result
+from harness.store import claim_run, has_result, load_result, result_path, run_dir, write_result
 
 
 def run_spec(
@@ -34,11 +34,22 @@ def run_spec(
     """Train and evaluate one run and write its result JSON; resumes from its checkpoint.
 
     A run whose result already exists is not retrained (unless ``force``): its result is
-    returned as stored.
+    returned as stored. A run another process is training raises ``RunBusyError``.
     """
     results_dir = Path(results_dir)
     if has_result(results_dir, spec) and not force:
         return load_result(result_path(results_dir, spec))
+    with claim_run(run_dir(results_dir, spec)):
+        # Another process may have finished the run between the check above and the lock.
+        if has_result(results_dir, spec) and not force:
+            return load_result(result_path(results_dir, spec))
+        return _train_and_record(spec, results_dir, force, show_progress)
+
+
+def _train_and_record(
+    spec: RunSpec, results_dir: Path, force: bool, show_progress: bool
+) -> dict[str, Any]:
+    """The body of :func:`run_spec`, run while holding the run's lock."""
     console = Console(stderr=True)
     started = datetime.now(timezone.utc)
     provenance = collect_provenance(sys.argv)

@@ -15,7 +15,7 @@ from harness.config import compose_config
 from harness.engine import CHECKPOINT_NAME, build_optimizer, cosine_with_warmup
 from harness.plan import build_plan
 from harness.registry import available_methods, get_method, register_method
-from harness.store import run_dir
+from harness.store import RunBusyError, claim_run, has_result, run_dir
 from harness.worker import run_spec
 
 
@@ -124,3 +124,12 @@ def test_training_learns_and_logs(cache_dir: Path, tmp_path: Path) -> None:
     assert result["metrics"]["top1"] > 80, "accuracy rises far above chance"
     assert result["timing"]["images_per_second"] > 0
     assert result["split"]["num_labelled"] == 180
+
+
+def test_a_run_in_training_elsewhere_is_not_trained_twice(tiny: list[str], tmp_path: Path) -> None:
+    (spec,) = build_plan("supervised", "25%", "0", "synthfer", tiny)
+    busy = pytest.raises(RunBusyError, match="already being trained")
+    with claim_run(run_dir(tmp_path, spec)), busy:  # as if another process were training it
+        run_spec(spec, tmp_path, show_progress=False)
+    assert not has_result(tmp_path, spec)
+    assert not (run_dir(tmp_path, spec) / CHECKPOINT_NAME).exists(), "nothing was trained"

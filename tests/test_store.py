@@ -19,7 +19,9 @@ from harness.errors import BenchError
 from harness.provenance import collect_provenance, git_state, slurm_info
 from harness.spec import RunSpec
 from harness.store import (
+    RunBusyError,
     atomic_write_text,
+    claim_run,
     has_result,
     load_results,
     result_path,
@@ -125,6 +127,40 @@ def test_a_killed_writer_never_leaves_a_partial_result(tmp_path: Path) -> None:
     for stored in [path, *superseded.glob("*.json")]:
         assert len(json.loads(stored.read_text())["blob"]) == 300_000
     assert len(load_results(tmp_path)) == 1, "leftover temporary files are not results"
+
+
+def test_a_claimed_run_cannot_be_claimed_twice(tmp_path: Path) -> None:
+    work_dir = run_dir(tmp_path, _spec())
+    busy = pytest.raises(RunBusyError, match=rf"pid {os.getpid()} on ")
+    with claim_run(work_dir), busy, claim_run(work_dir):
+        pass
+    with claim_run(work_dir):  # released on leaving the block, errors included
+        pass
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    work_dir = run_dir(tmp_path, _spec())
+    child = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from harness.store import claim_run\n"
+        "with claim_run(Path(sys.argv[1])):\n"
+        "    print('claimed', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, str(work_dir)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
+        with pytest.raises(RunBusyError, match=f"pid {proc.pid} "), claim_run(work_dir):
+            pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with claim_run(work_dir):  # SIGKILL released it: no cleanup needed
+        pass
 
 
 def test_concurrent_writers_of_different_results(tmp_path: Path) -> None:
