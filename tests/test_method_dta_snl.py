@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from method_fakes import LogitsNet, TinyNet, ce, method_config, setup, tiny_batches
-from torch import nn
+from torch import Tensor, nn
 
 from harness.config import compose_config
 from harness.errors import ConfigError
@@ -290,6 +290,22 @@ def test_smoke_step_on_tiny_model() -> None:
     grad = model.neck.attention[0].weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_student_pass_holds_the_weak_view_for_batch_norm() -> None:
+    # One student pass over labelled + weak + strong (FixMatch's), not labelled + strong: the
+    # running batch-norm statistics must not be those of strongly augmented images.
+    torch.manual_seed(0)
+    method = DTASNL({}, setup())
+    model = method.wrap_model(TinyNet())
+    teacher = copy.deepcopy(model).eval()
+    labelled, unlabelled = tiny_batches()
+    student_batches: list[Tensor] = []
+    model.register_forward_pre_hook(lambda _, args: student_batches.append(args[0]))
+    method.training_loss(StepContext(model, teacher, labelled, unlabelled, 0, 10, 3))
+    assert len(student_batches) == 1
+    expected = torch.cat([labelled.images, unlabelled.weak, unlabelled.strong])
+    assert torch.equal(student_batches[0], expected)
 
 
 def test_config_file_defaults_registry_and_balanced_sampling_link() -> None:
