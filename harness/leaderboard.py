@@ -10,7 +10,8 @@ two tables — the dataset's headline metric, then macro-F1 — with
   seed, which has no spread; ``–`` where there is no run. The best mean of a column (as shown,
   to two decimals; ties all bold) is **bold** when the column has two or more entries.
 
-A method run with variants (``dta_snl[snl=false]``) also gets an ablation table: the method and
+Each section lists the command lines its runs were started with (from their provenance). A
+method run with variants (``dta_snl[snl=false]``) also gets an ablation table: the method and
 its variants at the settings the variants were run at, each with its difference from the full
 method.
 
@@ -24,6 +25,7 @@ gives the same bytes.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "config_hash",
         "experiment",
         "finished",
+        "command",
         *METRIC_NAMES,
     ]
     rows = []
@@ -90,10 +93,19 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "config_hash": result.get("config_hash", ""),
                 "experiment": experiment_key(result),
                 "finished": timing.get("finished") or "",
+                "command": _command((result.get("provenance") or {}).get("command")),
                 **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def _command(argv: Any) -> str:
+    """The command line a run was started with (program name without its folder); empty when
+    the result does not record one."""
+    if not isinstance(argv, list) or not argv:
+        return ""
+    return shlex.join([Path(str(argv[0])).name, *map(str, argv[1:])])
 
 
 def _number(value: Any) -> float:
@@ -193,6 +205,9 @@ def _section(part: pd.DataFrame, dataset: str) -> str:
                 "keep experiments apart with `tag=...`.",
                 "",
             ]
+    commands = sorted(command for command in part["command"].unique() if command)
+    if commands:
+        lines += ["Produced by:", "", *[f"- `{command}`" for command in commands], ""]
     ablated = sorted(part.loc[part["method_label"] != part["method"], "method"].unique())
     for method in ablated:
         lines += [

@@ -201,3 +201,15 @@ def test_variants_get_an_ablation_table_with_differences() -> None:
 def test_no_ablation_table_without_variants() -> None:
     results = [r for r in RESULTS if "[" not in r["method_label"]]
     assert "Ablations" not in render_leaderboard(results)
+
+
+def test_sections_list_the_commands_that_made_them() -> None:
+    argv = ["/opt/bin/bench", "run", "--methods", "fixmatch,dta_snl[snl=false]", "--seeds", "0-1"]
+    results = [_result("fixmatch", "10%", s, 50.0) for s in (0, 1)]
+    for result in results:
+        result["provenance"] = {"command": argv}
+    results.append(_result("supervised", "10%", 0, 40.0))  # no command recorded
+    doc = render_leaderboard(results)
+    command = "bench run --methods 'fixmatch,dta_snl[snl=false]' --seeds 0-1"
+    assert f"Produced by:\n\n- `{command}`\n" in doc
+    assert doc.count("- `bench run") == 1
