@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,14 @@ from harness.metrics import classification_metrics
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "metrics.jsonl"
+
+
+class TrainingStopped(Exception):
+    """Training stopped early on request, after saving a checkpoint of step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped at step {step}; its checkpoint resumes it")
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -223,9 +231,14 @@ def fit(
     run_hash: str,
     console: Console | None = None,
     show_progress: bool = True,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` with ``method`` for ``train.steps`` steps; resume from ``run_dir`` if a
-    checkpoint of the same run (``run_hash``) is there. Returns the final EMA-model metrics."""
+    checkpoint of the same run (``run_hash``) is there. Returns the final EMA-model metrics.
+
+    ``stop_requested`` is asked after every step; once it says yes, a checkpoint of that step is
+    saved and :class:`TrainingStopped` raised (a scheduler is about to end the job).
+    """
     console = console or Console(stderr=True)
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     device = select_device(str(train_cfg["device"]))
@@ -450,6 +463,11 @@ def fit(
                     save_checkpoint(done)
                     log_file.flush()
                 progress.advance(task)
+                if stop_requested is not None and done < total_steps and stop_requested():
+                    save_checkpoint(done)
+                    log_file.write(json.dumps({"event": "stop", "step": done}) + "\n")
+                    console.log(f"stop requested: checkpoint saved at step {done}/{total_steps}")
+                    raise TrainingStopped(done)
     finally:
         log_file.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ def run_spec(
     results_dir: str | Path,
     force: bool = False,
     show_progress: bool = True,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one run and write its result JSON; resumes from its checkpoint.
 
     A run whose result already exists is not retrained (unless ``force``): its result is
     returned as stored. A run another process is training raises ``RunBusyError``.
+    ``stop_requested`` is passed to :func:`harness.engine.fit` (a checkpoint, then
+    ``TrainingStopped``, once it says yes).
     """
     results_dir = Path(results_dir)
     if has_result(results_dir, spec) and not force:
@@ -43,11 +47,15 @@ def run_spec(
         # Another process may have finished the run between the check above and the lock.
         if has_result(results_dir, spec) and not force:
             return load_result(result_path(results_dir, spec))
-        return _train_and_record(spec, results_dir, force, show_progress)
+        return _train_and_record(spec, results_dir, force, show_progress, stop_requested)
 
 
 def _train_and_record(
-    spec: RunSpec, results_dir: Path, force: bool, show_progress: bool
+    spec: RunSpec,
+    results_dir: Path,
+    force: bool,
+    show_progress: bool,
+    stop_requested: Callable[[], bool] | None,
 ) -> dict[str, Any]:
     """The body of :func:`run_spec`, run while holding the run's lock."""
     console = Console(stderr=True)
@@ -112,6 +120,7 @@ def _train_and_record(
         run_hash=spec.config_hash,
         console=console,
         show_progress=show_progress,
+        stop_requested=stop_requested,
     )
     result = {
         "schema": 1,

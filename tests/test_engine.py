@@ -12,7 +12,12 @@ import torch
 from PIL import Image
 
 from harness.config import compose_config
-from harness.engine import CHECKPOINT_NAME, build_optimizer, cosine_with_warmup
+from harness.engine import (
+    CHECKPOINT_NAME,
+    TrainingStopped,
+    build_optimizer,
+    cosine_with_warmup,
+)
 from harness.plan import build_plan
 from harness.registry import available_methods, get_method, register_method
 from harness.store import RunBusyError, claim_run, has_result, run_dir
@@ -89,6 +94,36 @@ def test_killed_run_resumes_to_the_same_result(base: str, tiny: list[str], tmp_p
     assert resumed["diagnostics"] == uninterrupted["diagnostics"]
     assert resumed["method_summary"] == uninterrupted["method_summary"]
     assert not checkpoint.exists(), "the checkpoint is removed once the result is written"
+
+
+def test_a_stop_request_saves_that_step_and_resumes_to_the_same_result(
+    tiny: list[str], tmp_path: Path
+) -> None:
+    """What a SLURM job does at its requeue signal: the engine stops after the step it is on,
+    with a checkpoint of exactly that step (not the last periodic one), and the rerun resumes
+    there to the uninterrupted result."""
+    (spec,) = build_plan("supervised", "25%", "0", "synthfer", tiny)  # checkpoint_every=10
+    uninterrupted = run_spec(spec, tmp_path / "a", show_progress=False)
+
+    asked = []
+
+    def stop_after_13_steps() -> bool:
+        asked.append(True)
+        return len(asked) >= 13
+
+    with pytest.raises(TrainingStopped) as stopped:
+        run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=stop_after_13_steps)
+    assert stopped.value.step == 13
+    work_dir = run_dir(tmp_path / "b", spec)
+    assert torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)["step"] == 13
+    assert not has_result(tmp_path / "b", spec)
+    resumed = run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=lambda: False)
+
+    assert resumed["timing"]["resumed_from_step"] == 13
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["evaluations"] == uninterrupted["evaluations"]
+    events = [json.loads(line) for line in (work_dir / "metrics.jsonl").open() if "event" in line]
+    assert {"event": "stop", "step": 13} in events and {"event": "resume", "step": 13} in events
 
 
 def _separable_folder_dataset(root: Path) -> Path:

@@ -8,6 +8,7 @@ checkout's harness (the launcher puts it on their PYTHONPATH) with the tiny synt
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -163,20 +164,35 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(
     slurm_args: list[str], tmp_path: Path
 ) -> None:
     """The signal SLURM sends ``signal_delay_s`` before the time limit (``--signal=B:USR2@N``),
-    sent now: Python, exec-ed as the batch shell, gets it; submitit calls
-    ``SlurmRun.checkpoint`` and requeues the job, which resumes from its last checkpoint."""
+    sent now: Python, exec-ed as the batch shell, gets it; the engine saves a checkpoint of the
+    step it is on, submitit calls ``SlurmRun.checkpoint`` and requeues the job, which resumes
+    from that step. No periodic checkpoint falls inside the run, so only the one saved at the
+    signal can make it resume."""
     results = tmp_path / "results"
     grid = ["--methods", "supervised", "--labels", "25%", "--seeds", "1"]
-    overrides = [*slurm_args, "train.steps=150", "train.eval_every=150", "train.checkpoint_every=5"]
+    overrides = [
+        *slurm_args, "train.steps=400", "train.eval_every=200", "train.checkpoint_every=100000",
+    ]  # fmt: skip
     assert bench_run(grid, results, overrides) == 0
     (record,) = find_records(results)
-    _wait_for(results / "runs" / record.run_id / "checkpoint.pt", timeout_s=120)
+    (spec,) = build_plan("supervised", "25%", "1", "synthfer", [*overrides, "launcher=slurm"])
+    assert spec.run_id == record.run_id
+    step_log = run_dir(results, spec) / "metrics.jsonl"
+    _wait_for(step_log, timeout_s=120)  # opened when training starts
     subprocess.run(["scancel", "--batch", "--signal=USR2", record.job_id], check=True, timeout=30)
+
+    reference = _reference(spec, tmp_path / "reference")  # while the job is requeued
     assert bench_run(grid, results, overrides, "--wait") == 0
-    result = load_result(results / "synthfer" / f"{record.run_id}.json")
-    assert result["timing"]["resumed_from_step"] is not None
+    result = load_result(result_path(results, spec))
+    events = [json.loads(line) for line in step_log.open() if '"event"' in line]
+    stops = [e["step"] for e in events if e["event"] == "stop"]
+    assert len(stops) == 1 and 0 < stops[0] < 400
+    assert result["timing"]["resumed_from_step"] == stops[0]
     assert int(result["provenance"]["slurm"]["SLURM_RESTART_COUNT"]) >= 1
+    assert result["metrics"] == reference["metrics"]
+    assert result["evaluations"] == reference["evaluations"]
     logs = Path(record.stdout).read_text() + Path(record.stderr).read_text()
+    assert "stop requested: checkpoint saved at step" in logs
     assert "Caught signal SIGUSR2" in logs and "Calling checkpoint method" in logs
     assert wait_for_final_states([record.job_id]) == {record.job_id: "COMPLETED"}
 

@@ -1,12 +1,12 @@
 """``--launcher slurm``: the grid as one SLURM job array, submitted through submitit.
 
 Each array task runs :class:`SlurmRun`, which calls the same ``run_spec`` as a local run. Before
-its time limit (``signal_delay_s``) or when preempted, a task gets USR2; submitit then calls
-``SlurmRun.checkpoint``, which requeues the same call, and the requeued task resumes from the
-run's last periodic checkpoint (``train.checkpoint_every``): at most that many steps are
-trained twice. A signal handler cannot safely save in the middle of an optimiser step, so
-nothing is saved at the signal itself. ``scontrol requeue`` works the same way, minus the
-signal: the task is killed and started again with ``SLURM_RESTART_COUNT`` raised by one.
+its time limit (``signal_delay_s``) or when preempted, a task gets USR2: the engine finishes the
+step in progress and saves a checkpoint of it (:mod:`harness.launchers.preemption`), then
+submitit calls ``SlurmRun.checkpoint``, which requeues the same call, and the requeued task
+resumes from that checkpoint. ``scontrol requeue`` kills the task without that signal: it is
+started again with ``SLURM_RESTART_COUNT`` raised by one and resumes from the run's last
+periodic checkpoint (``train.checkpoint_every``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from rich.console import Console
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
 
+from harness.engine import TrainingStopped
 from harness.errors import ConfigError
 from harness.launchers import RunOutcome
+from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
@@ -229,10 +231,15 @@ def sbatch_script(settings: SlurmSettings, folder: Path, num_tasks: int) -> str:
 
 
 class SlurmRun(submitit.helpers.Checkpointable):
-    """One array task: train and evaluate one run. Picklable; holds only ``force``."""
+    """One array task: train and evaluate one run. Picklable; holds only plain settings.
 
-    def __init__(self, force: bool = False) -> None:
+    ``stop_grace_s``: how long after the requeue signal the engine may take to reach the end of
+    a step and save, before submitit requeues the job regardless.
+    """
+
+    def __init__(self, force: bool = False, stop_grace_s: int = 45) -> None:
         self.force = force
+        self.stop_grace_s = stop_grace_s
 
     def __call__(self, spec: RunSpec, results_dir: str) -> dict[str, Any]:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
@@ -240,7 +247,18 @@ class SlurmRun(submitit.helpers.Checkpointable):
             # Without CPU binding on the node, torch would start a thread per core of the node
             # and fight the other tasks for them; use the cores this task was given.
             torch.set_num_threads(int(cpus))
-        result = run_spec(spec, results_dir, force=self.force, show_progress=False)
+        with DeferredRequeue(self.stop_grace_s) as requeue:
+            try:
+                result = run_spec(
+                    spec,
+                    results_dir,
+                    force=self.force,
+                    show_progress=False,
+                    stop_requested=requeue.requested,
+                )
+            except TrainingStopped:
+                requeue.hand_over()  # submitit: checkpoint(), requeue, exit
+                raise  # reached only outside submitit
         return {"run_id": spec.run_id, "top1": result["metrics"]["top1"]}
 
     def checkpoint(self, spec: RunSpec, results_dir: str) -> submitit.helpers.DelayedSubmission:
@@ -301,7 +319,8 @@ class SlurmLauncher:
         results_dir = Path(results_dir).resolve()
         folder = log_folder(self.settings, results_dir)
         executor = self._executor(folder)
-        job = SlurmRun(force=force)
+        # Half the warning the signal gives, so the save and the requeue fit in the rest.
+        job = SlurmRun(force=force, stop_grace_s=max(1, self.settings.signal_delay_s // 2))
         outcomes = []
         for chunk in chunked(specs, self.settings.max_array_size):
             try:
