@@ -163,6 +163,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} runs failed[/]")
         return 1
+    if any(o.state == "stopped" for o in outcomes):
+        console.print(
+            "[yellow]stopped[/]: finished results are kept; the same command resumes the rest"
+        )
+        return 130  # the shell's code for an interrupted command
     if any(o.state == "submitted" for o in outcomes):
         console.print("follow them with `bench status` (same grid flags, or --all)")
     else:

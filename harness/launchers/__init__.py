@@ -25,7 +25,7 @@ class RunOutcome:
     """What became of one launched run."""
 
     run_id: str
-    state: str  # "done" | "failed" | "submitted"
+    state: str  # "done" | "failed" | "submitted" | "stopped" (Ctrl-C; resumable)
     detail: str = ""
 
 
