@@ -459,12 +459,12 @@ def fit(
                         f"step {done}/{total_steps}: EMA top-1 {evaluations[-1]['top1']:.2f}%, "
                         f"mean class acc {evaluations[-1]['mean_class_acc']:.2f}%"
                     )
-                if done % ckpt_every == 0 and done < total_steps:
+                stopping = stop_requested is not None and done < total_steps and stop_requested()
+                if (done % ckpt_every == 0 and done < total_steps) or stopping:
                     save_checkpoint(done)
                     log_file.flush()
                 progress.advance(task)
-                if stop_requested is not None and done < total_steps and stop_requested():
-                    save_checkpoint(done)
+                if stopping:
                     log_file.write(json.dumps({"event": "stop", "step": done}) + "\n")
                     console.log(f"stop requested: checkpoint saved at step {done}/{total_steps}")
                     raise TrainingStopped(done)
