@@ -166,11 +166,25 @@ def superseded_path(path: Path, when: datetime | None = None) -> Path:
     return path.parents[1] / RUNS_DIR / path.stem / SUPERSEDED_DIR / f"{stamp}.json"
 
 
+def _archive_copy(path: Path) -> None:
+    """Keep the current ``path`` under ``superseded/`` without removing it: a hard link where
+    the file system has them, else a copy written atomically."""
+    archive = superseded_path(path)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    while archive.exists():  # two forced rewrites within one microsecond
+        archive = archive.with_name(f"{archive.stem}-1.json")
+    try:
+        os.link(path, archive)
+    except OSError:
+        atomic_write_text(archive, path.read_text(encoding="utf-8"))
+
+
 def write_result(path: Path, result: dict[str, Any], *, force: bool = False) -> None:
     """Store one result atomically at ``path`` (``result_path(...)``).
 
     An existing result is a :class:`BenchError` unless ``force``; with ``force`` the old file
-    is first moved to ``<results>/runs/<run_id>/superseded/<UTC timestamp>.json``.
+    is first archived to ``<results>/runs/<run_id>/superseded/<UTC timestamp>.json``. At every
+    moment ``path`` holds the old or the new result whole, even if the process is killed.
     """
     path = Path(path)
     # Serialise before touching anything: a result that is not JSON-able must not cost the
@@ -179,12 +193,12 @@ def write_result(path: Path, result: dict[str, Any], *, force: bool = False) -> 
     tmp = _write_tmp(path.parent, path.name, text)
     try:
         if force and path.exists():
-            archive = superseded_path(path)
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            while archive.exists():  # two forced rewrites within one microsecond
-                archive = archive.with_name(f"{archive.stem}-1.json")
-            os.replace(path, archive)
-        _publish_new(tmp, path)
+            _archive_copy(path)
+            # Replace in one step: moving the old file away first would leave a moment with
+            # no result at ``path`` (a kill there loses it from the leaderboard).
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -83,7 +83,11 @@ def slurm() -> Iterator[None]:
 def _executor(folder: Path, **params: object) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j")
     assert executor.cluster == "slurm"  # chosen because srun is on PATH
-    executor.update_parameters(slurm_partition="debug", timeout_min=2, cpus_per_task=1, **params)
+    # submitit asks SLURM for USR2 90 s before the time limit and, that close to it, treats the
+    # job as timed out (not requeued unless checkpointable); 10 min keeps that far from these
+    # jobs, whose only signals must be the ones a test sends. (With 2 min, a requeued rerun on a
+    # busy CI machine got USR2 and failed.)
+    executor.update_parameters(slurm_partition="debug", timeout_min=10, cpus_per_task=1, **params)
     return executor
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,19 +115,48 @@ def test_a_killed_writer_never_leaves_a_partial_result(tmp_path: Path) -> None:
         "    i += 1\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", child, str(path)], env=env)
     superseded = tmp_path / "runs" / "r" / "superseded"
-    deadline = time.monotonic() + 30
-    try:
-        while len(list(superseded.glob("*.json"))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert len(list(superseded.glob("*.json"))) >= 3, "the writer never got going"
-    for stored in [path, *superseded.glob("*.json")]:
-        assert len(json.loads(stored.read_text())["blob"]) == 300_000
+    # Several kills, each at a different moment of a rewrite: one of them once landed between
+    # archiving the old result and publishing the new one, and the result was gone.
+    for kill in range(5):
+        before = len(list(superseded.glob("*.json")))
+        proc = subprocess.Popen([sys.executable, "-c", child, str(path)], env=env)
+        deadline = time.monotonic() + 30
+        try:
+            while (
+                len(list(superseded.glob("*.json"))) < before + 3 + kill
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.003)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert len(list(superseded.glob("*.json"))) >= before + 3, "the writer never got going"
+        for stored in [path, *superseded.glob("*.json")]:
+            assert len(json.loads(stored.read_text())["blob"]) == 300_000
     assert len(load_results(tmp_path)) == 1, "leftover temporary files are not results"
+
+
+def test_a_forced_rewrite_never_leaves_the_result_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SIGKILL test above only rarely lands in a given microsecond; this checks every step:
+    # after each rename or link the store makes, a whole result is at its path.
+    path = result_path(tmp_path, _spec())
+    write_result(path, _result(1))
+    seen: list[int] = []
+
+    def checked(real: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: object) -> None:
+            real(*args)
+            seen.append(json.loads(path.read_text())["metrics"]["top1"])
+
+        return call
+
+    monkeypatch.setattr(os, "replace", checked(os.replace))
+    monkeypatch.setattr(os, "link", checked(os.link))
+    write_result(path, _result(2), force=True)
+    assert seen and seen[-1] == 2, seen
 
 
 def test_a_claimed_run_cannot_be_claimed_twice(tmp_path: Path) -> None:
