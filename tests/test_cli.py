@@ -57,10 +57,22 @@ def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
     assert row.count("(2)") == 2, row
 
 
-def test_methods_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+def test_methods_lists_the_registry(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per method
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    assert "supervised" in out and "fixmatch" in out
+    for name, description in [
+        ("supervised", "Labelled data only"),
+        ("fixmatch", "FixMatch: confident weak-view pseudo-labels"),
+        ("flexmatch", "FlexMatch: FixMatch with per-class thresholds"),
+        ("freematch", "FreeMatch: self-adaptive thresholds and class fairness"),
+        ("adacm", "Ada-CM: adaptive per-class confidence margin"),
+        ("dta_snl", "DTA+SNL: dynamic thresholds, negative learning"),
+    ]:
+        line = next((row for row in out.splitlines() if f" {name} " in row), "")
+        assert description in line, f"{name}: {line!r}"
 
 
 @pytest.mark.parametrize(
