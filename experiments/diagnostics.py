@@ -77,6 +77,11 @@ def main() -> None:
             table[column] = table[column] * 100
     print("Rates, accuracies and thresholds in %; neg_pairs per step.\n")
     print(table.dropna(axis=1, how="all").round(1).reset_index().to_markdown(index=False))
+    # The spread behind each mean: a method whose seeds disagree by 10 points is not ranked.
+    per_seed = frame.pivot_table(index=["labels", "method"], columns="seed", values="top1")
+    per_seed.columns = [f"top1 seed {seed}" for seed in per_seed.columns]
+    print("\nTop-1 (%) per seed.\n")
+    print(per_seed.round(1).reset_index().to_markdown(index=False))
 
 
 if __name__ == "__main__":
