@@ -96,6 +96,8 @@ def build_plan(
             f"unknown dataset {dataset!r}; available: {', '.join(group_options('dataset'))}"
         )
     variants = parse_methods(methods)
+    for variant in variants:
+        _check_variant_keys(variant)
     protocols = parse_protocols(labels)
     seed_list = parse_seeds(seeds)
     specs = []
@@ -123,9 +125,11 @@ def _run_config(
     variant: MethodVariant, dataset: str, labels: str, seed: int, overrides: Sequence[str]
 ) -> dict:
     """The resolved config of one run; method overrides from the variant win over the CLI's."""
-    method_overrides = [f"method.{o}" for o in variant.overrides]
     base = [f"dataset={dataset}", f"labels={labels}", f"seed={seed}", *overrides]
     if variant.name in group_options("method"):
+        method_overrides = [
+            f"+method.{o[1:]}" if o.startswith("+") else f"method.{o}" for o in variant.overrides
+        ]
         return compose_config([f"method={variant.name}", *base, *method_overrides])
     # A plugin without a config file (e.g. from another package): its class carries defaults.
     plain = [o for o in base if not o.startswith("method.")]
@@ -134,9 +138,35 @@ def _run_config(
     extra = [o.removeprefix("method.") for o in overrides if o.startswith("method.")]
     for item in [*extra, *variant.overrides]:
         key, value = item.split("=", 1)
-        OmegaConf.update(node, key, _yaml(value))
+        OmegaConf.update(node, key.lstrip("+"), _yaml(value))
     config["method"] = OmegaConf.to_container(node, resolve=True)
     return config
+
+
+def method_settings(name: str) -> dict:
+    """A method's default ``method:`` block: its config file, else its class's defaults."""
+    if name in group_options("method"):
+        return compose_config([f"method={name}"])["method"]
+    return {"name": name, **get_method(name).cls.default_config}
+
+
+def _check_variant_keys(variant: MethodVariant) -> None:
+    """A variant may only change settings its method has: a misspelt key would otherwise make
+    a leaderboard row that claims an ablation it never ran. ``+key=value`` adds a new one."""
+    settings = method_settings(variant.name) if variant.overrides else {}
+    for override in variant.overrides:
+        key = override.split("=", 1)[0].strip()
+        if key.startswith("+"):
+            continue
+        node: object = settings
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                known = ", ".join(k for k in settings if k != "name") or "(none)"
+                raise ConfigError(
+                    f"method variant {variant.label!r}: {variant.name} has no setting {key!r}; "
+                    f"its settings: {known} (+{key}=... adds a new one)"
+                )
+            node = node[part]
 
 
 def _pin_generator(config: dict) -> dict:

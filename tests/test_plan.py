@@ -25,6 +25,18 @@ def test_unknown_method_lists_the_known_ones() -> None:
         parse_methods("supervised,nosuch")
 
 
+def test_a_variant_may_only_change_settings_its_method_has() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_plan("fixmatch,dta_snl[lamda_neg=0.5]", "10%", "0", "synthfer")
+    message = str(err.value)
+    assert "method variant 'dta_snl[lamda_neg=0.5]': dta_snl has no setting 'lamda_neg'" in message
+    assert "lambda_neg" in message and "tau_neg" in message  # the settings it does have
+    (known,) = build_plan("dta_snl[lambda_neg=0.5]", "10%", "0", "synthfer")
+    assert known.config["method"]["lambda_neg"] == 0.5
+    (added,) = build_plan("fixmatch[+note=x]", "10%", "0", "synthfer")
+    assert added.config["method"]["note"] == "x" and added.method_label == "fixmatch[+note=x]"
+
+
 @pytest.mark.parametrize("text", ["supervised[", "super vised", "supervised[x]"])
 def test_malformed_method_text_is_rejected(text: str) -> None:
     with pytest.raises(ConfigError):

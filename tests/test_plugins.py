@@ -89,6 +89,14 @@ def test_an_installed_package_adds_a_method_that_runs_end_to_end(
     assert "entmin" in listed.stdout and "Entropy minimisation" in listed.stdout
     assert "dta_snl" in listed.stdout, "the built-in methods are still there"
 
+    # Its settings are checked like a built-in method's: a misspelt ablation is refused.
+    typo = _bench(site, "run", "--methods", "entmin[lamda_u=0]", "--results-dir", str(results),
+                  cwd=tmp_path)  # fmt: skip
+    assert typo.returncode == 2
+    assert "entmin has no setting 'lamda_u'; its settings: lambda_u" in " ".join(
+        typo.stdout.split()
+    )
+
     grid = ["--methods", "entmin,entmin[lambda_u=0]", "--labels", "25%", "--seeds", "0"]
     run = _bench(site, "run", *grid, "--results-dir", str(results), "--no-progress", *tiny,
                  cwd=tmp_path)  # fmt: skip
