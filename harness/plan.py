@@ -134,7 +134,7 @@ def _run_config(
     # A plugin without a config file (e.g. from another package): its class carries defaults.
     plain = [o for o in base if not o.startswith("method.")]
     config = compose_config(["method=supervised", *plain])
-    node = OmegaConf.create({"name": variant.name, **get_method(variant.name).cls.default_config})
+    node = OmegaConf.create(method_settings(variant.name))
     extra = [o.removeprefix("method.") for o in overrides if o.startswith("method.")]
     for item in [*extra, *variant.overrides]:
         key, value = item.split("=", 1)
