@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import multiprocessing
+import pickle
 import time
 from pathlib import Path
 
@@ -45,9 +46,9 @@ def test_cache_equals_direct_decoding_and_is_read_only(tmp_path: Path) -> None:
     assert cached.shape == (6, SIZE, SIZE, 3) and cached.dtype == np.uint8
     lazy = LazyImages(table, SIZE)
     assert all(np.array_equal(cached[i], lazy[i]) for i in range(len(table)))
-    assert not cached.flags.writeable
+    assert not cached[0].flags.writeable
     with pytest.raises(ValueError):
-        cached[0, 0, 0, 0] = 1
+        cached[0][0, 0, 0] = 1
     (only,) = (tmp_path / "cache").glob("*.npy")
     assert only.name == f"t-{SIZE}px-{table_fingerprint(table, SIZE)}.npy"
     assert only == cache_path(table, SIZE, tmp_path / "cache", "t")
@@ -190,3 +191,26 @@ def test_file_system_without_locks_is_a_config_error(
     ):
         build(table, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.npy"))
+
+
+def _rows_in_spawned_process(images: object) -> bytes:
+    return np.array(images).tobytes()
+
+
+def test_a_cached_split_travels_to_another_process_as_its_path(tmp_path: Path) -> None:
+    """A spawned worker (a DataLoader worker of a parallel grid) maps the file itself; it is
+    not sent a copy of every image, as a pickled np.memmap would be."""
+    table = make_table(tmp_path / "img", n=200)
+    cached = build(table, tmp_path / "cache")
+    pixels = np.array(cached).tobytes()
+    assert len(pixels) == 200 * SIZE * SIZE * 3
+    assert len(pickle.dumps(cached)) < 1000
+    assert len(pickle.dumps(np.load(cached.path, mmap_mode="r"))) > len(pixels)  # the old way
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_rows_in_spawned_process, (cached,)) == pixels
+    restored = pickle.loads(pickle.dumps(cached))
+    assert np.array_equal(restored[7], cached[7]) and not restored[7].flags.writeable
+
+    cached.path.unlink()  # a cache deleted under a running job: say so, never read garbage
+    with pytest.raises(ConfigError, match=r"cache .*\.npy changed or vanished while in use"):
+        pickle.loads(pickle.dumps(cached))

@@ -22,10 +22,10 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -55,6 +55,49 @@ def cache_path(table: ImageTable, size: int, cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"{key}-{size}px-{table_fingerprint(table, size)}.npy"
 
 
+class MappedImages(Sequence[np.ndarray]):
+    """A finished cache file's (N, size, size, 3) uint8 faces, memory-mapped read-only.
+
+    Pickles as its path: a process it is sent to (a spawned DataLoader worker, a parallel
+    grid's worker) maps the same file. A plain ``np.memmap`` pickles every image it maps, so
+    each such worker would get its own copy, 1.8 GB of them for RAF-DB's training set at 224 px.
+    """
+
+    def __init__(self, path: Path, array: np.ndarray) -> None:
+        self.path, self._array = Path(path), array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # type: ignore[override]
+        return self._array[index]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        # np.array(..., copy=None) needs numpy 2; this works on 1.x too.
+        return np.array(self._array, dtype=dtype) if copy else np.asarray(self._array, dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, size, size, 3)."""
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """uint8."""
+        return self._array.dtype
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _remap, (self.path, self.shape)
+
+
+def _remap(path: Path, shape: tuple[int, ...]) -> MappedImages:
+    """Unpickle a :class:`MappedImages`: map its file again."""
+    images = _open_if_valid(path, shape)
+    if images is None:
+        raise ConfigError(f"decoded-image cache {path} changed or vanished while in use")
+    return images
+
+
 def decoded_images(
     table: ImageTable,
     size: int,
@@ -62,8 +105,9 @@ def decoded_images(
     key: str,
     workers: int = 2,
     progress: bool = True,
-) -> np.ndarray:
-    """The split's faces as a read-only memory-mapped (N, size, size, 3) uint8 array.
+) -> Sequence[np.ndarray]:
+    """The split's faces, a read-only memory-mapped (N, size, size, 3) uint8 sequence
+    (:class:`MappedImages`; indexing gives numpy arrays).
 
     Built on first use with ``workers`` decoding processes (1: in this process) and reused
     afterwards. An unreadable image raises :class:`DatasetError` naming it, and no cache file
@@ -127,7 +171,7 @@ def _locked(lock_file: IO[str], final: Path, progress: bool) -> Iterator[None]:
         fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _open_if_valid(final: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+def _open_if_valid(final: Path, shape: tuple[int, ...]) -> MappedImages | None:
     """The finished cache file mapped read-only, or None if absent or not the expected array."""
     try:
         array = np.load(final, mmap_mode="r")
@@ -135,7 +179,7 @@ def _open_if_valid(final: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     if array.shape != shape or array.dtype != np.uint8:
         return None
-    return array
+    return MappedImages(final, array)
 
 
 def _check_space(folder: Path, shape: tuple[int, ...]) -> None:
