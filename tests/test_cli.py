@@ -30,6 +30,41 @@ def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def start_in_own_group(*args: str, cwd: Path) -> subprocess.Popen:
+    """``bench`` in a process group of its own, as a terminal's foreground job is: a Ctrl-C is
+    then ``os.killpg(proc.pid, SIGINT)``, and reaches every process it started."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def starting_grandchildren(pid: int) -> list[int]:
+    """Processes two generations below ``pid`` that are still in their spawn start-up (for a
+    parallel grid: DataLoader workers importing torch)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+    children = {p for p, parent in parents.items() if parent == pid}
+    found = []
+    for p, parent in parents.items():
+        try:
+            starting = b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent in children and starting:
+            found.append(p)
+    return found
+
+
 def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
     results = tmp_path / "results"
     args = ["--methods", "supervised", "--labels", "10%,100%", "--seeds", "0,1"]
@@ -146,15 +181,7 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
             "--no-progress", *tiny, "train.steps=300", "train.eval_every=150",
             "train.checkpoint_every=100000", f"launcher.parallel={parallel}"]  # fmt: skip
     stopped_dir = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args, "--results-dir", str(stopped_dir)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_in_own_group(*args, "--results-dir", str(stopped_dir), cwd=tmp_path)
     deadline = time.time() + 240
     while len(list(stopped_dir.glob("runs/*/metrics.jsonl"))) < parallel:  # training started
         assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
@@ -182,3 +209,34 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     assert main([*straight_args, "--results-dir", str(straight_dir)]) == 0
     (straight,) = (json.loads(p.read_text()) for p in (straight_dir / "synthfer").glob("*"))
     assert results[straight["run_id"]]["metrics"] == straight["metrics"]
+
+
+def test_ctrl_c_while_data_workers_start_stops_a_parallel_grid_cleanly(
+    tiny: list[str], tmp_path: Path
+) -> None:
+    """A Ctrl-C that reaches a parallel grid's DataLoader workers while they start (a spawned
+    worker imports torch for seconds) neither kills them nor hangs the grid: the grid exits
+    130 with no run failed, each run in training saved its step, and the command resumes."""
+    results = tmp_path / "results"
+    args = ["run", "--methods", "supervised", "--labels", "25%", "--seeds", "0,1",
+            "--no-progress", "--results-dir", str(results), *tiny, "data.num_workers=1",
+            "train.steps=60", "train.checkpoint_every=100000"]  # fmt: skip
+    proc = start_in_own_group(*args, "launcher.parallel=2", cwd=tmp_path)
+    deadline = time.time() + 240
+    while not starting_grandchildren(proc.pid):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        output = proc.communicate(timeout=180)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the grid hung after Ctrl-C:\n{proc.communicate()[0]}")
+    assert proc.returncode == 130, output
+    assert "failed" not in output and "Traceback" not in output, output
+    assert "checkpoint saved" in output
+    assert not list(results.glob("synthfer/*.json"))
+
+    resumed = bench(*args, cwd=tmp_path)  # in one process: quicker, and the same runs
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert len(list(results.glob("synthfer/*.json"))) == 2

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.data.images import DECODE_VERSION, load_face
 from harness.data.table import ImageTable
 from harness.errors import ConfigError
+from harness.interrupts import ctrl_c_held
 
 CHUNK = 256  # images per task sent to a decoding process
 HEADROOM = 256 * 2**20  # free bytes to leave on the cache disk beyond the array itself
@@ -256,7 +257,8 @@ def _run_pool(jobs: list[tuple], workers: int) -> Iterator[int]:
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
             for job in queue:
-                pending.add(pool.submit(_decode_into, *job))
+                with ctrl_c_held():  # a submit may start a process
+                    pending.add(pool.submit(_decode_into, *job))
                 if len(pending) >= 2 * workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from (future.result() for future in done)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.data.transforms import eval_view, strong_view, weak_view
 from harness.errors import ConfigError
+from harness.interrupts import ctrl_c_held
 
 VIEW_NAMES = ("weak", "strong")
 
@@ -232,7 +233,8 @@ class BatchStream:
 
     def __next__(self) -> Batch:
         if self._iter is None:
-            self._iter = iter(self._loader())
+            with ctrl_c_held():  # the worker processes start here
+                self._iter = iter(self._loader())
         batch = next(self._iter)
         # Advance by what was returned; a batch may wrap over one or more epoch ends.
         self._position += self.spec.batch_size
@@ -317,5 +319,7 @@ def eval_batches(
         pin_memory=pin_memory,
         generator=torch.Generator(),  # keep the caller's global RNG untouched
     )
-    for images_batch, targets_batch in loader:
+    with ctrl_c_held():  # the worker processes start here
+        batches = iter(loader)
+    for images_batch, targets_batch in batches:
         yield images_batch, targets_batch.to(torch.int64)

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from harness.errors import ConfigError, DatasetError
+from harness.interrupts import ctrl_c_held
 
 # RAF-DB training-set counts in label order 1..7: Surprise, Fear, Disgust, Happiness, Sadness,
 # Anger, Neutral. synthfer keeps these proportions in both splits.
@@ -505,7 +506,9 @@ def generate_synthfer(root: Path, config: SynthConfig, workers: int | None = Non
     workers = _default_workers() if workers is None else workers
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_render_one, jobs, chunksize=64))
+            with ctrl_c_held():  # map submits every chunk at once: the processes start here
+                rendered = pool.map(_render_one, jobs, chunksize=64)
+            list(rendered)  # a second Ctrl-C here cancels the chunks not yet started
     else:
         for job in jobs:
             _render_one(job)

@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from harness.engine import TrainingStopped
 from harness.errors import BenchError, ConfigError
+from harness.interrupts import ctrl_c_held, release_ctrl_c
 from harness.launchers import RunOutcome
 from harness.spec import RunSpec
 from harness.worker import run_spec
@@ -105,6 +106,7 @@ def _init_worker(threads: int) -> None:
     global _worker_ctrl_c
     torch.set_num_threads(threads)
     _worker_ctrl_c = StopOnCtrlC().__enter__()  # for the life of the worker process
+    release_ctrl_c()  # started under ctrl_c_held: from now on a Ctrl-C is a stop request
 
 
 def _run_in_worker(spec: RunSpec, results_dir: Path, force: bool) -> RunOutcome:
@@ -175,9 +177,11 @@ class LocalLauncher:
             StopOnCtrlC(self.console) as ctrl_c,
             ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool,
         ):
-            futures = {
-                pool.submit(_run_in_worker, spec, Path(results_dir), force): spec for spec in specs
-            }
+            with ctrl_c_held():  # submitting starts the worker processes
+                futures = {
+                    pool.submit(_run_in_worker, spec, Path(results_dir), force): spec
+                    for spec in specs
+                }
             for future in as_completed(futures):
                 spec = futures[future]
                 if ctrl_c.requested():  # start nothing more
