@@ -233,8 +233,7 @@ class BatchStream:
 
     def __next__(self) -> Batch:
         if self._iter is None:
-            with ctrl_c_held():  # the worker processes start here
-                self._iter = iter(self._loader())
+            self._iter = _start(self._loader())
         batch = next(self._iter)
         # Advance by what was returned; a batch may wrap over one or more epoch ends.
         self._position += self.spec.batch_size
@@ -282,6 +281,15 @@ class BatchStream:
         )
 
 
+def _start(loader: DataLoader) -> Iterator[Any]:
+    """``iter(loader)``: its worker processes, if it has any, start with Ctrl-C held
+    (:mod:`harness.interrupts`)."""
+    if loader.num_workers == 0:
+        return iter(loader)
+    with ctrl_c_held():
+        return iter(loader)
+
+
 class _EvalDataset(Dataset):
     def __init__(self, images: Sequence[Any], targets: np.ndarray, transform: Callable | None):
         self.images, self.targets, self.transform = images, targets, transform
@@ -319,7 +327,5 @@ def eval_batches(
         pin_memory=pin_memory,
         generator=torch.Generator(),  # keep the caller's global RNG untouched
     )
-    with ctrl_c_held():  # the worker processes start here
-        batches = iter(loader)
-    for images_batch, targets_batch in batches:
+    for images_batch, targets_batch in _start(loader):
         yield images_batch, targets_batch.to(torch.int64)
