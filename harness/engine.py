@@ -71,6 +71,7 @@ class FitResult:
     images_per_second: float
     resumed_from_step: int | None
     device: str
+    threads: int  # torch's CPU threads during training (after ``train.threads``)
     weights_report: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -489,6 +490,7 @@ def fit(
         images_per_second=images_seen / max(elapsed, 1e-9),
         resumed_from_step=resumed_from,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        threads=torch.get_num_threads(),
     )
 
 

@@ -155,7 +155,8 @@ def _train_and_record(
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
         "weights": weights_report.summary() if weights_report is not None else None,
-        "provenance": {**provenance, "device": outcome.device},
+        # What the training really ran on: train.threads is applied after provenance is taken.
+        "provenance": {**provenance, "device": outcome.device, "torch_threads": outcome.threads},
         "config": cfg,
     }
     write_result(result_path(results_dir, spec), result, force=force)

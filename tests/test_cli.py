@@ -68,6 +68,7 @@ def starting_grandchildren(pid: int) -> list[int]:
 def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
     results = tmp_path / "results"
     args = ["--methods", "supervised", "--labels", "10%,100%", "--seeds", "0,1"]
+    torch.set_num_threads(2)  # not what the runs train with: `tiny` sets train.threads=1
     code = main(["run", *args, "--results-dir", str(results), "--no-progress", *tiny])
     assert code == 0
     files = sorted((results / "synthfer").glob("*.json"))
@@ -79,6 +80,7 @@ def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
         result["metrics"]
     )
     assert result["provenance"]["packages"]["torch"]
+    assert {json.loads(f.read_text())["provenance"]["torch_threads"] for f in files} == {1}
     assert len(result["split"]["hash"]) == 16
 
     # A second identical command runs nothing.
