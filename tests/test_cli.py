@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.data.synthfer import SynthConfig, ensure_synthfer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,16 +214,23 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     assert results[straight["run_id"]]["metrics"] == straight["metrics"]
 
 
-def test_ctrl_c_while_data_workers_start_stops_a_parallel_grid_cleanly(
-    tiny: list[str], tmp_path: Path
+@pytest.mark.parametrize("starting", ["DataLoader workers", "synthfer's renderers"])
+def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
+    starting: str, tiny: list[str], cache_dir: Path, tmp_path: Path
 ) -> None:
-    """A Ctrl-C that reaches a parallel grid's DataLoader workers while they start (a spawned
-    worker imports torch for seconds) neither kills them nor hangs the grid: the grid exits
-    130 with no run failed, each run in training saved its step, and the command resumes."""
+    """A Ctrl-C that reaches the processes a parallel grid's runs start, while they start (a
+    spawned DataLoader worker imports torch for seconds; synthfer is rendered by a pool on first
+    use), neither kills them nor hangs the grid: the grid exits 130 with no run failed, each
+    run in training saved its step, and the command resumes."""
+    if starting == "DataLoader workers":  # the dataset exists: the runs' first children are these
+        ensure_synthfer(cache_dir, SynthConfig(train_size=280, test_size=140, image_size=48))
+        dataset = []
+    else:  # a dataset no other test generates: the runs' first children render it
+        dataset = ["dataset.generate.seed=4321"]
     results = tmp_path / "results"
     args = ["run", "--methods", "supervised", "--labels", "25%", "--seeds", "0,1",
             "--no-progress", "--results-dir", str(results), *tiny, "data.num_workers=1",
-            "train.steps=60", "train.checkpoint_every=100000"]  # fmt: skip
+            "train.steps=60", "train.checkpoint_every=100000", *dataset]  # fmt: skip
     proc = start_in_own_group(*args, "launcher.parallel=2", cwd=tmp_path)
     deadline = time.time() + 240
     while not starting_grandchildren(proc.pid):
