@@ -45,9 +45,9 @@ def start_in_own_group(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-def starting_grandchildren(pid: int) -> list[int]:
-    """Processes two generations below ``pid`` that are still in their spawn start-up (for a
-    parallel grid: DataLoader workers importing torch)."""
+def spawned_grandchildren(pid: int) -> list[int]:
+    """Spawned processes two generations below ``pid`` (for a parallel grid: what its runs
+    start). Polled often, the first one found is still starting up."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -56,13 +56,12 @@ def starting_grandchildren(pid: int) -> list[int]:
             continue  # ended meanwhile
     children = {p for p, parent in parents.items() if parent == pid}
     found = []
-    for p, parent in parents.items():
+    for p in (p for p, parent in parents.items() if parent in children):
         try:
-            starting = b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes()
+            if b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes():
+                found.append(p)
         except OSError:
-            continue
-        if parent in children and starting:
-            found.append(p)
+            continue  # ended meanwhile
     return found
 
 
@@ -233,7 +232,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
             "train.steps=60", "train.checkpoint_every=100000", *dataset]  # fmt: skip
     proc = start_in_own_group(*args, "launcher.parallel=2", cwd=tmp_path)
     deadline = time.time() + 240
-    while not starting_grandchildren(proc.pid):
+    while not spawned_grandchildren(proc.pid):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
