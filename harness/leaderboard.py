@@ -31,9 +31,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import LabelProtocolError
+from harness.errors import BenchError, LabelProtocolError
 from harness.labels import parse_protocol
 from harness.spec import config_hash
+from harness.stats import PairedDifference, format_difference, paired_difference
 from harness.store import atomic_write_text, load_results
 
 METRIC_NAMES = {
@@ -45,6 +46,14 @@ BALANCED_TEST_SETS = ("affectnet7", "affectnet8")
 BASELINE = "supervised"
 EMPTY_CELL = "–"
 MIXED_MARK = "†"
+PROVENANCE_MARK = "‡"
+TIED_MARK = "≈"
+UNTESTED_MARK = "?"
+PAIRED_BASELINE = "fixmatch"  # the SSL baseline every other method is also compared with
+
+
+class ResultsDirError(BenchError):
+    """``--results-dir`` names no folder."""
 
 
 def headline_metric(dataset: str) -> str:
@@ -76,12 +85,18 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "experiment",
         "finished",
         "command",
+        "split_hash",
+        "commit",
+        "device",
+        "threads",
+        "train_seconds",
         *METRIC_NAMES,
     ]
     rows = []
     for result in results:
         metrics = result.get("metrics") or {}
         timing = result.get("timing") or {}
+        provenance = result.get("provenance") or {}
         rows.append(
             {
                 "dataset": result["dataset"],
@@ -93,7 +108,12 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "config_hash": result.get("config_hash", ""),
                 "experiment": experiment_key(result),
                 "finished": timing.get("finished") or "",
-                "command": _command((result.get("provenance") or {}).get("command")),
+                "command": _command(provenance.get("command")),
+                "split_hash": (result.get("split") or {}).get("hash") or "",
+                "commit": _commit(provenance),
+                "device": str(provenance.get("device") or ""),
+                "threads": provenance.get("torch_threads"),
+                "train_seconds": _number(timing.get("train_seconds")),
                 **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
         )
@@ -106,6 +126,13 @@ def _command(argv: Any) -> str:
     if not isinstance(argv, list) or not argv:
         return ""
     return shlex.join([Path(str(argv[0])).name, *map(str, argv[1:])])
+
+
+def _commit(provenance: dict[str, Any]) -> str:
+    """The short git commit a run was made at (``+dirty`` when the tree had changes)."""
+    git = provenance.get("git") or {}
+    commit = str(git.get("commit") or "")[:7]
+    return f"{commit}+dirty" if commit and git.get("dirty") else commit
 
 
 def _number(value: Any) -> float:
@@ -137,42 +164,151 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f} ({n})" if n == 1 else f"{mean:.2f} ± {std:.2f} ({n})"
 
 
+def _stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """mean, std, count of ``metric`` per (method_label, labels)."""
+    grouped = frame.dropna(subset=[metric]).groupby(["method_label", "labels"])[metric]
+    return grouped.agg(["mean", "std", "count"])
+
+
+def paired(
+    frame: pd.DataFrame, metric: str, setting: str, label: str, other: str
+) -> PairedDifference | None:
+    """``label`` minus ``other`` at ``setting``, paired by seed: only the seeds both ran, and
+    only where both used the same labelled split (same split hash, or an unrecorded one).
+    None when they share no seed."""
+    rows = frame[(frame["labels"] == setting) & frame[metric].notna()]
+    # Several runs of one seed (a cell mixing experiments) count as their mean.
+    a = (
+        rows[rows["method_label"] == label]
+        .groupby("seed")
+        .agg({metric: "mean", "split_hash": "first"})
+    )
+    b = (
+        rows[rows["method_label"] == other]
+        .groupby("seed")
+        .agg({metric: "mean", "split_hash": "first"})
+    )
+    both = a.merge(b, left_index=True, right_index=True, suffixes=("_a", "_b"))
+    same = (
+        (both["split_hash_a"] == both["split_hash_b"])
+        | (both["split_hash_a"] == "")
+        | (both["split_hash_b"] == "")
+    )
+    both = both[same]
+    if both.empty:
+        return None
+    return paired_difference(list(both[f"{metric}_a"]), list(both[f"{metric}_b"]))
+
+
+def _best_row(stats: pd.DataFrame, setting: str) -> str | None:
+    """The row with the best mean (as shown, to two decimals) at ``setting``; among equal
+    means the one with more seeds. None when that row has a single seed (no claim) or the
+    column has fewer than two entries (nothing to beat)."""
+    column = stats.xs(setting, level="labels")
+    if len(column) < 2:
+        return None
+    ranked = column.assign(shown=column["mean"].round(2)).sort_values(
+        ["shown", "count"], ascending=False, kind="stable"
+    )
+    best = ranked.index[0]
+    return best if ranked.iloc[0]["count"] >= 2 else None
+
+
+def _standing(frame: pd.DataFrame, metric: str, setting: str, label: str, best: str) -> str:
+    """The mark of a non-best row: tied (not significantly below the best), untested
+    (fewer than two seeds paired with it), or none (significantly below)."""
+    diff = paired(frame, metric, setting, label, best)
+    if diff is None or not diff.tested:
+        return UNTESTED_MARK
+    return "" if diff.significant and diff.mean < 0 else TIED_MARK
+
+
+def provenance_mixes(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(method_label, labels) → what its runs mix (``2 commits``, ``torch threads 1, 2``,
+    ``devices cpu, NVIDIA H100``) for the cells whose seeds ran at different commits, on
+    different devices or with different thread counts; a cell of one provenance is absent."""
+    mixes = {}
+    for key, cell in frame.groupby(["method_label", "labels"]):
+        parts = []
+        commits = sorted(set(cell["commit"]) - {""})
+        if len(commits) > 1:
+            parts.append(f"{len(commits)} commits ({', '.join(commits)})")
+        devices = sorted(set(cell["device"]) - {""})
+        if len(devices) > 1:
+            parts.append(f"devices {', '.join(devices)}")
+        threads = sorted({int(t) for t in cell["threads"].dropna()})
+        if len(threads) > 1:
+            parts.append(f"torch threads {', '.join(map(str, threads))}")
+        if parts:
+            mixes[key] = "; ".join(parts)
+    return mixes
+
+
 def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     """The markdown table of ``metric`` for one dataset section, and the cells (``method at
-    labels``) that mix different experiments."""
+    labels``) that mix different experiments.
+
+    The best mean of a column is **bold** when it has two or more seeds; every other row is
+    then marked ``≈`` when a paired t-test over seeds does not put it significantly below
+    the bold one (p ≥ 0.05), ``?`` when it shares fewer than two seeds with it (untested),
+    and nothing when it is significantly below. Cells mixing experiments are marked †, cells
+    mixing commits, devices or thread counts ‡.
+    """
     rows = _row_order(frame)
     columns = sorted(frame["labels"].unique(), key=_label_order)
-    grouped = frame.dropna(subset=[metric]).groupby(["method_label", "labels"])
-    stats = grouped[metric].agg(["mean", "std", "count"])
+    stats = _stats(frame, metric)
     mixed = frame.groupby(["method_label", "labels"])["experiment"].nunique()
-    # Compare means as displayed, so that equal-looking cells are bold together.
-    shown = stats["mean"].round(2)
-    best = shown.groupby(level="labels").max()
-    entries = stats.groupby(level="labels").size()
+    provenance = provenance_mixes(frame)
+    best = {setting: _best_row(stats, setting) for setting in stats.index.unique("labels")}
 
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=columns)
     for (label, setting), row in stats.iterrows():
         cell = _cell(row["mean"], row["std"], int(row["count"]))
-        if entries[setting] > 1 and shown[(label, setting)] == best[setting]:
+        if best[setting] == label:
             cell = f"**{cell}**"
+        elif best[setting] is not None:
+            cell = f"{cell} {_standing(frame, metric, setting, label, best[setting])}".rstrip()
         table.loc[label, setting] = cell
     notes = []
     for (label, setting), count in mixed.items():
         if count > 1:
             table.loc[label, setting] += f" {MIXED_MARK}"
             notes.append(f"{label} at {setting}")
+    for label, setting in provenance:
+        if table.loc[label, setting] != EMPTY_CELL:
+            table.loc[label, setting] += f" {PROVENANCE_MARK}"
     return table.to_markdown(colalign=["left", *["right"] * len(columns)]), notes
+
+
+def paired_table(frame: pd.DataFrame, metric: str, baseline: str, skip: set[str]) -> str | None:
+    """Markdown table of every row's paired difference from ``baseline`` (a method label) at
+    each label setting ``baseline`` ran at: ``mean Δ [95 % CI] p (pairs)``. Rows in ``skip``
+    (and the baseline) are left out; None when no row pairs with the baseline."""
+    settings = sorted(
+        frame.loc[frame["method_label"] == baseline, "labels"].unique(), key=_label_order
+    )
+    rows = [label for label in _row_order(frame) if label != baseline and label not in skip]
+    table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=settings)
+    for label in rows:
+        for setting in settings:
+            diff = paired(frame, metric, setting, label, baseline)
+            if diff is not None:
+                table.loc[label, setting] = format_difference(diff)
+    table = table.loc[(table != EMPTY_CELL).any(axis=1), (table != EMPTY_CELL).any(axis=0)]
+    if table.empty:
+        return None
+    return table.to_markdown(colalign=["left", *["right"] * len(table.columns)])
 
 
 def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
     """The markdown ablation table of ``method`` for one dataset section: rows the method and
     its variants (``method[key=value]``), and for each label setting a variant was run at, the
-    cell and ``Δ`` = the variant's mean minus the full method's."""
+    cell and ``Δ``: the variant minus the full method, paired by seed (mean, 95 % CI, p,
+    pairs)."""
     part = frame[frame["method"] == method]
     variants = part[part["method_label"] != method]
     settings = sorted(variants["labels"].unique(), key=_label_order)
-    stats = part.dropna(subset=[metric]).groupby(["method_label", "labels"])[metric]
-    stats = stats.agg(["mean", "std", "count"])
+    stats = _stats(part, metric)
     # The full method first: its name is a prefix of every variant's.
     rows = sorted(part["method_label"].unique())
     columns = [column for setting in settings for column in (setting, f"Δ {setting}")]
@@ -181,9 +317,9 @@ def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
         if setting not in settings:
             continue
         table.loc[label, setting] = _cell(row["mean"], row["std"], int(row["count"]))
-        if label != method and (method, setting) in stats.index:
-            difference = row["mean"] - stats.loc[(method, setting), "mean"]
-            table.loc[label, f"Δ {setting}"] = f"{difference:+.2f}"
+        diff = paired(part, metric, setting, label, method) if label != method else None
+        if diff is not None:
+            table.loc[label, f"Δ {setting}"] = format_difference(diff)
     return table.to_markdown(colalign=["left", *["right"] * len(columns)])
 
 
@@ -191,10 +327,27 @@ def _section_key(dataset: str, tag: str) -> str:
     return f"{dataset} [{tag}]" if tag else dataset
 
 
-def _section(part: pd.DataFrame, dataset: str) -> str:
-    """Headline and macro-F1 tables of one dataset (and tag), with their footnotes."""
-    headline = headline_metric(dataset)
+def _paired_tables(part: pd.DataFrame, metric: str) -> list[str]:
+    """The paired-difference tables of one metric: against supervised, then against
+    fixmatch where it ran (leaving out the supervised rows, already compared)."""
     lines: list[str] = []
+    supervised = set(part.loc[part["method"] == BASELINE, "method_label"])
+    for baseline, skip in ((BASELINE, set()), (PAIRED_BASELINE, supervised)):
+        table = paired_table(part, metric, baseline, skip)
+        if table is not None:
+            lines += [f"#### {METRIC_NAMES[metric]}: paired Δ vs {baseline}", "", table, ""]
+    return lines
+
+
+def _section(
+    part: pd.DataFrame, dataset: str, results: list[dict[str, Any]], extra: list[str]
+) -> str:
+    """One dataset (and tag): protocol, headline and macro-F1 tables with their paired
+    differences and footnotes, cost, ablations, ``extra`` lines (figures), commands."""
+    from harness.report.protocol import cost_lines, protocol_lines
+
+    headline = headline_metric(dataset)
+    lines: list[str] = [*protocol_lines(results, provenance_mixes(part)), ""]
     for metric in dict.fromkeys((headline, "macro_f1")):
         table, notes = metric_table(part, metric)
         lines += [f"### {METRIC_NAMES[metric]}", "", table, ""]
@@ -205,9 +358,7 @@ def _section(part: pd.DataFrame, dataset: str) -> str:
                 "keep experiments apart with `tag=...`.",
                 "",
             ]
-    commands = sorted(command for command in part["command"].unique() if command)
-    if commands:
-        lines += ["Produced by:", "", *[f"- `{command}`" for command in commands], ""]
+        lines += _paired_tables(part, metric)
     ablated = sorted(part.loc[part["method_label"] != part["method"], "method"].unique())
     for method in ablated:
         lines += [
@@ -215,51 +366,101 @@ def _section(part: pd.DataFrame, dataset: str) -> str:
             "",
             ablation_table(part, method, headline),
             "",
-            f"Δ: the variant's mean minus full {method}'s at the same label setting.",
+            f"Δ: the variant minus full {method}, paired by seed (mean [95 % CI] p (pairs)).",
             "",
         ]
+    lines += [*cost_lines(part), "", *extra]
+    commands = sorted(command for command in part["command"].unique() if command)
+    if commands:
+        lines += ["", "Produced by:", "", *[f"- `{command}`" for command in commands], ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _sections(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+def _sections(
+    frame: pd.DataFrame, results: list[dict[str, Any]], extras: dict[str, list[str]]
+) -> list[tuple[str, str, str]]:
     """(dataset, tag, markdown body) per section, sorted by dataset then tag ("" first)."""
-    return [
-        (dataset, tag, _section(part, dataset))
-        for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True)
-    ]
+    sections = []
+    for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True):
+        key = _section_key(dataset, tag)
+        chosen = [results[i] for i in part.index]
+        sections.append((dataset, tag, _section(part, dataset, chosen, extras.get(key, []))))
+    return sections
 
 
 def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
-    """Section name (``dataset``, or ``dataset [tag]``) → its markdown: the headline-metric
-    table then the macro-F1 table, each under a ``###`` heading, with any footnote."""
+    """Section name (``dataset``, or ``dataset [tag]``) → its markdown: protocol, the
+    headline-metric table then the macro-F1 table, each under a ``###`` heading and followed
+    by its paired differences, cost, ablations."""
     frame = results_frame(results)
-    return {_section_key(dataset, tag): body for dataset, tag, body in _sections(frame)}
+    return {_section_key(d, t): body for d, t, body in _sections(frame, results, {})}
 
 
-def render_leaderboard(results: list[dict[str, Any]]) -> str:
-    """The whole markdown document (deterministic for the same results)."""
+def section_keys(results: list[dict[str, Any]]) -> list[str]:
+    """The section names of ``results``, in document order."""
+    frame = results_frame(results)
+    keys = frame[["dataset", "tag"]].drop_duplicates().sort_values(["dataset", "tag"])
+    return [_section_key(dataset, tag) for dataset, tag in keys.itertuples(index=False)]
+
+
+LEGEND = (
+    "Cells: mean ± sample std over seeds (number of seeds); `mean (1)` for one seed. "
+    "Figures are the final (EMA) model on the test set, never the best evaluation. "
+    "Rows: supervised first, then alphabetical.\n\n"
+    "Every seed draws one labelled split that all methods share, so methods are compared "
+    "**paired by seed** (the per-seed differences, on the same split): mean Δ, its 95 % "
+    "Student-t confidence interval and the two-sided paired t-test's p, with the number of "
+    "pairs. **Bold**: the best mean of a column, when it has two or more seeds (with one seed, "
+    f"no claim). `{TIED_MARK}` tied: not significantly below the bold cell (paired t-test, "
+    f"p ≥ 0.05) — the data do not separate it from the best. `{UNTESTED_MARK}`: fewer than two "
+    "seeds shared with the bold cell, not tested. Unmarked: significantly below the best. "
+    f"`{MIXED_MARK}`: the cell mixes configs; `{PROVENANCE_MARK}`: its runs come from different "
+    "commits, devices or thread counts (listed in the protocol). No correction for multiple "
+    "comparisons: a p near 0.05 among many rows is weak evidence."
+)
+
+
+def render_leaderboard(
+    results: list[dict[str, Any]], extras: dict[str, list[str]] | None = None
+) -> str:
+    """The whole markdown document (deterministic for the same results). ``extras``: section
+    name → markdown lines added to that section (the figures of ``bench report``)."""
     lines = ["# fer-bench leaderboard", ""]
     if not results:
         lines += ["Generated by `bench leaderboard` from 0 results: run `bench run` first."]
         return "\n".join(lines) + "\n"
     frame = results_frame(results)
     newest = max(frame["finished"]) or "unknown"
+    command = "bench report" if extras else "bench leaderboard"
     lines += [
-        f"Generated by `bench leaderboard` from {len(frame)} results (newest finished {newest}).",
+        f"Generated by `{command}` from {len(frame)} results (newest finished {newest}).",
         "",
-        "Cells: mean ± sample std over seeds (number of seeds); `mean (1)` for one seed; "
-        "the best mean per column in **bold**. Figures are the final (EMA) model on the test "
-        "set, never the best evaluation. Rows: supervised first, then alphabetical.",
+        LEGEND,
         "",
     ]
-    for dataset, tag, body in _sections(frame):
+    for dataset, tag, body in _sections(frame, results, extras or {}):
         headline = METRIC_NAMES[headline_metric(dataset)]
         lines += [f"## {_section_key(dataset, tag)} — headline: {headline}", "", body]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_leaderboard(results_dir: Path, output: Path | None = None) -> Path:
+def check_results_dir(results_dir: Path) -> Path:
+    """``results_dir`` when it is a folder; a clear error otherwise (a mistyped
+    ``--results-dir`` must not yield an empty board and exit 0)."""
+    path = Path(results_dir)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ResultsDirError(
+            f"results folder {path} {what} (--results-dir names the folder bench run wrote to)"
+        )
+    return path
+
+
+def write_leaderboard(
+    results_dir: Path, output: Path | None = None, extras: dict[str, list[str]] | None = None
+) -> Path:
     """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results."""
-    path = Path(output) if output is not None else Path(results_dir) / "leaderboard.md"
-    atomic_write_text(path, render_leaderboard(load_results(results_dir)))
+    results_dir = check_results_dir(results_dir)
+    path = Path(output) if output is not None else results_dir / "leaderboard.md"
+    atomic_write_text(path, render_leaderboard(load_results(results_dir), extras))
     return path

@@ -82,6 +82,4 @@ def format_difference(diff: PairedDifference) -> str:
     """``+7.50 [-7.14, 22.14] p=0.16 (3)``; ``+2.40 (1)`` with one pair (no interval)."""
     if not diff.tested:
         return f"{diff.mean:+.2f} ({diff.n})"
-    return (
-        f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}] {format_p(diff.p)} ({diff.n})"
-    )
+    return f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}] {format_p(diff.p)} ({diff.n})"

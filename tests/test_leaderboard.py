@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.leaderboard import (
+    ResultsDirError,
     leaderboard_tables,
     render_leaderboard,
     results_frame,
@@ -93,13 +94,17 @@ def test_rows_columns_cells_and_bold_best() -> None:
     # Columns: per-class counts, totals, fractions by size. Rows: supervised, then a-z.
     assert header == ["method", "25/class", "4000", "10%", "100%"]
     assert list(rows) == ["supervised", "adacm", "dta_snl[snl=false]", "fixmatch"]
-    assert rows["supervised"] == ["–", "–", "41.00 ± 1.41 (2)", "80.00 (1)"]
-    assert rows["fixmatch"] == ["**45.00 (1)**", "60.00 (1)", "**52.00 ± 2.00 (3)**", "–"]
+    # 10%: fixmatch's best mean has 3 seeds: bold. Supervised pairs with it on seeds 0 and 1
+    # (+10, +12: p = 0.063 with one degree of freedom): tied. dta_snl[snl=false] shares one
+    # seed with it: untested.
+    assert rows["supervised"] == ["–", "–", "41.00 ± 1.41 (2) ≈", "80.00 (1)"]
+    assert rows["fixmatch"] == ["45.00 (1)", "60.00 (1)", "**52.00 ± 2.00 (3)**", "–"]
+    # 25/class and 4000: the best has a single seed: no claim, no bold, no marks.
     assert rows["adacm"] == ["44.00 (1)", "–", "–", "–"]
-    assert rows["dta_snl[snl=false]"] == ["–", "**61.00 (1)**", "47.00 (1)", "–"]
+    assert rows["dta_snl[snl=false]"] == ["–", "61.00 (1)", "47.00 (1) ?", "–"]
     # A column with a single entry has nothing to beat: no bold.
     assert "**80.00" not in doc
-    assert "†" not in doc
+    assert "† Not one experiment" not in doc
 
 
 def test_macro_f1_table_and_headline_in_the_heading() -> None:
@@ -109,10 +114,65 @@ def test_macro_f1_table_and_headline_in_the_heading() -> None:
     assert rows["fixmatch"][2] == "**32.00 ± 2.00 (3)**"
 
 
-def test_ties_are_all_bold() -> None:
-    results = [_result("a", "10%", 0, 50.0), _result("b", "10%", 0, 50.0)]
+def test_one_seed_makes_no_claim() -> None:
+    results = [_result("a", "10%", 0, 50.0), _result("b", "10%", 0, 40.0)]
     _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
-    assert rows == {"a": ["**50.00 (1)**"], "b": ["**50.00 (1)**"]}
+    assert rows == {"a": ["50.00 (1)"], "b": ["40.00 (1)"]}
+
+
+def test_only_what_the_paired_test_supports() -> None:
+    # b is below a by 3.0, 2.9, 3.1 on the three shared splits: significantly below (p = 0.001).
+    # c is below by 10, -8, 1: far lower on average, but the seeds disagree: tied.
+    a = [60.0, 50.0, 55.0]
+    b = [57.0, 47.1, 51.9]
+    c = [50.0, 58.0, 54.0]
+    results = [
+        _result(label, "10%", seed, value)
+        for label, values in (("a", a), ("b", b), ("c", c))
+        for seed, value in enumerate(values)
+    ]
+    _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
+    assert rows["a"] == ["**55.00 ± 5.00 (3)**"]
+    assert rows["b"] == ["52.00 ± 4.95 (3)"]
+    assert rows["c"] == ["54.00 ± 4.00 (3) ≈"]
+
+
+def test_equal_means_the_one_with_more_seeds_is_bold() -> None:
+    results = [_result("a", "10%", s, 50.0 + d) for s, d in ((0, -1), (1, 1))]
+    results += [_result("b", "10%", s, 50.0 + d) for s, d in ((0, -2), (1, 0), (2, 2))]
+    _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
+    assert rows == {"a": ["50.00 ± 1.41 (2) ≈"], "b": ["**50.00 ± 2.00 (3)**"]}
+
+
+def test_paired_differences_against_supervised_and_fixmatch() -> None:
+    # The figures: fixmatch - supervised = +2.5, +6.0, +14.0 over seeds 0-2.
+    results = [
+        _result(label, "5%", seed, value)
+        for label, values in (
+            ("supervised", (40.0, 45.0, 30.0)),
+            ("fixmatch", (42.5, 51.0, 44.0)),
+            ("dta_snl", (41.0, 50.0, 40.0)),
+        )
+        for seed, value in enumerate(values)
+    ]
+    doc = render_leaderboard(results)
+    _, rows = _table(doc, "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"] == ["+7.50 [-7.14, +22.14] p=0.16 (3)"]
+    assert list(rows) == ["dta_snl", "fixmatch"]
+    _, rows = _table(doc, "#### top-1 accuracy (%): paired Δ vs fixmatch")
+    assert list(rows) == ["dta_snl"], "supervised is compared in the table above"
+    assert rows["dta_snl"][0].startswith("-2.17 [")
+    assert "#### macro-F1 (%): paired Δ vs supervised" in doc
+
+
+def test_pairs_need_the_same_split() -> None:
+    results = [_result("supervised", "10%", s, 40.0 + s) for s in (0, 1, 2)]
+    results += [_result("fixmatch", "10%", s, 45.0 + 2 * s) for s in (0, 1, 2)]
+    for result in results:
+        result["split"] = {"hash": f"split{result['seed']}"}
+    results[-1]["split"] = {"hash": "another"}  # fixmatch seed 2 trained on another split
+    _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"] == ["+5.50 [-0.85, +11.85] p=0.06 (2)"]
 
 
 def test_affectnet_headline_is_mean_class_accuracy() -> None:
@@ -135,7 +195,7 @@ def test_cells_mixing_experiments_get_a_footnote() -> None:
     doc = render_leaderboard(results)
     _, rows = _table(doc, "### top-1 accuracy (%)")
     assert rows["fixmatch"] == ["**51.00 ± 1.41 (2)** †"]
-    assert rows["supervised"] == ["40.50 ± 0.71 (2)"]
+    assert rows["supervised"] == ["40.50 ± 0.71 (2)"]  # +10.5, +11.0: significantly below
     assert "† Not one experiment" in doc and "(fixmatch at 10%)" in doc
 
 
@@ -192,8 +252,14 @@ def test_variants_get_an_ablation_table_with_differences() -> None:
     assert header == ["variant", "4000", "Δ 4000", "10%", "Δ 10%"]
     assert list(rows) == ["dta_snl", "dta_snl[dta=false]", "dta_snl[snl=false]"]
     assert rows["dta_snl"] == ["–", "–", "51.00 ± 1.41 (2)", "–"]
-    assert rows["dta_snl[snl=false]"] == ["61.00 (1)", "–", "48.00 ± 1.41 (2)", "-3.00"]
-    assert rows["dta_snl[dta=false]"] == ["–", "–", "51.50 (1)", "+0.50"]
+    # Paired by seed: 47 - 50 and 49 - 52, a difference without spread.
+    assert rows["dta_snl[snl=false]"] == [
+        "61.00 (1)",
+        "–",
+        "48.00 ± 1.41 (2)",
+        "-3.00 [-3.00, -3.00] p<0.001 (2)",
+    ]
+    assert rows["dta_snl[dta=false]"] == ["–", "–", "51.50 (1)", "+1.50 (1)"]
     # No variants of fixmatch: no ablation table for it.
     assert "Ablations of fixmatch" not in doc
 
@@ -213,3 +279,41 @@ def test_sections_list_the_commands_that_made_them() -> None:
     command = "bench run --methods 'fixmatch,dta_snl[snl=false]' --seeds 0-1"
     assert f"Produced by:\n\n- `{command}`\n" in doc
     assert doc.count("- `bench run") == 1
+
+
+def test_protocol_and_cost_per_section() -> None:
+    results = [_result("fixmatch", "10%", s, 50.0 + s) for s in (0, 1)]
+    for seed, result in enumerate(results):
+        result["config"].update(
+            data={"image_size": 48, "batch_size": 64, "unlabelled_ratio": 7},
+            backbone={"name": "resnet18", "weights": None},
+            ema={"decay": 0.999},
+        )
+        result["split"] = {"num_labelled": 30 + seed, "per_class": {"Fear": 3 + seed, "Joy": 27}}
+        result["provenance"] = {
+            "git": {"commit": f"{seed}abcdef0123", "dirty": seed == 1},
+            "device": "cpu",
+            "torch_threads": 2,
+        }
+        result["timing"]["train_seconds"] = 600.0 * (seed + 1)
+    doc = render_leaderboard(results)
+    assert "- **backbone**: `resnet18` (random init)" in doc
+    assert "- **image size**: 48 px" in doc
+    assert "μ = 7" in doc and "- **EMA**: decay 0.999" in doc
+    assert "  - 10%: 30–31 (Fear 3–4 · Joy 27)" in doc
+    assert "- **commits**: 0abcdef (1 runs); 1abcdef+dirty (1 runs)" in doc
+    _, rows = _table(doc, "### top-1 accuracy (%)")
+    assert rows["fixmatch"] == ["50.50 ± 0.71 (2) ‡"]
+    assert "- fixmatch at 10%: 2 commits (0abcdef, 1abcdef+dirty)" in doc
+    _, rows = _table(doc, "### Cost")
+    assert rows["fixmatch"] == ["15.0 min · cpu, 2 threads"]
+    assert "2 runs, 0.5 CPU-hours of training (1.0 core-hours" in doc
+    assert "0.0 GPU-hours" in doc
+
+
+def test_a_missing_results_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ResultsDirError, match="does not exist"):
+        write_leaderboard(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ResultsDirError, match="is not a folder"):
+        write_leaderboard(tmp_path / "file")
