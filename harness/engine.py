@@ -31,6 +31,7 @@ from harness.data.transforms import to_model_input
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, StepContext, UnlabelledBatch
 from harness.metrics import classification_metrics
+from harness.steplog import open_step_log
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "metrics.jsonl"
@@ -371,7 +372,7 @@ def fit(
         ):
             yield LabelledBatch(to_model_input(images, device, channels_last), targets.to(device))
 
-    log_file = (run_dir / LOG_NAME).open("a")
+    log_file = open_step_log(run_dir / LOG_NAME, tensorboard=bool(train_cfg["tensorboard"]))
     if resumed_from is not None:
         log_file.write(json.dumps({"event": "resume", "step": resumed_from}) + "\n")
     eval_every = int(train_cfg["eval_every"])

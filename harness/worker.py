@@ -16,13 +16,14 @@ import torch
 from rich.console import Console
 
 from harness.data.datasets import load_dataset, split_images
-from harness.engine import CHECKPOINT_NAME, TrainData, fit, seed_everything
+from harness.engine import CHECKPOINT_NAME, LOG_NAME, TrainData, fit, seed_everything
 from harness.labels import labelled_split, parse_protocol, split_summary
 from harness.method import MethodSetup
 from harness.models import build_model
 from harness.provenance import collect_provenance
 from harness.registry import get_method
 from harness.spec import RunSpec
+from harness.steplog import keep_compact_copy
 from harness.store import claim_run, has_result, load_result, result_path, run_dir, write_result
 
 
@@ -160,6 +161,8 @@ def _train_and_record(
         "config": cfg,
     }
     write_result(result_path(results_dir, spec), result, force=force)
+    # The step log's training steps, compact, beside the result: committed with it, for figures.
+    keep_compact_copy(work_dir / LOG_NAME, result_path(results_dir, spec))
     # The result is safely on disk: the checkpoint has served its purpose.
     checkpoint = work_dir / CHECKPOINT_NAME
     checkpoint.unlink(missing_ok=True)
