@@ -28,6 +28,8 @@ EXAMPLES = """examples:
       --methods fixmatch --labels 10% --seeds 0-4 --wait
   bench status --methods fixmatch --labels 10% --seeds 0-4
   bench leaderboard
+  bench report                      # the leaderboard with its figures
+  bench export --format csv         # results/export/runs.csv and summary.csv
 """
 
 
@@ -76,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results", type=Path)
     board.add_argument(
         "--output", type=Path, default=None, help="default: <results-dir>/leaderboard.md"
+    )
+
+    report = sub.add_parser(
+        "report", help="the leaderboard with its figures (PNG, in figures/ beside it)"
+    )
+    report.add_argument("--results-dir", default="results", type=Path)
+    report.add_argument(
+        "--output", type=Path, default=None, help="default: <results-dir>/leaderboard.md"
+    )
+
+    export = sub.add_parser("export", help="per-run and aggregated tables as CSV or LaTeX")
+    export.add_argument("--format", choices=("csv", "latex"), required=True)
+    export.add_argument("--results-dir", default="results", type=Path)
+    export.add_argument(
+        "--output", type=Path, default=None, help="a folder; default: <results-dir>/export"
     )
 
     sub.add_parser("methods", help="list the registered methods")
@@ -218,6 +235,25 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """``bench report``: the leaderboard, its figures, and where they were written."""
+    from harness.report import write_report
+
+    path, figures = write_report(args.results_dir, args.output)
+    console.print(f"{len(figures)} figures in {path.parent / 'figures'}")
+    console.print(f"written to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    """``bench export``: the per-run and aggregated tables, as CSV or LaTeX files."""
+    from harness.report.export import write_export
+
+    for path in write_export(args.results_dir, args.format, args.output):
+        console.print(f"written to {path}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace, console: Console) -> int:
     """``bench methods``: the registry, one line each."""
     from harness.registry import available_methods
@@ -239,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "status": cmd_status,
         "leaderboard": cmd_leaderboard,
+        "report": cmd_report,
+        "export": cmd_export,
         "methods": cmd_methods,
     }
     try:

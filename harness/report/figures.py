@@ -34,6 +34,7 @@ from harness.steplog import run_step_log
 
 Result = dict[str, Any]
 DPI = 110
+MIN_WIDTH = 7.5  # inches
 
 
 def section_slug(key: str) -> str:
@@ -42,9 +43,10 @@ def section_slug(key: str) -> str:
 
 
 def _figure(width: float, height: float) -> Any:
+    """A figure at least :data:`MIN_WIDTH` wide, so a title over one panel is not cut off."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return Figure(figsize=(max(MIN_WIDTH, width), height), dpi=DPI, layout="constrained")
 
 
 def _colours(names: list[str]) -> dict[str, Any]:
@@ -69,9 +71,9 @@ def _legend(fig: Any, axes: Any) -> None:
     """One legend for the figure, below the axes (it never hides data or the title)."""
     handles, labels = axes.get_legend_handles_labels()
     if handles:
-        fig.legend(
-            handles, labels, loc="outside lower center", ncols=min(len(labels), 7), frameon=False
-        )
+        # As many columns as fit the figure's width (~1.4 in an entry), so none is cut off.
+        columns = max(1, min(len(labels), int(fig.get_figwidth() / 1.4)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False)
 
 
 def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
