@@ -112,7 +112,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "split_hash": (result.get("split") or {}).get("hash") or "",
                 "commit": _commit(provenance),
                 "device": str(provenance.get("device") or ""),
-                "threads": provenance.get("torch_threads"),
+                "threads": training_threads(result),
                 "train_seconds": _number(timing.get("train_seconds")),
                 **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
@@ -133,6 +133,17 @@ def _commit(provenance: dict[str, Any]) -> str:
     git = provenance.get("git") or {}
     commit = str(git.get("commit") or "")[:7]
     return f"{commit}+dirty" if commit and git.get("dirty") else commit
+
+
+def training_threads(result: dict[str, Any]) -> int | None:
+    """The torch CPU threads a run trained with: ``train.threads`` where its config sets it
+    (the engine applies it before training), else ``provenance.torch_threads``. Results made
+    before 32dd0c8 read the provenance before the setting applied: five committed ones record 2
+    where ``train.threads=1`` made them train with 1."""
+    configured = ((result.get("config") or {}).get("train") or {}).get("threads")
+    recorded = (result.get("provenance") or {}).get("torch_threads")
+    value = configured if configured is not None else recorded
+    return int(value) if value is not None else None
 
 
 def _number(value: Any) -> float:

@@ -301,13 +301,20 @@ def test_protocol_and_cost_per_section() -> None:
     assert "- **image size**: 48 px" in doc
     assert "μ = 7" in doc and "- **EMA**: decay 0.999" in doc
     assert "  - 10%: 30–31 (Fear 3–4 · Joy 27)" in doc
-    assert "- **commits**: 0abcdef (1 runs); 1abcdef+dirty (1 runs)" in doc
+    assert "- **commits**: 0abcdef (1 run); 1abcdef+dirty (1 run)" in doc
     _, rows = _table(doc, "### top-1 accuracy (%)")
     assert rows["fixmatch"] == ["50.50 ± 0.71 (2) ‡"]
     assert "- fixmatch at 10%: 2 commits (0abcdef, 1abcdef+dirty)" in doc
     _, rows = _table(doc, "### Cost")
     assert rows["fixmatch"] == ["15.0 min · cpu, 2 threads"]
     assert "2 runs, 0.5 CPU-hours of training (1.0 core-hours" in doc
+    # train.threads in the config is what the engine trained with (older results recorded
+    # the process's count in their provenance).
+    results[1]["config"]["train"]["threads"] = 1
+    doc = render_leaderboard(results)
+    assert "- **torch threads**: 2 (1 run); 1 (1 run)" in doc
+    _, rows = _table(doc, "### Cost")
+    assert rows["fixmatch"] == ["15.0 min · cpu, 1–2 threads"]
     assert "0.0 GPU-hours" in doc
 
 

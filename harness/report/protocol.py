@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.leaderboard import EMPTY_CELL, _label_order, _row_order, training_threads
+
 Result = dict[str, Any]
 
 
@@ -48,7 +50,9 @@ def _values(results: list[Result], describe: Callable[[Result], str]) -> str:
     counts = Counter(describe(result) for result in results)
     if len(counts) == 1:
         return next(iter(counts))
-    return "; ".join(f"{value} ({n} runs)" for value, n in counts.most_common())
+    return "; ".join(
+        f"{value} ({n} run{'s' if n > 1 else ''})" for value, n in counts.most_common()
+    )
 
 
 def _backbone(r: Result) -> str:
@@ -93,8 +97,6 @@ def _augmentation(r: Result) -> str:
 
 def _labelled(results: list[Result]) -> list[str]:
     """One line per label setting: total labelled images and per class (ranges over seeds)."""
-    from harness.leaderboard import _label_order
-
     lines = []
     settings = sorted({r["labels"] for r in results}, key=_label_order)
     for setting in settings:
@@ -174,10 +176,7 @@ def protocol_lines(results: list[Result], mixes: dict[tuple[str, str], str]) -> 
         ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in results}))),
         ("commits", _values(results, _commit)),
         ("devices", _values(results, lambda r: str(_get(r, "provenance", "device") or "?"))),
-        (
-            "torch threads",
-            _values(results, lambda r: str(_get(r, "provenance", "torch_threads") or "?")),
-        ),
+        ("torch threads", _values(results, lambda r: str(training_threads(r) or "?"))),
     ]
     items = [
         f"- **{name}**:{'' if value.startswith(chr(10)) else ' '}{value}" for name, value in rows
@@ -220,8 +219,6 @@ def _device_cell(cell: pd.DataFrame) -> str:
 def cost_lines(frame: pd.DataFrame) -> list[str]:
     """The ``### Cost`` block of a section: mean training time per run and the device, per
     method and label setting, then the section's total CPU and GPU hours."""
-    from harness.leaderboard import EMPTY_CELL, _label_order, _row_order
-
     columns = sorted(frame["labels"].unique(), key=_label_order)
     table = pd.DataFrame(
         EMPTY_CELL, index=pd.Index(_row_order(frame), name="method"), columns=columns
@@ -243,5 +240,5 @@ def cost_lines(frame: pd.DataFrame) -> list[str]:
         f"Cells: mean training time per run (the training loop: data loading and the final "
         f"evaluation not counted) and the device. Section total: {len(timed)} runs, "
         f"{cpu_hours:.1f} CPU-hours of training ({core_hours / 3600:.1f} core-hours at the "
-        f"recorded torch threads), {gpu_hours:.1f} GPU-hours.",
+        f"torch threads: time × threads), {gpu_hours:.1f} GPU-hours.",
     ]
