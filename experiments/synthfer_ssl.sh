@@ -27,4 +27,4 @@ for seed in 0 1 2; do
 done
 # The fully supervised reference row (protocols.md): the ceiling every method is measured against.
 "$BENCH" run --methods supervised --labels 100% --seeds 0,1,2 "$@"
-"$BENCH" leaderboard
+"$BENCH" report

@@ -200,7 +200,7 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
 
     resumed = bench(*args, "--results-dir", str(stopped_dir), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    results = {p.stem: json.loads(p.read_text()) for p in (stopped_dir / "synthfer").glob("*")}
+    results = {p.stem: json.loads(p.read_text()) for p in (stopped_dir / "synthfer").glob("*.json")}
     assert len(results) == len(seeds.split(","))
     for run_id, step in steps.items():
         assert results[run_id]["timing"]["resumed_from_step"] == step
@@ -209,7 +209,7 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     straight_dir = tmp_path / "straight"
     straight_args = [a if a != seeds else "0" for a in args]
     assert main([*straight_args, "--results-dir", str(straight_dir)]) == 0
-    (straight,) = (json.loads(p.read_text()) for p in (straight_dir / "synthfer").glob("*"))
+    (straight,) = (json.loads(p.read_text()) for p in (straight_dir / "synthfer").glob("*.json"))
     assert results[straight["run_id"]]["metrics"] == straight["metrics"]
 
 
