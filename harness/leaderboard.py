@@ -416,7 +416,7 @@ def section_keys(results: list[dict[str, Any]]) -> list[str]:
 
 LEGEND = (
     "Cells: mean ± sample std over seeds (number of seeds); `mean (1)` for one seed. "
-    "Figures are the final (EMA) model on the test set, never the best evaluation. "
+    "The numbers are the final (EMA) model's on the test set, never the best evaluation's. "
     "Rows: supervised first, then alphabetical.\n\n"
     "Every seed draws one labelled split that all methods share, so methods are compared "
     "**paired by seed** (the per-seed differences, on the same split): mean Δ, its 95 % "

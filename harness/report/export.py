@@ -112,7 +112,11 @@ def summary_rows(results: list[dict[str, Any]]) -> pd.DataFrame:
         for metric in dict.fromkeys((headline_metric(dataset), "macro_f1")):
             stats = _stats(part, metric)
             best = {s: _best_row(stats, s) for s in stats.index.unique("labels")}
-            for (label, setting), cell in stats.iterrows():
+            # The leaderboard's order: its rows, then its columns.
+            order = {label: i for i, label in enumerate(_row_order(part))}
+            cells = sorted(stats.index, key=lambda k: (order[k[0]], _label_order(k[1])))
+            for label, setting in cells:
+                cell = stats.loc[(label, setting)]
                 if best[setting] is None:
                     mark = "no claim"
                 elif best[setting] == label:
