@@ -258,8 +258,50 @@ def render_leaderboard(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def cross_dataset_tables(cross_results: list[dict[str, Any]]) -> str:
+    """``bench eval``'s results: per training set, rows ``method at labels``, columns the test
+    sets (the training set's own first), cells the test set's headline metric as
+    ``mean ± std (n)`` over seeds. Empty when there are none."""
+    from harness.cross import cross_frame
+
+    frame = cross_frame(cross_results)
+    lines: list[str] = []
+    for train, part in frame.groupby("train_dataset", sort=True):
+        tests = [train, *sorted(set(part["test_dataset"]) - {train})]
+        part = part.assign(
+            row=part["method_label"] + " at " + part["labels"],
+            value=[r[headline_metric(r["test_dataset"])] for _, r in part.iterrows()],
+        )
+        stats = part.groupby(["row", "test_dataset"])["value"].agg(["mean", "std", "count"])
+        table = pd.DataFrame(
+            EMPTY_CELL,
+            index=pd.Index(sorted(part["row"].unique()), name="trained on " + str(train)),
+            columns=[f"{t} ({METRIC_NAMES[headline_metric(t)].split(' (')[0]})" for t in tests],
+        )
+        for (row, test), stat in stats.iterrows():
+            column = table.columns[tests.index(test)]
+            table.loc[row, column] = _cell(stat["mean"], stat["std"], int(stat["count"]))
+        lines += [f"### trained on {train}", "", table.to_markdown(), ""]
+    if not lines:
+        return ""
+    head = [
+        "## Cross-dataset (`bench eval`)",
+        "",
+        "The final EMA model of each run on other test sets; classes matched by expression name "
+        "over the classes both sides have (see `results/<train>/cross/*.json` for what was "
+        "excluded or masked). The first column is the same runs on their own test set.",
+        "",
+    ]
+    return "\n".join(head + lines)
+
+
 def write_leaderboard(results_dir: Path, output: Path | None = None) -> Path:
-    """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results."""
+    """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results
+    (and the cross-dataset results of ``bench eval``, in a section after them)."""
+    from harness.cross import load_cross_results
+
     path = Path(output) if output is not None else Path(results_dir) / "leaderboard.md"
-    atomic_write_text(path, render_leaderboard(load_results(results_dir)))
+    text = render_leaderboard(load_results(results_dir))
+    cross = cross_dataset_tables(load_cross_results(results_dir))
+    atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
     return path

@@ -17,6 +17,7 @@ NON_SEMANTIC_KEYS = (
     ("train", "log_every"),
     ("train", "checkpoint_every"),
     ("train", "threads"),
+    ("train", "save_weights"),
     ("launcher",),
 )
 

@@ -1,0 +1,345 @@
+"""Kept weights and ``bench eval``: a tiny synthfer run's weights file, and the run evaluated on
+the same faces laid out as other datasets (class folders renamed to synonyms and reordered;
+AffectNet-8 with Contempt; RAF-DB's class-folder copy) through the real ``bench`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.classes import ClassMappingError, canonical, map_classes
+from harness.cli import main
+from harness.data.datasets import load_dataset
+from harness.data.images import load_face
+from harness.data.table import AFFECTNET_CLASSES, RAFDB_CLASSES, FERDataset
+from harness.saved_model import build_from_weights, read_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+# RAF-DB class → a folder name a class-folder dataset might use for it.
+SYNONYM_FOLDERS = {
+    "Surprise": "surprised",
+    "Fear": "Fearful",
+    "Disgust": "disgusted",
+    "Happiness": "happy",
+    "Sadness": "SAD",
+    "Anger": "Angry",
+    "Neutral": "neutral",
+}
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
+    "valence,arousal\n"
+)
+CONTEMPT_IMAGES = 9  # AffectNet-8 test images labelled Contempt (code 7)
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"},
+        timeout=300,
+    )
+
+
+def eval_overrides(tiny: list[str]) -> list[str]:
+    """The test-side settings of the tiny runs: cache, workers, eval batch, one thread (the
+    runs evaluated with one thread; CPU sums may depend on the count)."""
+    keep = ("data.cache_dir", "data.num_workers", "data.eval_batch_size", "train.threads")
+    return [o for o in tiny if o.startswith(keep)] + ["train.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One finished tiny synthfer run: (results folder, its result)."""
+    results = tmp_path_factory.mktemp("eval") / "results"
+    args = ["run", "--methods", "supervised", "--labels", "25%", "--results-dir", str(results)]
+    assert main([*args, "--no-progress", *tiny]) == 0
+    (path,) = (results / "synthfer").glob("*.json")
+    return results, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def synth(trained: tuple[Path, dict]) -> FERDataset:
+    """The synthfer dataset the run trained on (its JPEG files on disk)."""
+    return load_dataset(trained[1]["config"])
+
+
+def copy_split(paths, labels, folder_of, root: Path, limit: int | None = None) -> None:
+    """Copy JPEG files byte for byte into ``root/<folder_of(label)>/`` (no re-encoding: the
+    same bytes decode to the same pixels, which is what makes "exactly" a fair demand)."""
+    seen: dict[int, int] = {}
+    for path, label in zip(paths, labels, strict=True):
+        seen[label] = seen.get(label, 0) + 1
+        if limit is not None and seen[label] > limit:
+            continue
+        target = root / folder_of(int(label)) / Path(path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+
+def make_synonym_folders(synth: FERDataset, root: Path) -> Path:
+    """synthfer's test faces as a class-folder dataset with synonym, reordered class names."""
+    name = lambda label: SYNONYM_FOLDERS[RAFDB_CLASSES[label]]  # noqa: E731
+    copy_split(synth.test.paths, synth.test.labels, name, root / "test")
+    copy_split(synth.train.paths, synth.train.labels, name, root / "train", limit=2)
+    return root
+
+
+def make_affectnet8(synth: FERDataset, root: Path) -> Path:
+    """synthfer's faces in AffectNet-8's CSV layout (already-cropped images), the codes
+    mapped by name, and CONTEMPT_IMAGES extra test rows labelled Contempt plus rows of the
+    never-used codes 8-10."""
+    code = {name: AFFECTNET_CLASSES.index(name) for name in RAFDB_CLASSES}
+    for split, table in (("training", synth.train), ("validation", synth.test)):
+        rows = []
+        extra = [(p, 7) for p in table.paths[:CONTEMPT_IMAGES]] + [(table.paths[0], 9)]
+        pairs = [
+            (p, code[RAFDB_CLASSES[int(y)]]) for p, y in zip(table.paths, table.labels, strict=True)
+        ]
+        for i, (path, expression) in enumerate(pairs + extra):
+            rel = f"{i % 5}/{split}_{i}.jpg"
+            target = root / "Manually_Annotated_Images" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            rows.append(f'{rel},0,0,48,48,"1.0;2.0",{expression},0.0,0.0\n')
+        (root / f"{split}.csv").write_text(AFFECTNET_HEADER + "".join(rows))
+    return root
+
+
+def test_class_names_map_by_expression_not_position() -> None:
+    assert canonical("3_Happy ") == canonical("happiness") == "Happiness"
+    assert canonical("angry") == "Anger" and canonical("Surprised") == "Surprise"
+    mapping = map_classes(RAFDB_CLASSES, AFFECTNET_CLASSES)
+    assert mapping.test_only == ("Contempt",) and mapping.model_only == ()
+    assert [(AFFECTNET_CLASSES[t], RAFDB_CLASSES[m]) for t, m in mapping.pairs] == [
+        (name, name) for name in AFFECTNET_CLASSES[:7]
+    ]
+    back = map_classes(AFFECTNET_CLASSES, RAFDB_CLASSES)
+    assert back.model_only == ("Contempt",) and back.test_only == ()
+    folders = tuple(sorted(SYNONYM_FOLDERS.values()))
+    pairs = map_classes(RAFDB_CLASSES, folders).pairs
+    assert {folders[t]: RAFDB_CLASSES[m] for t, m in pairs} == {
+        v: k for k, v in SYNONYM_FOLDERS.items()
+    }
+    with pytest.raises(ClassMappingError, match="no class of the test set"):
+        map_classes(RAFDB_CLASSES, ("cat", "dog"))
+    with pytest.raises(ClassMappingError, match="'happy' and 'Happiness' both name"):
+        map_classes(RAFDB_CLASSES, ("happy", "Happiness", "sad"))
+
+
+def test_weights_are_kept_and_load_with_plain_torch(trained: tuple[Path, dict]) -> None:
+    results, result = trained
+    work = results / "runs" / result["run_id"]
+    assert not (work / "checkpoint.pt").exists()  # the checkpoint still goes
+    payload = torch.load(work / "weights.pt", weights_only=True)
+    meta = payload["meta"]
+    assert meta["classes"] == list(RAFDB_CLASSES)
+    assert meta["config_hash"] == result["config_hash"]
+    assert meta["backbone"]["name"] == "fer_cnn" and meta["input"]["image_size"] == 32
+    assert json.loads(json.dumps(meta)) == meta
+    assert set(payload) == {"meta", "ema", "student"}
+    assert result["saved_weights"]["bytes"] == (work / "weights.pt").stat().st_size
+    # EMA and student differ (ema.decay=0.9 over 40 steps), and both rebuild strictly.
+    assert any(not torch.equal(payload["ema"][k], payload["student"][k]) for k in payload["ema"])
+    for which in ("ema", "student"):
+        model = build_from_weights(read_weights(work / "weights.pt"), which)
+        assert not model.training
+
+
+def test_save_weights_off(tiny: list[str], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    args = ["run", "--methods", "supervised", "--labels", "25%", "--results-dir", str(results)]
+    assert main([*args, "--no-progress", *tiny, "train.steps=4", "train.save_weights=false"]) == 0
+    (path,) = (results / "synthfer").glob("*.json")
+    result = json.loads(path.read_text())
+    assert result["saved_weights"] is None
+    assert not (results / "runs" / result["run_id"] / "weights.pt").exists()
+
+
+def test_eval_on_renamed_folder_reproduces_own_accuracy(
+    trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
+) -> None:
+    results, result = trained
+    root = make_synonym_folders(synth, tmp_path / "synonyms")
+    args = ["eval", "--runs", result["run_id"], "--results-dir", str(results), "--on", "folder"]
+    done = bench(
+        *args, f"dataset.root={root}", "dataset.name=synonyms", *eval_overrides(tiny), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    path = results / "synthfer" / "cross" / f"{result['run_id']}__on_synonyms.json"
+    cross = json.loads(path.read_text())
+    own = result["metrics"]
+    for metric in ("top1", "mean_class_acc", "macro_f1"):
+        assert cross["metrics"][metric] == own[metric]
+    assert cross["student_metrics"]["top1"] == result["student_metrics"]["top1"]
+    assert cross["num_excluded"] == 0 and cross["num_evaluated"] == len(synth.test)
+    # The same predictions, image for image: the confusion matrix is the run's, reordered.
+    folders = [SYNONYM_FOLDERS[c] for c in RAFDB_CLASSES]
+    order = [folders.index(name) for name in sorted(folders)]
+    expected = np.asarray(own["confusion_matrix"])[np.ix_(order, order)]
+    assert np.array_equal(np.asarray(cross["metrics"]["confusion_matrix"]), expected)
+    assert list(cross["metrics"]["per_class_acc"]) == sorted(folders)
+
+    # Again: kept, not rewritten. With --force: replaced, the old one archived.
+    again = bench(
+        *args, f"dataset.root={root}", "dataset.name=synonyms", *eval_overrides(tiny), cwd=tmp_path
+    )
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert json.loads(path.read_text()) == cross
+    forced = bench(
+        *args,
+        "--force",
+        f"dataset.root={root}",
+        "dataset.name=synonyms",
+        *eval_overrides(tiny),
+        cwd=tmp_path,
+    )
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    archived = list(
+        (results / "runs" / result["run_id"] / "superseded").glob("*__on_synonyms.json")
+    )
+    assert len(archived) == 1 and json.loads(archived[0].read_text()) == cross
+
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    board = (results / "leaderboard.md").read_text()
+    assert "## Cross-dataset" in board and "trained on synthfer" in board
+    row = next(line for line in board.splitlines() if line.startswith("| supervised at 25%"))
+    assert row.count(f"{own['top1']:.2f} (1)") == 2  # own test set and the synonym copy
+
+
+def test_eval_on_affectnet8_excludes_and_counts_contempt(
+    trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
+) -> None:
+    results, result = trained
+    root = make_affectnet8(synth, tmp_path / "affectnet")
+    code = main(
+        [
+            "eval",
+            "--methods",
+            "supervised",
+            "--labels",
+            "25%",
+            "--results-dir",
+            str(results),
+            "--on",
+            "affectnet8",
+            f"dataset.root={root}",
+            *eval_overrides(tiny),
+        ]
+    )
+    assert code == 0
+    cross = json.loads(
+        (results / "synthfer" / "cross" / f"{result['run_id']}__on_affectnet8.json").read_text()
+    )
+    assert cross["excluded_per_class"] == {"Contempt": CONTEMPT_IMAGES}
+    assert cross["classes"]["test_only"] == ["Contempt"] and cross["classes"]["model_only"] == []
+    assert cross["num_evaluated"] == len(synth.test)
+    assert cross["metrics"]["top1"] == result["metrics"]["top1"]
+    assert list(cross["metrics"]["per_class_acc"]) == list(AFFECTNET_CLASSES[:7])
+
+
+def test_affectnet8_model_on_rafdb_masks_contempt(
+    synth: FERDataset, tiny: list[str], tmp_path: Path
+) -> None:
+    """The other direction: a model with a Contempt output, tested on RAF-DB's folder copy."""
+    results = tmp_path / "results"
+    affectnet = make_affectnet8(synth, tmp_path / "affectnet")
+    training = [o for o in tiny if not o.startswith("dataset.generate")]
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                "supervised",
+                "--labels",
+                "25%",
+                "--dataset",
+                "affectnet8",
+                "--results-dir",
+                str(results),
+                "--no-progress",
+                f"dataset.root={affectnet}",
+                "backbone=fer_cnn",
+                "data.image_size=32",
+                *training,
+            ]
+        )
+        == 0
+    )
+    rafdb = tmp_path / "rafdb"
+    folder = lambda label: str(label + 1)  # noqa: E731  (RAF-DB's folders are 1..7)
+    copy_split(synth.test.paths, synth.test.labels, folder, rafdb / "test")
+    copy_split(synth.train.paths, synth.train.labels, folder, rafdb / "train", limit=2)
+    args = ["eval", "--methods", "supervised", "--labels", "25%", "--dataset", "affectnet8"]
+    code = main(
+        [
+            *args,
+            "--results-dir",
+            str(results),
+            "--on",
+            "rafdb",
+            f"dataset.root={rafdb}",
+            *eval_overrides(tiny),
+        ]
+    )
+    assert code == 0
+    (path,) = (results / "affectnet8" / "cross").glob("*__on_rafdb.json")
+    cross = json.loads(path.read_text())
+    assert cross["classes"]["model_only"] == ["Contempt"] and cross["num_excluded"] == 0
+
+    # Independently: the EMA model's logits on the decoded faces, Contempt's column dropped.
+    payload = read_weights(results / "runs" / cross["run_id"] / "weights.pt")
+    model = build_from_weights(payload, "ema")
+    faces = np.stack([load_face(p, None, 32) for p in synth.test.paths])
+    x = torch.from_numpy(faces).permute(0, 3, 1, 2).float().div(255)
+    mean, std = (
+        torch.tensor(v).view(1, 3, 1, 1)
+        for v in (payload["meta"]["input"]["mean"], payload["meta"]["input"]["std"])
+    )
+    with torch.no_grad():
+        logits = model((x - mean) / std)[:, :7]
+    predicted = [AFFECTNET_CLASSES[i] for i in logits.argmax(1).tolist()]
+    truth = [RAFDB_CLASSES[y] for y in synth.test.labels]
+    accuracy = 100 * np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
+    assert cross["metrics"]["top1"] == pytest.approx(accuracy, abs=1e-4)
+
+
+def test_missing_weights_and_unmappable_classes_are_one_line_errors(
+    trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
+) -> None:
+    results, result = trained
+    copy = tmp_path / "results"
+    shutil.copytree(results / "synthfer", copy / "synthfer", ignore=shutil.ignore_patterns("cross"))
+    args = ["eval", "--runs", result["run_id"], "--results-dir", str(copy), "--on", "folder"]
+    root = make_synonym_folders(synth, tmp_path / "synonyms")
+    missing = bench(*args, f"dataset.root={root}", *eval_overrides(tiny), cwd=tmp_path)
+    assert missing.returncode == 1
+    lines = missing.stdout.strip().splitlines()
+    assert len(lines) == 1 and "weights.pt: no kept weights for run" in lines[0], missing.stdout
+
+    animals = tmp_path / "animals"
+    copy_split(
+        synth.test.paths, synth.test.labels, lambda y: ("cat", "dog")[y % 2], animals / "test"
+    )
+    copy_split(
+        synth.test.paths, synth.test.labels, lambda y: ("cat", "dog")[y % 2], animals / "train"
+    )
+    args = ["eval", "--runs", result["run_id"], "--results-dir", str(results), "--on", "folder"]
+    unmapped = bench(*args, f"dataset.root={animals}", *eval_overrides(tiny), cwd=tmp_path)
+    assert unmapped.returncode == 1
+    lines = unmapped.stdout.strip().splitlines()
+    assert len(lines) == 1 and "no class of the test set (cat, dog) matches" in lines[0]
+    assert not list((results / "synthfer" / "cross").glob("*__on_folder.json"))
+
+    unknown = bench(*args[:-1], "nosuchset", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown dataset" in unknown.stdout
