@@ -192,11 +192,8 @@ def _test_images(
     return cache[size]
 
 
-def _prepare(
-    request: EvalRequest, console: Console
-) -> tuple[list[tuple[dict[str, Any], Path]], dict[str, Any]]:
-    """Selected runs with their weights files, and the test config; every check that needs
-    no decoding happens here, so a bad request fails before any work."""
+def _select(request: EvalRequest, console: Console) -> list[tuple[dict[str, Any], Path]]:
+    """The selected finished runs with their weights files (each must exist)."""
     selected, missing = select_runs(
         request.results_dir,
         run_ids=request.run_ids,
@@ -223,7 +220,47 @@ def _prepare(
                 "retrains it and keeps them"
             )
         runs.append((result, path))
-    return runs, test_config(request.on, request.overrides)
+    return runs
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One run to evaluate, checked: its weights, class mapping and where its result goes."""
+
+    result: dict[str, Any]
+    weights: Path
+    sha256: str
+    mapping: ClassMapping
+    out: Path
+    test_hash: str
+    existing: dict[str, Any] | None  # the same evaluation, already stored
+
+
+def _job(
+    request: EvalRequest,
+    result: dict[str, Any],
+    weights: Path,
+    dataset: FERDataset,
+    test_cfg: dict[str, Any],
+) -> _Job:
+    """Check one run before anything is evaluated: its classes map onto the test set's, and a
+    stored result for it is either the same evaluation (kept) or replaced only with force."""
+    meta = read_weights(weights)["meta"]
+    mapping = map_classes(tuple(meta["classes"]), dataset.classes)
+    size = int(result["config"]["data"]["image_size"])
+    sha = file_sha256(weights)
+    test_hash = config_hash({"dataset": test_cfg["dataset"], "image_size": size})
+    out = cross_result_path(request.results_dir, result["dataset"], result["run_id"], dataset.name)
+    existing = None
+    if out.is_file() and not request.force:
+        existing = load_result(out)
+        if existing.get("weights_sha256") != sha or existing.get("test_config_hash") != test_hash:
+            raise ConfigError(
+                f"{out} exists from other weights or another {dataset.name} config; pass "
+                "--force to evaluate again (the old one is kept), or name this test set apart "
+                "with dataset.name=..."
+            )
+    return _Job(result, weights, sha, mapping, out, test_hash, existing)
 
 
 def evaluate_runs(request: EvalRequest, console: Console) -> list[EvalOutcome]:
@@ -231,72 +268,82 @@ def evaluate_runs(request: EvalRequest, console: Console) -> list[EvalOutcome]:
 
     A cross-dataset result that exists for the same weights and test config is kept and
     returned as it is; one made from other weights or another test config is refused unless
-    ``force`` (then archived and replaced). Raises ``WeightsError`` / ``ClassMappingError``
-    (exit 1) or ``ConfigError`` (exit 2) before evaluating anything.
+    ``force`` (then archived and replaced). Every check (weights files, class mappings,
+    existing results) runs before anything is evaluated: ``WeightsError`` /
+    ``ClassMappingError`` (exit 1), ``ConfigError`` (exit 2).
     """
-    runs, test_cfg = _prepare(request, console)
+    runs = _select(request, console)
+    test_cfg = test_config(request.on, request.overrides)
     dataset = load_dataset(test_cfg)
-    mappings = {}
-    for result, path in runs:
-        payload_meta = read_weights(path)["meta"]
-        mappings[result["run_id"]] = map_classes(tuple(payload_meta["classes"]), dataset.classes)
+    jobs = [_job(request, result, path, dataset, test_cfg) for result, path in runs]
     if threads := test_cfg["train"].get("threads"):
         torch.set_num_threads(int(threads))
     decoded: dict[int, Sequence[np.ndarray]] = {}
     outcomes = []
-    for result, path in runs:
-        outcomes.append(
-            _evaluate_one(
-                request,
-                result,
-                path,
-                mappings[result["run_id"]],
-                dataset,
-                test_cfg,
-                decoded,
-            )
+    for job in jobs:
+        if job.existing is not None:
+            outcomes.append(EvalOutcome(job.result["run_id"], "skipped", job.out, job.existing))
+            continue
+        cross = _evaluate(job, dataset, test_cfg, decoded)
+        write_result(
+            job.out,
+            cross,
+            force=request.force,
+            archive=cross_archive_path(request.results_dir, cross["run_id"], dataset.name),
         )
+        outcomes.append(EvalOutcome(cross["run_id"], "done", job.out, cross))
     return outcomes
 
 
-def _evaluate_one(
-    request: EvalRequest,
-    result: dict[str, Any],
-    path: Path,
-    mapping: ClassMapping,
+def _evaluate(
+    job: _Job,
     dataset: FERDataset,
     test_cfg: dict[str, Any],
     decoded: dict[int, Sequence[np.ndarray]],
-) -> EvalOutcome:
-    """Evaluate one run (or keep its existing cross-dataset result) and store the result."""
-    run_cfg = result["config"]
-    size = int(run_cfg["data"]["image_size"])
-    sha = file_sha256(path)
-    test_hash = config_hash({"dataset": test_cfg["dataset"], "image_size": size})
-    out = cross_result_path(request.results_dir, result["dataset"], result["run_id"], dataset.name)
-    if out.is_file() and not request.force:
-        old = load_result(out)
-        if old.get("weights_sha256") == sha and old.get("test_config_hash") == test_hash:
-            return EvalOutcome(result["run_id"], "skipped", out, old)
-        raise ConfigError(
-            f"{out} exists from other weights or another {dataset.name} config; pass --force "
-            "to evaluate again (the old one is kept), or name this test set apart with "
-            "dataset.name=..."
-        )
+) -> dict[str, Any]:
+    """The cross-dataset result of one run: its EMA model (and student) on the test split."""
     started = time.perf_counter()
-    payload = read_weights(path)
+    run_cfg = job.result["config"]
+    size = int(run_cfg["data"]["image_size"])
+    payload = read_weights(job.weights)
     images = _test_images(dataset, test_cfg, size, decoded)
     targets = dataset.test.labels
     settings = _eval_settings(run_cfg, test_cfg)
     metrics = {
-        which: score(mapping, build_from_weights(payload, which), images, targets, settings)
+        which: score(job.mapping, build_from_weights(payload, which), images, targets, settings)
         for which in ("ema", "student")
         if which in payload
     }
-    excluded = _excluded(mapping, targets)
-    cross = {
+    excluded = _excluded(job.mapping, targets)
+    return {
         "schema": 1,
         "kind": "cross_dataset",
+        **_run_fields(job.result),
+        "test_dataset": dataset.name,
+        "test_config": test_cfg["dataset"],
+        "test_config_hash": job.test_hash,
+        "image_size": size,
+        "weights": str(job.weights),
+        "weights_sha256": job.sha256,
+        "classes": job.mapping.summary(),
+        "num_test_images": len(targets),
+        "num_evaluated": len(targets) - sum(excluded.values()),
+        "num_excluded": sum(excluded.values()),
+        "excluded_per_class": excluded,
+        "metrics": metrics["ema"],
+        "student_metrics": metrics.get("student"),
+        "timing": {
+            "eval_seconds": round(time.perf_counter() - started, 2),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "provenance": {**collect_provenance(sys.argv), "device": str(settings["device"])},
+    }
+
+
+def _run_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """What a cross-dataset result repeats from the run's own result: its identity and its
+    figures on its own test set (``in_domain``)."""
+    return {
         "run_id": result["run_id"],
         "config_hash": result["config_hash"],
         "train_dataset": result["dataset"],
@@ -305,33 +352,8 @@ def _evaluate_one(
         "labels": result["labels"],
         "seed": result["seed"],
         "tag": result.get("tag", ""),
-        "test_dataset": dataset.name,
-        "test_config": test_cfg["dataset"],
-        "test_config_hash": test_hash,
-        "image_size": size,
-        "weights": str(path),
-        "weights_sha256": sha,
-        "classes": mapping.summary(),
-        "num_test_images": len(targets),
-        "num_evaluated": len(targets) - sum(excluded.values()),
-        "num_excluded": sum(excluded.values()),
-        "excluded_per_class": excluded,
-        "metrics": metrics["ema"],
-        "student_metrics": metrics.get("student"),
         "in_domain": {k: result["metrics"].get(k) for k in ("top1", "mean_class_acc", "macro_f1")},
-        "timing": {
-            "eval_seconds": round(time.perf_counter() - started, 2),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-        "provenance": {**collect_provenance(sys.argv), "device": str(settings["device"])},
     }
-    write_result(
-        out,
-        cross,
-        force=request.force,
-        archive=cross_archive_path(request.results_dir, result["run_id"], dataset.name),
-    )
-    return EvalOutcome(result["run_id"], "done", out, cross)
 
 
 def print_outcomes(outcomes: list[EvalOutcome], console: Console) -> None:

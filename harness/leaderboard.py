@@ -259,40 +259,46 @@ def render_leaderboard(results: list[dict[str, Any]]) -> str:
 
 
 def cross_dataset_tables(cross_results: list[dict[str, Any]]) -> str:
-    """``bench eval``'s results: per training set, rows ``method at labels``, columns the test
-    sets (the training set's own first), cells the test set's headline metric as
-    ``mean ± std (n)`` over seeds. Empty when there are none."""
+    """``bench eval``'s results: per training set, rows ``method at labels`` (``[tag]`` when
+    set), columns the runs' own test set then each other test set, cells the test set's
+    headline metric as ``mean ± std (n)`` over seeds. Empty when there are none."""
     from harness.cross import cross_frame
 
     frame = cross_frame(cross_results)
     lines: list[str] = []
     for train, part in frame.groupby("train_dataset", sort=True):
-        tests = [train, *sorted(set(part["test_dataset"]) - {train})]
+        own = f"{train} (own test set)"
         part = part.assign(
-            row=part["method_label"] + " at " + part["labels"],
-            value=[r[headline_metric(r["test_dataset"])] for _, r in part.iterrows()],
+            row=part["method_label"] + " at " + part["labels"] + part["tag"].map(_tag_suffix),
+            column=[own if r.in_domain else r.test_dataset for r in part.itertuples()],
+            value=[getattr(r, headline_metric(r.test_dataset)) for r in part.itertuples()],
         )
-        stats = part.groupby(["row", "test_dataset"])["value"].agg(["mean", "std", "count"])
+        columns = [own, *sorted(set(part["column"]) - {own})]
+        stats = part.groupby(["row", "column"])["value"].agg(["mean", "std", "count"])
         table = pd.DataFrame(
-            EMPTY_CELL,
-            index=pd.Index(sorted(part["row"].unique()), name="trained on " + str(train)),
-            columns=[f"{t} ({METRIC_NAMES[headline_metric(t)].split(' (')[0]})" for t in tests],
+            EMPTY_CELL, index=pd.Index(sorted(part["row"].unique()), name="run"), columns=columns
         )
-        for (row, test), stat in stats.iterrows():
-            column = table.columns[tests.index(test)]
+        for (row, column), stat in stats.iterrows():
             table.loc[row, column] = _cell(stat["mean"], stat["std"], int(stat["count"]))
+        short = {c: METRIC_NAMES[headline_metric(c.split(" (")[0])].split(" (")[0] for c in columns}
+        table.columns = [f"{c}: {short[c]}" for c in columns]
         lines += [f"### trained on {train}", "", table.to_markdown(), ""]
     if not lines:
         return ""
     head = [
         "## Cross-dataset (`bench eval`)",
         "",
-        "The final EMA model of each run on other test sets; classes matched by expression name "
-        "over the classes both sides have (see `results/<train>/cross/*.json` for what was "
-        "excluded or masked). The first column is the same runs on their own test set.",
+        "The final EMA model of each run on other test sets, each test set's headline metric; "
+        "classes matched by expression name over the classes both sides have "
+        "(`results/<train>/cross/*.json` say which test images were excluded and which model "
+        "classes masked). The first column is the same runs on their own test set.",
         "",
     ]
     return "\n".join(head + lines)
+
+
+def _tag_suffix(tag: str) -> str:
+    return f" [{tag}]" if tag else ""
 
 
 def write_leaderboard(results_dir: Path, output: Path | None = None) -> Path:

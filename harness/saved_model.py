@@ -133,7 +133,8 @@ def read_weights(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"{path}: no kept weights (file missing)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the tensors are read when used, so reading the metadata costs no I/O.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from None
     meta = payload.get("meta") if isinstance(payload, dict) else None
