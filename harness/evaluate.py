@@ -73,6 +73,16 @@ class EvalRequest:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """How a model is run for evaluation."""
+
+    batch_size: int
+    device: torch.device
+    amp: bool  # bf16 autocast (CUDA only)
+    channels_last: bool
+
+
+@dataclass(frozen=True)
 class EvalOutcome:
     """One run evaluated (``state`` done) or left as it was (``skipped``)."""
 
@@ -82,7 +92,7 @@ class EvalOutcome:
     result: dict[str, Any]
 
 
-def test_config(on: str, overrides: Sequence[str]) -> dict[str, Any]:
+def eval_dataset_config(on: str, overrides: Sequence[str]) -> dict[str, Any]:
     """The resolved config of the test dataset: ``configs/dataset/<on>.yaml`` + ``overrides``
     (e.g. ``dataset.root=...``, ``train.device=cpu``, ``data.cache_dir=...``)."""
     if on not in group_options("dataset"):
@@ -103,21 +113,19 @@ def predict_masked(
     model: torch.nn.Module,
     images: Sequence[np.ndarray],
     allowed: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    channels_last: bool,
+    settings: EvalSettings,
 ) -> np.ndarray:
     """The argmax over the ``allowed`` model classes of every image, in order (the other
     logits are masked to −inf; with every class allowed, the engine's own prediction)."""
+    device, channels_last = settings.device, settings.channels_last
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     preds = []
     dummy = np.zeros(len(images), dtype=np.int64)
-    for batch, _ in eval_batches(images, dummy, batch_size):
+    for batch, _ in eval_batches(images, dummy, settings.batch_size):
         x = to_model_input(batch, device, channels_last)
-        if amp and device.type == "cuda":
+        if settings.amp and device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 logits = model(x)
         else:
@@ -148,7 +156,7 @@ def score(
     model: torch.nn.Module,
     images: Sequence[np.ndarray],
     targets: np.ndarray,
-    settings: dict[str, Any],
+    settings: EvalSettings,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on the test images whose class it knows, over the shared classes
     (test order and names)."""
@@ -158,7 +166,7 @@ def score(
         test_to_shared[t], model_to_shared[m] = shared, shared
     rows = np.flatnonzero(test_to_shared[targets] >= 0)
     allowed = torch.as_tensor([m for _, m in mapping.pairs])
-    preds = predict_masked(model, _Rows(images, rows), allowed, **settings)
+    preds = predict_masked(model, _Rows(images, rows), allowed, settings)
     return classification_metrics(
         test_to_shared[targets[rows]], model_to_shared[preds], mapping.evaluated_classes
     )
@@ -170,16 +178,16 @@ def _excluded(mapping: ClassMapping, targets: np.ndarray) -> dict[str, int]:
     return {c: int(counts[mapping.test_classes.index(c)]) for c in mapping.test_only}
 
 
-def _eval_settings(run_cfg: dict[str, Any], test_cfg: dict[str, Any]) -> dict[str, Any]:
+def _eval_settings(run_cfg: dict[str, Any], test_cfg: dict[str, Any]) -> EvalSettings:
     """Device and batch size from the eval command's config; precision and memory layout from
     the run's (so that a run evaluated on its own test set gives its own figures)."""
     device = select_device(str(test_cfg["train"]["device"]))
-    return {
-        "batch_size": int(test_cfg["data"]["eval_batch_size"]),
-        "device": device,
-        "amp": _auto_flag(run_cfg["train"]["amp"], device),
-        "channels_last": _auto_flag(run_cfg["train"]["channels_last"], device),
-    }
+    return EvalSettings(
+        batch_size=int(test_cfg["data"]["eval_batch_size"]),
+        device=device,
+        amp=_auto_flag(run_cfg["train"]["amp"], device),
+        channels_last=_auto_flag(run_cfg["train"]["channels_last"], device),
+    )
 
 
 def _test_images(
@@ -246,9 +254,14 @@ def _job(
     """Check one run before anything is evaluated: its classes map onto the test set's, and a
     stored result for it is either the same evaluation (kept) or replaced only with force."""
     meta = read_weights(weights)["meta"]
+    sha = file_sha256(weights)
+    if sha != (result.get("saved_weights") or {}).get("sha256"):
+        raise WeightsError(
+            f"{weights}: not the weights the result of run {result['run_id']} recorded "
+            "(SHA-256 differs, or the result records none); `bench run ... --force` retrains it"
+        )
     mapping = map_classes(tuple(meta["classes"]), dataset.classes)
     size = int(result["config"]["data"]["image_size"])
-    sha = file_sha256(weights)
     test_hash = config_hash({"dataset": test_cfg["dataset"], "image_size": size})
     out = cross_result_path(request.results_dir, result["dataset"], result["run_id"], dataset.name)
     existing = None
@@ -273,7 +286,7 @@ def evaluate_runs(request: EvalRequest, console: Console) -> list[EvalOutcome]:
     ``ClassMappingError`` (exit 1), ``ConfigError`` (exit 2).
     """
     runs = _select(request, console)
-    test_cfg = test_config(request.on, request.overrides)
+    test_cfg = eval_dataset_config(request.on, request.overrides)
     dataset = load_dataset(test_cfg)
     jobs = [_job(request, result, path, dataset, test_cfg) for result, path in runs]
     if threads := test_cfg["train"].get("threads"):
@@ -336,7 +349,7 @@ def _evaluate(
             "eval_seconds": round(time.perf_counter() - started, 2),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
-        "provenance": {**collect_provenance(sys.argv), "device": str(settings["device"])},
+        "provenance": {**collect_provenance(sys.argv), "device": str(settings.device)},
     }
 
 

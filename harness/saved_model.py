@@ -109,18 +109,20 @@ def keep_weights(
     results_dir: Path,
     spec: RunSpec,
     meta: dict[str, Any],
-    states: dict[str, dict[str, torch.Tensor]],
-) -> dict[str, Any]:
-    """Save a finished run's weights under its working folder; a file already there (from the
-    result a forced rerun supersedes) is first moved to ``superseded/<timestamp>.weights.pt``.
-
-    ``states`` holds the ``"ema"`` and ``"student"`` state dicts.
-    """
+    states: dict[str, dict[str, torch.Tensor]] | None,
+) -> dict[str, Any] | None:
+    """Save a finished run's weights (``states``: the ``"ema"`` and ``"student"`` state dicts;
+    None with ``train.save_weights=false``) under its working folder. A file already there
+    (from the result a forced rerun supersedes) is first moved to
+    ``superseded/<timestamp>.weights.pt``, so the weights beside a result are always that
+    result's. Returns the result's ``saved_weights`` entry."""
     path = weights_path(results_dir, spec.run_id)
     if path.exists():
         archive = superseded_path(result_path(results_dir, spec)).with_suffix(".weights.pt")
         archive.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, archive)
+    if states is None:
+        return None
     return save_weights(path, meta, states["ema"], states.get("student"))
 
 

@@ -124,15 +124,11 @@ def _train_and_record(
         stop_requested=stop_requested,
     )
     # Kept before the result is written: once the result exists the checkpoint goes.
-    saved_weights = (
-        keep_weights(
-            results_dir,
-            spec,
-            model_meta(spec, dataset.classes, len(unlabelled)),
-            outcome.final_states,
-        )
-        if cfg["train"]["save_weights"]
-        else None
+    saved_weights = keep_weights(
+        results_dir,
+        spec,
+        model_meta(spec, dataset.classes, len(unlabelled)),
+        outcome.final_states if cfg["train"]["save_weights"] else None,
     )
     result = {
         "schema": 1,

@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.data.datasets import load_dataset
 from harness.data.images import load_face
 from harness.data.table import AFFECTNET_CLASSES, RAFDB_CLASSES, FERDataset
-from harness.evaluate import score
+from harness.evaluate import EvalSettings, score
 from harness.saved_model import build_from_weights, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,12 +165,9 @@ def test_predictions_are_mapped_by_name_and_absent_classes_masked() -> None:
             targets.append(label)
     faces.append(np.full((8, 8, 3), level["Contempt"], dtype=np.uint8))
     targets.append(RAFDB_CLASSES.index("Neutral"))
-    settings = {
-        "batch_size": 5,
-        "device": torch.device("cpu"),
-        "amp": False,
-        "channels_last": False,
-    }
+    settings = EvalSettings(
+        batch_size=5, device=torch.device("cpu"), amp=False, channels_last=False
+    )
     metrics = score(mapping, ColourClassifier(8), faces, np.asarray(targets), settings)
     matrix = np.asarray(metrics["confusion_matrix"])
     neutral, anger = RAFDB_CLASSES.index("Neutral"), RAFDB_CLASSES.index("Anger")
@@ -199,14 +196,23 @@ def test_weights_are_kept_and_load_with_plain_torch(trained: tuple[Path, dict]) 
         assert not model.training
 
 
-def test_save_weights_off(tiny: list[str], tmp_path: Path) -> None:
+def test_forced_rerun_archives_weights_and_save_weights_off_keeps_none(
+    tiny: list[str], tmp_path: Path
+) -> None:
     results = tmp_path / "results"
     args = ["run", "--methods", "supervised", "--labels", "25%", "--results-dir", str(results)]
-    assert main([*args, "--no-progress", *tiny, "train.steps=4", "train.save_weights=false"]) == 0
+    overrides = ["--no-progress", *tiny, "train.steps=4"]
+    assert main([*args, *overrides]) == 0
     (path,) = (results / "synthfer").glob("*.json")
-    result = json.loads(path.read_text())
-    assert result["saved_weights"] is None
-    assert not (results / "runs" / result["run_id"] / "weights.pt").exists()
+    work = results / "runs" / path.stem
+    first = (work / "weights.pt").read_bytes()
+    # Off for the forced rerun: its result records none, and the old weights (the superseded
+    # result's) move to superseded/ rather than stay beside a result they do not belong to.
+    assert main([*args, "--force", *overrides, "train.save_weights=false"]) == 0
+    assert json.loads(path.read_text())["saved_weights"] is None
+    assert not (work / "weights.pt").exists()
+    (archived,) = (work / "superseded").glob("*.weights.pt")
+    assert archived.read_bytes() == first
 
 
 def test_eval_on_renamed_folder_reproduces_own_accuracy(
@@ -371,6 +377,16 @@ def test_missing_weights_and_unmappable_classes_are_one_line_errors(
     assert missing.returncode == 1
     lines = missing.stdout.strip().splitlines()
     assert len(lines) == 1 and "weights.pt: no kept weights for run" in lines[0], missing.stdout
+
+    # A weights file that is not the one the result recorded (retrained, edited, copied over).
+    other = copy / "runs" / result["run_id"] / "weights.pt"
+    other.parent.mkdir(parents=True)
+    payload = torch.load(results / "runs" / result["run_id"] / "weights.pt", weights_only=True)
+    payload["ema"]["classifier.bias"] += 1.0
+    torch.save(payload, other)
+    replaced = bench(*args, f"dataset.root={root}", *eval_overrides(tiny), cwd=tmp_path)
+    assert replaced.returncode == 1
+    assert replaced.stdout.strip().endswith("retrains it") and "SHA-256 differs" in replaced.stdout
 
     animals = tmp_path / "animals"
     copy_split(
