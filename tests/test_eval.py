@@ -21,6 +21,7 @@ from harness.data.datasets import load_dataset
 from harness.data.images import load_face
 from harness.data.table import AFFECTNET_CLASSES, RAFDB_CLASSES, FERDataset
 from harness.evaluate import EvalSettings, score
+from harness.leaderboard import cross_dataset_tables
 from harness.saved_model import build_from_weights, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +176,49 @@ def test_predictions_are_mapped_by_name_and_absent_classes_masked() -> None:
     expected[neutral, anger] = 1
     assert np.array_equal(matrix, expected)
     assert metrics["top1"] == pytest.approx(100 * 28 / 29, abs=1e-4)
+
+
+def cross_record(seed: int, test: str, top1: float, own: float) -> dict:
+    """A minimal cross-dataset result, as ``bench eval`` writes one."""
+    return {
+        "kind": "cross_dataset",
+        "run_id": f"fixmatch__10pct__seed{seed}__abcd",
+        "train_dataset": "synthfer",
+        "method": "fixmatch",
+        "method_label": "fixmatch",
+        "labels": "10%",
+        "seed": seed,
+        "tag": "",
+        "test_dataset": test,
+        "metrics": {"top1": top1, "mean_class_acc": top1 - 10, "macro_f1": top1 - 20},
+        "in_domain": {"top1": own, "mean_class_acc": own - 10, "macro_f1": own - 20},
+    }
+
+
+def test_cross_dataset_table_rows_runs_columns_test_sets() -> None:
+    """Seeds aggregate per cell; the own test set counts each run once although it has two
+    cross results; a test set named like the training set stays its own column; AffectNet's
+    column shows mean class accuracy."""
+    records = [
+        cross_record(0, "affectnet8", 40.0, 70.0),
+        cross_record(1, "affectnet8", 44.0, 72.0),
+        cross_record(0, "synthfer", 60.0, 70.0),
+    ]
+    text = cross_dataset_tables(records)
+    header = next(line for line in text.splitlines() if line.startswith("| run"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "run",
+        "synthfer (own test set): top-1 accuracy",
+        "affectnet8: mean class accuracy",
+        "synthfer: top-1 accuracy",
+    ]
+    row = next(line for line in text.splitlines() if line.startswith("| fixmatch at 10%"))
+    assert [c.strip() for c in row.strip("|").split("|")][1:] == [
+        "71.00 ± 1.41 (2)",
+        "32.00 ± 2.83 (2)",
+        "60.00 (1)",
+    ]
+    assert cross_dataset_tables([]) == ""
 
 
 def test_weights_are_kept_and_load_with_plain_torch(trained: tuple[Path, dict]) -> None:
