@@ -297,6 +297,9 @@ def evaluate_runs(request: EvalRequest, console: Console) -> list[EvalOutcome]:
         if job.existing is not None:
             outcomes.append(EvalOutcome(job.result["run_id"], "skipped", job.out, job.existing))
             continue
+        console.log(
+            f"evaluating {job.result['run_id']} on {dataset.name} ({len(dataset.test)} images)"
+        )
         cross = _evaluate(job, dataset, test_cfg, decoded)
         write_result(
             job.out,
