@@ -96,7 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("methods", help="list the registered methods")
+    _add_eval_parser(sub)
     return parser
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """``bench eval``: finished runs (a grid as ``bench run`` names it, or run ids) on another
+    dataset's test split."""
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate finished runs' kept weights on another dataset's test split",
+        epilog="examples:\n  bench eval --methods supervised,fixmatch --labels 10% --seeds 0-2 "
+        "--on rafdb dataset.root=/data/RAF-DB\n  bench eval --runs fixmatch__10pct__seed0__1a2b3c4d"
+        " --on folder dataset.root=/data/ckplus dataset.name=ckplus\n"
+        "classes are matched by expression name; exit 1: missing weights or unmappable classes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("--on", required=True, help="the test dataset: a config in configs/dataset/")
+    ev.add_argument("--runs", default=None, help="comma list of run ids (instead of the grid)")
+    ev.add_argument("--methods", default=None, help="the grid, as for bench run")
+    ev.add_argument("--labels", default="10%", help="as for bench run")
+    ev.add_argument("--seeds", default="0", help="as for bench run")
+    ev.add_argument("--dataset", default="synthfer", help="the dataset the runs trained on")
+    ev.add_argument("--results-dir", default="results", type=Path)
+    ev.add_argument("--force", action="store_true", help="evaluate again (the old result is kept)")
+    ev.add_argument(
+        "overrides", nargs="*", help="overrides of the test dataset's config, e.g. dataset.root=..."
+    )
 
 
 def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool) -> None:
@@ -267,6 +293,13 @@ def cmd_methods(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    """``bench eval``: see :mod:`harness.evaluate`."""
+    from harness.evaluate import run_eval_command
+
+    return run_eval_command(args, console)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script."""
     args = build_parser().parse_args(argv)
@@ -278,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
         "export": cmd_export,
         "methods": cmd_methods,
+        "eval": cmd_eval,
     }
     try:
         return commands[args.command](args, console)

@@ -75,6 +75,9 @@ class FitResult:
     threads: int  # torch's CPU threads during training (after ``train.threads``)
     weights_report: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The final "ema" and "student" state dicts (tensors shared with the models, not copies),
+    # for the worker to keep as the run's weights.
+    final_states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def select_device(name: str) -> torch.device:
@@ -492,6 +495,7 @@ def fit(
         resumed_from_step=resumed_from,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(),
+        final_states={"ema": ema.module.state_dict(), "student": model.state_dict()},
     )
 
 

@@ -467,11 +467,59 @@ def check_results_dir(results_dir: Path) -> Path:
     return path
 
 
+def cross_dataset_tables(cross_results: list[dict[str, Any]]) -> str:
+    """``bench eval``'s results: per training set, rows ``method at labels`` (``[tag]`` when
+    set), columns the runs' own test set then each other test set, cells the test set's
+    headline metric as ``mean ± std (n)`` over seeds. Empty when there are none."""
+    from harness.cross import cross_frame
+
+    frame = cross_frame(cross_results)
+    lines: list[str] = []
+    for train, part in frame.groupby("train_dataset", sort=True):
+        own = f"{train} (own test set)"
+        part = part.assign(
+            row=part["method_label"] + " at " + part["labels"] + part["tag"].map(_tag_suffix),
+            column=[own if r.in_domain else r.test_dataset for r in part.itertuples()],
+            value=[getattr(r, headline_metric(r.test_dataset)) for r in part.itertuples()],
+        )
+        columns = [own, *sorted(set(part["column"]) - {own})]
+        stats = part.groupby(["row", "column"])["value"].agg(["mean", "std", "count"])
+        table = pd.DataFrame(
+            EMPTY_CELL, index=pd.Index(sorted(part["row"].unique()), name="run"), columns=columns
+        )
+        for (row, column), stat in stats.iterrows():
+            table.loc[row, column] = _cell(stat["mean"], stat["std"], int(stat["count"]))
+        short = {c: METRIC_NAMES[headline_metric(c.split(" (")[0])].split(" (")[0] for c in columns}
+        table.columns = [f"{c}: {short[c]}" for c in columns]
+        lines += [f"### trained on {train}", "", table.to_markdown(), ""]
+    if not lines:
+        return ""
+    head = [
+        "## Cross-dataset (`bench eval`)",
+        "",
+        "The final EMA model of each run on other test sets, each test set's headline metric; "
+        "classes matched by expression name over the classes both sides have "
+        "(`results/<train>/cross/*.json` say which test images were excluded and which model "
+        "classes masked). The first column is the same runs on their own test set.",
+        "",
+    ]
+    return "\n".join(head + lines)
+
+
+def _tag_suffix(tag: str) -> str:
+    return f" [{tag}]" if tag else ""
+
+
 def write_leaderboard(
     results_dir: Path, output: Path | None = None, extras: dict[str, list[str]] | None = None
 ) -> Path:
-    """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results."""
+    """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results
+    (and the cross-dataset results of ``bench eval``, in a section after them)."""
+    from harness.cross import load_cross_results
+
     results_dir = check_results_dir(results_dir)
     path = Path(output) if output is not None else results_dir / "leaderboard.md"
-    atomic_write_text(path, render_leaderboard(load_results(results_dir), extras))
+    text = render_leaderboard(load_results(results_dir), extras)
+    cross = cross_dataset_tables(load_cross_results(results_dir))
+    atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
     return path

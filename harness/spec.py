@@ -18,6 +18,7 @@ NON_SEMANTIC_KEYS = (
     ("train", "checkpoint_every"),
     ("train", "threads"),
     ("train", "tensorboard"),
+    ("train", "save_weights"),
     ("launcher",),
 )
 

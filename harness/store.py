@@ -18,10 +18,10 @@ import os
 import socket
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness.errors import BenchError
 from harness.spec import RunSpec
@@ -97,12 +97,17 @@ def claim_run(work_dir: Path) -> Iterator[None]:
 def _write_tmp(directory: Path, name: str, text: str) -> Path:
     """A fully written, fsynced temporary file in ``directory`` (same file system as the
     target, so the final rename is atomic); the name is unique across processes and hosts."""
+    return _write_tmp_with(directory, name, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_tmp_with(directory: Path, name: str, write: Callable[[BinaryIO], object]) -> Path:
+    """:func:`_write_tmp` for any content: ``write`` fills the open binary file."""
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{name}-", suffix=".part")
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
@@ -128,8 +133,13 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the whole new one, never a part,
     even if the process is killed: temporary file in the same folder, fsync, ``os.replace``."""
+    atomic_write_with(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """:func:`atomic_write_text` for binary content (e.g. ``torch.save`` into the handle)."""
     path = Path(path)
-    tmp = _write_tmp(path.parent, path.name, text)
+    tmp = _write_tmp_with(path.parent, path.name, write)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -166,10 +176,9 @@ def superseded_path(path: Path, when: datetime | None = None) -> Path:
     return path.parents[1] / RUNS_DIR / path.stem / SUPERSEDED_DIR / f"{stamp}.json"
 
 
-def _archive_copy(path: Path) -> None:
-    """Keep the current ``path`` under ``superseded/`` without removing it: a hard link where
-    the file system has them, else a copy written atomically."""
-    archive = superseded_path(path)
+def _archive_copy(path: Path, archive: Path) -> None:
+    """Keep the current ``path`` at ``archive`` without removing it: a hard link where the
+    file system has them, else a copy written atomically."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     while archive.exists():  # two forced rewrites within one microsecond
         archive = archive.with_name(f"{archive.stem}-1.json")
@@ -179,12 +188,15 @@ def _archive_copy(path: Path) -> None:
         atomic_write_text(archive, path.read_text(encoding="utf-8"))
 
 
-def write_result(path: Path, result: dict[str, Any], *, force: bool = False) -> None:
+def write_result(
+    path: Path, result: dict[str, Any], *, force: bool = False, archive: Path | None = None
+) -> None:
     """Store one result atomically at ``path`` (``result_path(...)``).
 
     An existing result is a :class:`BenchError` unless ``force``; with ``force`` the old file
-    is first archived to ``<results>/runs/<run_id>/superseded/<UTC timestamp>.json``. At every
-    moment ``path`` holds the old or the new result whole, even if the process is killed.
+    is first archived to ``archive`` (default ``superseded_path(path)``:
+    ``<results>/runs/<run_id>/superseded/<UTC timestamp>.json``). At every moment ``path``
+    holds the old or the new result whole, even if the process is killed.
     """
     path = Path(path)
     # Serialise before touching anything: a result that is not JSON-able must not cost the
@@ -193,7 +205,7 @@ def write_result(path: Path, result: dict[str, Any], *, force: bool = False) -> 
     tmp = _write_tmp(path.parent, path.name, text)
     try:
         if force and path.exists():
-            _archive_copy(path)
+            _archive_copy(path, archive or superseded_path(path))
             # Replace in one step: moving the old file away first would leave a moment with
             # no result at ``path`` (a kill there loses it from the leaderboard).
             os.replace(tmp, path)

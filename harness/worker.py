@@ -22,6 +22,7 @@ from harness.method import MethodSetup
 from harness.models import build_model
 from harness.provenance import collect_provenance
 from harness.registry import get_method
+from harness.saved_model import keep_weights, model_meta
 from harness.spec import RunSpec
 from harness.steplog import keep_compact_copy
 from harness.store import claim_run, has_result, load_result, result_path, run_dir, write_result
@@ -123,6 +124,13 @@ def _train_and_record(
         show_progress=show_progress,
         stop_requested=stop_requested,
     )
+    # Kept before the result is written: once the result exists the checkpoint goes.
+    saved_weights = keep_weights(
+        results_dir,
+        spec,
+        model_meta(spec, dataset.classes, len(unlabelled)),
+        outcome.final_states if cfg["train"]["save_weights"] else None,
+    )
     result = {
         "schema": 1,
         "run_id": spec.run_id,
@@ -156,6 +164,7 @@ def _train_and_record(
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
         "weights": weights_report.summary() if weights_report is not None else None,
+        "saved_weights": saved_weights,
         # What the training really ran on: train.threads is applied after provenance is taken.
         "provenance": {**provenance, "device": outcome.device, "torch_threads": outcome.threads},
         "config": cfg,

@@ -1,0 +1,168 @@
+"""Cross-dataset results: where they live, which finished runs ``bench eval`` evaluates, and
+the table the leaderboard shows (light imports only: the leaderboard reads this).
+
+A cross-dataset result is ``<results>/<train set>/cross/<run_id>__on_<test set>.json``: beside
+the run's own result (``<results>/<train set>/<run_id>.json``), never in its place, and one
+folder deeper, so nothing that reads training results mistakes it for one. It is written once;
+``--force`` replaces it and keeps the old one under ``<results>/runs/<run_id>/superseded/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import ConfigError
+from harness.store import RUNS_DIR, SUPERSEDED_DIR, load_result, load_results
+
+CROSS_DIR = "cross"
+METRICS = ("top1", "mean_class_acc", "macro_f1")
+
+
+def cross_result_path(results_dir: Path, train_dataset: str, run_id: str, test: str) -> Path:
+    """``<results_dir>/<train_dataset>/cross/<run_id>__on_<test>.json``."""
+    return Path(results_dir) / train_dataset / CROSS_DIR / f"{run_id}__on_{test}.json"
+
+
+def cross_archive_path(results_dir: Path, run_id: str, test: str) -> Path:
+    """Where a replaced cross-dataset result is kept:
+    ``<results_dir>/runs/<run_id>/superseded/<UTC timestamp>__on_<test>.json``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return Path(results_dir) / RUNS_DIR / run_id / SUPERSEDED_DIR / f"{stamp}__on_{test}.json"
+
+
+def _run_by_id(results_dir: Path, run_id: str) -> dict[str, Any]:
+    """The finished result of one run id, found in any dataset folder."""
+    found = [
+        path for path in Path(results_dir).glob(f"*/{run_id}.json") if path.parent.name != RUNS_DIR
+    ]
+    if not found:
+        raise ConfigError(f"--runs {run_id}: no finished run with this id in {results_dir}/")
+    return load_result(found[0])
+
+
+def select_runs(
+    results_dir: Path,
+    *,
+    run_ids: str | None,
+    methods: str | None,
+    labels: str,
+    seeds: str,
+    dataset: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished results to evaluate, and the grid cells that have none.
+
+    Either ``run_ids`` (comma list) or a grid as ``bench run`` names it (methods × labels ×
+    seeds on ``dataset``). A grid cell matches every finished result with that method variant,
+    label setting and seed on that dataset, whatever its other settings (each is its own
+    cross-dataset result, under its own run id).
+    """
+    if bool(run_ids) == bool(methods):
+        raise ConfigError("bench eval needs either --runs ID,... or the grid's --methods ...")
+    if run_ids:
+        ids = [item.strip() for item in run_ids.split(",") if item.strip()]
+        return [_run_by_id(results_dir, run_id) for run_id in ids], []
+    # Imported here: the plan parsers pull in Hydra and the method registry.
+    from harness.labels import parse_protocols
+    from harness.plan import parse_methods, parse_seeds
+
+    variants = [v.label for v in parse_methods(methods or "")]
+    settings = [p.text for p in parse_protocols(labels)]
+    seed_list = parse_seeds(seeds)
+    finished = [r for r in load_results(results_dir) if r["dataset"] == dataset]
+    chosen, missing = [], []
+    for variant in variants:
+        for setting in settings:
+            for seed in seed_list:
+                cell = [
+                    r
+                    for r in finished
+                    if (r["method_label"], r["labels"], r["seed"]) == (variant, setting, seed)
+                ]
+                chosen += cell
+                if not cell:
+                    missing.append(f"{variant} at {setting}, seed {seed}")
+    return chosen, missing
+
+
+def load_cross_results(results_dir: Path) -> list[dict[str, Any]]:
+    """Every cross-dataset result under ``<results_dir>/*/cross/``, sorted by path; a file
+    that is not one is skipped with a warning naming it."""
+    out = []
+    for path in sorted(Path(results_dir).glob(f"*/{CROSS_DIR}/*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            result = load_result(path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping {path}: not valid JSON ({err})", stacklevel=2)
+            continue
+        if not isinstance(result, dict) or result.get("kind") != "cross_dataset":
+            warnings.warn(f"skipping {path}: not a cross-dataset result", stacklevel=2)
+            continue
+        out.append(result)
+    return out
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def cross_frame(cross_results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (run, test set) and one per run for its own test set (``in_domain``
+    true), with the three metrics: train_dataset, tag, method, method_label, labels, seed,
+    run_id, test_dataset, in_domain, top1, mean_class_acc, macro_f1."""
+    rows: list[dict[str, Any]] = []
+    seen_runs: set[str] = set()
+    for result in cross_results:
+        base = {
+            "train_dataset": result["train_dataset"],
+            "tag": result.get("tag") or "",
+            "method": result["method"],
+            "method_label": result["method_label"],
+            "labels": result["labels"],
+            "seed": result["seed"],
+            "run_id": result["run_id"],
+        }
+        metrics = result.get("metrics") or {}
+        rows.append(
+            {
+                **base,
+                "test_dataset": result["test_dataset"],
+                "in_domain": False,
+                **{m: _number(metrics.get(m)) for m in METRICS},
+            }
+        )
+        if result["run_id"] not in seen_runs:
+            seen_runs.add(result["run_id"])
+            own = result.get("in_domain") or {}
+            rows.append(
+                {
+                    **base,
+                    "test_dataset": result["train_dataset"],
+                    "in_domain": True,
+                    **{m: _number(own.get(m)) for m in METRICS},
+                }
+            )
+    columns = [
+        "train_dataset",
+        "tag",
+        "method",
+        "method_label",
+        "labels",
+        "seed",
+        "run_id",
+        "test_dataset",
+        "in_domain",
+        *METRICS,
+    ]
+    return pd.DataFrame(rows, columns=columns)
