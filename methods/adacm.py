@@ -33,7 +33,15 @@ from torch import Tensor, nn
 from harness.errors import ConfigError
 from harness.method import LabelledEvalBatches, Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import masked_cross_entropy, pseudo_label_stats, supervised_loss
+from harness.ssl import (
+    load_tensor_state,
+    masked_cross_entropy,
+    pseudo_label_stats,
+    require_unlabelled,
+    supervised_loss,
+    tensor_state,
+    threshold_mask,
+)
 
 
 def adacm_thresholds(
@@ -50,12 +58,6 @@ def adacm_thresholds(
     mean_conf = sums / counts.clamp_min(1)  # 0 for a class without a correct sample → floor
     sigmoid = 1.0 / (1.0 + math.exp(-epoch))
     return (scale * sigmoid * mean_conf).clamp_min(floor)
-
-
-def adacm_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): max prob ≥ τ of the predicted class (original: ``.ge``)."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(thresholds[pseudo]), pseudo
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -157,9 +159,7 @@ class AdaCM(Method):
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """lambda_x·Lx + lambda_u·Lu (confident) + lambda_s·Ls (contrastive, low-confidence)."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("adacm needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "adacm")
         images = (ctx.labelled.images, u.weak, u.strong)
         # One pass over all views: shared batch-norm statistics, as harness.ssl.forward_logits.
         logits, emb = ctx.student.forward_with_embedding(torch.cat(images))
@@ -168,7 +168,7 @@ class AdaCM(Method):
         _, emb_w, emb_s = emb.split(sizes)
         probs = logits_w.detach().float().softmax(dim=-1)
         thresholds = self.threshold.to(probs.device)
-        mask, pseudo = adacm_mask(probs, thresholds)
+        mask, pseudo = threshold_mask(probs, thresholds)  # original: .ge
         loss_x = supervised_loss(logits_x, ctx.labelled.targets)
         loss_u = masked_cross_entropy(logits_s, pseudo, mask)
         loss_s = nt_xent(emb_w[~mask], emb_s[~mask], self.temperature)
@@ -184,16 +184,13 @@ class AdaCM(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """The current per-class thresholds (a CPU copy)."""
-        return {"threshold": self.threshold.detach().cpu().clone()}
+        return tensor_state(threshold=self.threshold)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the class count must match."""
-        if state["threshold"].shape != self.threshold.shape:
-            raise ValueError(
-                f"adacm state has {tuple(state['threshold'].shape)} classes; "
-                f"this run has {tuple(self.threshold.shape)}"
-            )
-        self.threshold = state["threshold"].detach().cpu().clone()
+        self.threshold = load_tensor_state(state, {"threshold": self.threshold}, "adacm")[
+            "threshold"
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds and the epoch length used."""

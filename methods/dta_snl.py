@@ -35,12 +35,15 @@ from harness.registry import register_method
 from harness.ssl import (
     ema_update_,
     forward_logits,
+    load_tensor_state,
+    mapping,
     masked_cross_entropy,
     pseudo_label_stats,
+    require_unlabelled,
     supervised_loss,
+    tensor_state,
+    threshold_mask,
 )
-
-MAPPINGS = {"convex": lambda beta: beta / (2.0 - beta), "linear": lambda beta: beta}
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,12 @@ def dta_estimates(state: DTAState, momentum: float, bias_correction: bool) -> tu
     return state.g / correction, state.s / correction
 
 
-def dta_thresholds(g: Tensor, s: Tensor, mapping: str, tau_min: float, tau_max: float) -> Tensor:
+def dta_thresholds(
+    g: Tensor, s: Tensor, mapping_name: str, tau_min: float, tau_max: float
+) -> Tensor:
     """Per-class thresholds τ_c = clamp(g · M(s_c / max s), tau_min, tau_max)."""
     beta = s / s.max()
-    return (g * MAPPINGS[mapping](beta)).clamp(tau_min, tau_max)
-
-
-def positive_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): p̂ ≥ τ of the predicted class (inclusive)."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(thresholds[pseudo]), pseudo
+    return (g * mapping(mapping_name)(beta)).clamp(tau_min, tau_max)
 
 
 def complementary_labels(probs: Tensor, mask: Tensor, pseudo: Tensor, tau_neg: float) -> Tensor:
@@ -208,10 +207,7 @@ class DTASNL(Method):
         self.attention_reduction = int(self.setting("attention_reduction"))
         self.feature_drop_p = float(self.setting("feature_drop_p"))
         self.feature_drop_grid = int(self.setting("feature_drop_grid"))
-        _check(
-            self.mapping in MAPPINGS,
-            f"method.mapping must be convex or linear, got {self.mapping!r}",
-        )
+        mapping(self.mapping)  # an unknown name fails here, not at the first step
         _check(0.0 <= self.m < 1.0, f"method.m must be in [0, 1), got {self.m}")
         _check(
             0.0 <= self.tau_min <= self.tau_max <= 1.0,
@@ -259,9 +255,7 @@ class DTASNL(Method):
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """Update DTA, then L_sup + lambda_u·L_pos + lambda_neg·L_neg."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("dta_snl needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "dta_snl")
         with torch.no_grad():
             (logits_t,) = forward_logits(ctx.teacher, u.weak)
         probs = logits_t.float().softmax(dim=-1)
@@ -272,7 +266,7 @@ class DTASNL(Method):
         logits_x, _, logits_s = forward_logits(ctx.student, ctx.labelled.images, u.weak, u.strong)
         self.state = dta_update(self.state.to(probs.device), probs, self.m)
         thresholds = self.thresholds()
-        mask, pseudo = positive_mask(probs, thresholds)
+        mask, pseudo = threshold_mask(probs, thresholds)
         loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
         loss_pos = masked_cross_entropy(logits_s, pseudo, mask)
         loss = loss_sup + self.lambda_u * loss_pos
@@ -296,17 +290,12 @@ class DTASNL(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """g, s and the batch count t, as stored (CPU copies)."""
-        return {k: getattr(self.state, k).detach().cpu().clone() for k in ("g", "s", "t")}
+        return tensor_state(g=self.state.g, s=self.state.s, t=self.state.t)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the class count must match."""
-        if state["s"].shape != self.state.s.shape:
-            raise ValueError(
-                f"dta_snl state has {tuple(state['s'].shape)} classes; "
-                f"this run has {tuple(self.state.s.shape)}"
-            )
-        device = self.state.s.device
-        self.state = DTAState(*(state[k].clone().to(device) for k in ("g", "s", "t")))
+        current = {"g": self.state.g, "s": self.state.s, "t": self.state.t}
+        self.state = DTAState(**load_tensor_state(state, current, "dta_snl"))
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds, ĝ, ŝ and β (the statistics as the thresholds read them)."""

@@ -34,7 +34,6 @@ from methods.dta_snl import (
     dta_update,
     log_one_minus_softmax,
     negative_loss,
-    positive_mask,
     random_cell_dropout,
 )
 
@@ -123,16 +122,6 @@ def test_revision_1_thresholds_by_hand() -> None:
     assert _thresholds(first, "convex", 0.5, 0.95).tolist()[1:] == [0.5, 0.5]
     capped = _thresholds(first, "convex", 0.0, 0.3).tolist()
     assert capped[:2] == pytest.approx([0.3, 0.3]) and capped[2] < 0.3
-
-
-def test_mask_is_inclusive_at_the_exact_threshold() -> None:
-    thresholds = torch.tensor([0.5, 0.75, 0.25])
-    probs = torch.tensor(
-        [[0.5, 0.25, 0.25], [0.125, 0.75, 0.125], [0.25, 0.6875, 0.0625], [0.25, 0.25, 0.5]]
-    )
-    mask, pseudo = positive_mask(probs, thresholds)
-    assert pseudo.tolist() == [0, 1, 1, 2]
-    assert mask.tolist() == [True, True, False, True]
 
 
 def test_first_step_updates_statistics_before_masking() -> None:
@@ -315,23 +304,8 @@ def test_state_survives_a_checkpoint_exactly(bias_correction: bool, tmp_path: Pa
     state = method.state_dict()
     state["s"].fill_(7.0)  # a copy: the method is unchanged
     assert float(method.state.s.max()) < 1
-    with pytest.raises(ValueError, match="classes"):
+    with pytest.raises(ValueError, match="shape"):
         DTASNL(HAND, setup(num_classes=4)).load_state_dict(method.state_dict())
-
-
-def test_smoke_step_on_tiny_model() -> None:
-    torch.manual_seed(0)
-    method = DTASNL(full_config("dta_snl", tau_neg=0.4), setup())
-    model = method.wrap_model(TinyNet())
-    teacher = copy.deepcopy(model).eval()
-    labelled, unlabelled = tiny_batches()
-    out = method.training_loss(StepContext(model, teacher, labelled, unlabelled, 0, 10, 3))
-    assert torch.isfinite(out.loss)
-    assert out.diagnostics["neg_pairs"] > 0  # tau_neg = 0.4 with 3 near-uniform classes
-    out.loss.backward()
-    grad = model.neck.attention[0].weight.grad
-    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_student_pass_holds_the_weak_view_for_batch_norm() -> None:
