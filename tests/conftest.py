@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from plugin_package import plugin_site as _plugin_site
 
 # Tests never write into the user's cache.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -62,3 +63,10 @@ def separable_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 image[rows, 4:20] = 230
                 Image.fromarray(image).save(folder / f"{i}.jpg")
     return root
+
+
+@pytest.fixture(scope="session")
+def plugin_site() -> Path:
+    """A folder holding the method plugin ``entmin`` from another package, installed as pip
+    would (tests/plugin_package.py): put it on PYTHONPATH to have it found."""
+    return _plugin_site()
