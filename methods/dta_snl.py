@@ -78,9 +78,9 @@ def dta_estimates(state: DTAState, momentum: float, bias_correction: bool) -> tu
     """(ĝ, ŝ): with ``bias_correction`` the stored g and s divided by 1 − m^t, as Adam reads
     its moments (so they are the weighted mean of what the teacher produced, whatever t);
     before the first batch, the uniform 1/C. Without it, g and s as stored (revision 1)."""
-    t = int(state.t)
     if not bias_correction:
         return state.g, state.s
+    t = int(state.t)
     if t == 0:
         uniform = torch.full_like(state.s, 1.0 / len(state.s))
         return uniform.mean(), uniform
