@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-bench}
 
 METHODS="supervised,fixmatch,flexmatch,freematch,adacm,dta_snl"
-# design/dta_snl.md's ablation rows; FixMatch ("none of the four") is already in METHODS. Also
+# docs/methods/dta_snl.md's ablation rows; FixMatch ("none of the four") is already in METHODS. Also
 # without class-balanced labelled batches, the one default that is not among the four.
 ABLATIONS="dta_snl[dta=false],dta_snl[snl=false],dta_snl[local_attention=false],dta_snl[feature_drop_p=0]"
 ABLATIONS="$ABLATIONS,dta_snl[balanced_sampling=false]"

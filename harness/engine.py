@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from timm.utils import ModelEmaV3
 from torch import nn
 
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
+from harness.ema import build_ema, ema_horizon_warning
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, StepContext, UnlabelledBatch
 from harness.metrics import classification_metrics
@@ -257,7 +257,9 @@ def fit(
     model = method.wrap_model(model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = ModelEmaV3(model, decay=float(cfg["ema"]["decay"]))
+    ema = build_ema(model, cfg["ema"])
+    if warning := ema_horizon_warning(cfg["ema"], total_steps):
+        console.log(f"[bold yellow]warning:[/] {warning}")
     student = torch.compile(model) if train_cfg.get("compile") else model
     optimizer = build_optimizer(model, cfg["optim"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(

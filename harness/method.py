@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from harness.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class MethodSetup:
@@ -104,6 +106,22 @@ class Method:
         self.config = config
         self.setup = setup
         self.interval_steps = 0
+
+    def setting(self, key: str) -> Any:
+        """``method.<key>`` from the run's config; a missing key is a :class:`ConfigError`.
+
+        Defaults live in one place, the method's ``configs/method/<name>.yaml`` (or its
+        ``default_config``), never again in the code: the contract test checks that every key
+        there is read and that the method reads no other.
+        """
+        try:
+            return self.config[key]
+        except KeyError:
+            name = self.config.get("name", type(self).__name__)
+            raise ConfigError(
+                f"method.{key} is missing from the config of method {name!r}: set it in "
+                f"configs/method/{name}.yaml or in the method's default_config"
+            ) from None
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """Return the model to train (default: unchanged). Called once, before the EMA copy."""

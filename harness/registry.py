@@ -60,11 +60,13 @@ def register_method(name: str, description: str):
     return decorate
 
 
-def discover() -> None:
-    """Import every built-in method module and every ``bench.methods`` entry point (once)."""
+def discover(refresh: bool = False) -> None:
+    """Import every built-in method module and every ``bench.methods`` entry point (once;
+    ``refresh`` looks again, e.g. after a package was installed into a running process)."""
     global _discovered
-    if _discovered:
+    if _discovered and not refresh:
         return
+    importlib.invalidate_caches()
     import methods
 
     for module in pkgutil.iter_modules(methods.__path__):

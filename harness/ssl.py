@@ -1,14 +1,28 @@
 """Building blocks shared by the semi-supervised methods (USB's conventions).
 
 Small pure functions: one concatenated forward, the supervised and masked losses, the
-pseudo-label diagnostics, and an in-place EMA for the methods' running statistics.
+confidence-threshold mask and the threshold mappings, the pseudo-label diagnostics, an in-place
+EMA for the methods' running statistics, the guard for a method that needs unlabelled data,
+and the checkpoint round trip of a method's tensor state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from harness.errors import ConfigError
+from harness.method import StepContext, UnlabelledBatch
+
+# FlexMatch's M(β) (and DTA's): convex = β / (2 − β), linear = β.
+MAPPINGS: dict[str, Callable[[Tensor], Tensor]] = {
+    "convex": lambda beta: beta / (2.0 - beta),
+    "linear": lambda beta: beta,
+}
 
 
 def forward_logits(model: nn.Module, *batches: Tensor) -> list[Tensor]:
@@ -55,3 +69,57 @@ def pseudo_label_stats(mask: Tensor, pseudo: Tensor, hidden: Tensor) -> dict[str
 def ema_update_(buffer: Tensor, value: Tensor, momentum: float) -> None:
     """In place: ``buffer = momentum * buffer + (1 - momentum) * value``."""
     buffer.mul_(momentum).add_(value.to(buffer.dtype), alpha=1.0 - momentum)
+
+
+def mapping(name: str) -> Callable[[Tensor], Tensor]:
+    """The threshold mapping ``name`` (``method.mapping``); an unknown name is a ConfigError."""
+    if name not in MAPPINGS:
+        raise ConfigError(f"method.mapping must be one of {', '.join(MAPPINGS)}; got {name!r}")
+    return MAPPINGS[name]
+
+
+def threshold_mask(probs: Tensor, thresholds: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(mask, pseudo-labels) for probabilities ``probs`` (B×C): the argmax ŷ, kept where its
+    probability is ``>=`` the threshold of ŷ (``thresholds``: one per class, or one for all).
+
+    Inclusive, as USB's ``max_probs.ge(...)`` and Ada-CM's ``mask_generate``.
+    """
+    max_probs, pseudo = probs.max(dim=-1)
+    if isinstance(thresholds, Tensor) and thresholds.ndim > 0:
+        return max_probs.ge(thresholds.to(probs.device)[pseudo]), pseudo
+    return max_probs.ge(thresholds), pseudo
+
+
+def require_unlabelled(ctx: StepContext, method: str) -> UnlabelledBatch:
+    """The step's unlabelled batch; a method that needs one and got none is a bug in the
+    engine or in the method's ``uses_unlabelled``, said plainly."""
+    if ctx.unlabelled is None:
+        raise RuntimeError(f"{method} needs an unlabelled batch (set uses_unlabelled = True)")
+    return ctx.unlabelled
+
+
+def tensor_state(**tensors: Tensor) -> dict[str, Tensor]:
+    """A method's state for a checkpoint: detached CPU copies (later changes to the method do
+    not reach a saved state, nor the reverse)."""
+    return {name: t.detach().cpu().clone() for name, t in tensors.items()}
+
+
+def load_tensor_state(
+    state: Mapping[str, Any], current: Mapping[str, Tensor], method: str
+) -> dict[str, Tensor]:
+    """Copies of ``state``'s tensors named in ``current``, on each current tensor's device.
+
+    Raises ``ValueError`` naming the method and the tensor when a shape differs from the
+    current one (a checkpoint of another dataset or class count), and ``KeyError`` for a
+    missing tensor.
+    """
+    restored = {}
+    for name, now in current.items():
+        saved = state[name]
+        if saved.shape != now.shape:
+            raise ValueError(
+                f"{method} state {name!r} has shape {tuple(saved.shape)}; this run's is "
+                f"{tuple(now.shape)} (a checkpoint of another dataset or class count?)"
+            )
+        restored[name] = saved.detach().clone().to(now.device)
+    return restored

@@ -93,9 +93,9 @@ def _train_and_record(
     model, weights_report = build_model(
         backbone["name"],
         dataset.num_classes,
-        weights=backbone.get("weights"),
-        pretrained=bool(backbone.get("pretrained", False)),
-        drop_rate=float(backbone.get("drop_rate", 0.0)),
+        weights=backbone["weights"],
+        pretrained=bool(backbone["pretrained"]),
+        drop_rate=float(backbone["drop_rate"]),
     )
     if weights_report is not None:
         console.log(weights_report.summary())
@@ -140,7 +140,7 @@ def _train_and_record(
         "method_label": spec.method_label,
         "labels": spec.labels,
         "seed": spec.seed,
-        "tag": cfg.get("tag", ""),
+        "tag": cfg["tag"],
         "split": {
             "protocol": protocol.text,
             **split_summary(labelled, dataset.train.labels, dataset.classes),

@@ -1,5 +1,9 @@
 """Ada-CM (Li et al., CVPR 2022), after the authors' code (github.com/hangyu94/Ada-CM).
 
+* Model (the original's ``models/backbone.py``): the pooled feature goes through Dropout(0.5)
+  and is L2-normalised; that unit embedding is what the classifier reads *and* what the
+  contrastive loss compares. :meth:`AdaCM.wrap_model` builds it around the harness's model
+  (so the EMA teacher and the evaluated model have it too); ``method.dropout`` is its rate.
 * Thresholds: every class starts at ``tau_floor`` (0.8). After epoch e (e = 1, 2, ...; the
   original's ``adaptive_threshold_generate``) the EMA model predicts the labelled set and
   τ_c = max(tau_floor, tau_scale · sigmoid(e) · mean max-prob of the correctly classified
@@ -11,10 +15,9 @@
   temperature 0.07) between their L2-normalised embeddings of two views (Ls).
 * Loss 0.5·Lx + Lu + 0.1·Ls.
 
-Differences forced by the shared engine: the original averages the student's softmax over two
-weak views and contrasts those two weak views; here the one weak view gives the pseudo-label and
-Ls contrasts the weak and strong views. The threshold pass uses eval transforms (the original
-re-used its training loader's augmentation).
+The deliberate substitutions, and why, are in docs/methods/adacm.md: one weak view instead of
+two (the pseudo-label comes from it, and Ls contrasts the weak and strong views), one forward
+pass over all views (shared batch-norm statistics), and thresholds computed on eval transforms.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ from torch import Tensor, nn
 from harness.errors import ConfigError
 from harness.method import LabelledEvalBatches, Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import masked_cross_entropy, pseudo_label_stats, supervised_loss
+from harness.ssl import (
+    load_tensor_state,
+    masked_cross_entropy,
+    pseudo_label_stats,
+    require_unlabelled,
+    supervised_loss,
+    tensor_state,
+    threshold_mask,
+)
 
 
 def adacm_thresholds(
@@ -49,12 +60,6 @@ def adacm_thresholds(
     return (scale * sigmoid * mean_conf).clamp_min(floor)
 
 
-def adacm_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): max prob ≥ τ of the predicted class (original: ``.ge``)."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(thresholds[pseudo]), pseudo
-
-
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     """SimCLR's loss over 2N anchors: the other view is the positive, all 2N − 1 others the
     denominator; embeddings are L2-normalised first. 0 for an empty batch."""
@@ -68,6 +73,32 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(sim, positives)
 
 
+class NormalisedEmbeddingNet(nn.Module):
+    """Ada-CM's model around a harness model (``forward_features`` → B×C×h×w, ``classifier``):
+    embedding = L2-normalise(Dropout(p)(global average pool)); logits = classifier(embedding).
+
+    The original (``models/backbone.py``): ``feature = F.normalize(output(avg_pool(base(x))))``
+    with ``output = Sequential(Dropout(0.5), Flatten())`` and ``out = classifier(feature)``.
+    The wrapped model's own dropout before its classifier is not used.
+    """
+
+    def __init__(self, model: nn.Module, drop_rate: float) -> None:
+        super().__init__()
+        self.model = model
+        self.dropout = nn.Dropout(drop_rate)
+        self.num_features = model.num_features
+
+    def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, embedding)``: the embedding has unit L2 norm (after dropout in training)."""
+        pooled = self.model.forward_features(x).mean(dim=(2, 3))
+        embedding = F.normalize(self.dropout(pooled), dim=1)
+        return self.model.classifier(embedding), embedding
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits, B × num_classes."""
+        return self.forward_with_embedding(x)[0]
+
+
 @register_method("adacm", "Ada-CM: adaptive per-class confidence margin + contrastive low-conf")
 class AdaCM(Method):
     """Ada-CM: per-epoch per-class thresholds from the EMA model on the labelled set; CE on
@@ -77,14 +108,17 @@ class AdaCM(Method):
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.lambda_x = float(config.get("lambda_x", 0.5))
-        self.lambda_u = float(config.get("lambda_u", 1.0))
-        self.lambda_s = float(config.get("lambda_s", 0.1))
-        self.temperature = float(config.get("temperature", 0.07))
-        self.tau_floor = float(config.get("tau_floor", 0.8))
-        self.tau_scale = float(config.get("tau_scale", 0.97))
-        epochs = int(config.get("epochs", 20))
-        epoch_steps = config.get("epoch_steps")
+        self.lambda_x = float(self.setting("lambda_x"))
+        self.lambda_u = float(self.setting("lambda_u"))
+        self.lambda_s = float(self.setting("lambda_s"))
+        self.temperature = float(self.setting("temperature"))
+        self.tau_floor = float(self.setting("tau_floor"))
+        self.tau_scale = float(self.setting("tau_scale"))
+        self.dropout = float(self.setting("dropout"))
+        epochs = int(self.setting("epochs"))
+        epoch_steps = self.setting("epoch_steps")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"method.dropout must be in [0, 1), got {self.dropout}")
         if epochs < 1:
             raise ConfigError(f"method.epochs must be >= 1, got {epochs}")
         if self.temperature <= 0:
@@ -96,6 +130,11 @@ class AdaCM(Method):
         if self.interval_steps < 1:
             raise ConfigError(f"method.epoch_steps must be >= 1, got {epoch_steps}")
         self.threshold = torch.full((setup.num_classes,), self.tau_floor)
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """The original's head: classifier and contrastive loss on the L2-normalised embedding
+        taken after Dropout(``method.dropout``)."""
+        return NormalisedEmbeddingNet(model, self.dropout)
 
     def on_interval(
         self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int
@@ -120,9 +159,7 @@ class AdaCM(Method):
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """lambda_x·Lx + lambda_u·Lu (confident) + lambda_s·Ls (contrastive, low-confidence)."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("adacm needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "adacm")
         images = (ctx.labelled.images, u.weak, u.strong)
         # One pass over all views: shared batch-norm statistics, as harness.ssl.forward_logits.
         logits, emb = ctx.student.forward_with_embedding(torch.cat(images))
@@ -131,7 +168,7 @@ class AdaCM(Method):
         _, emb_w, emb_s = emb.split(sizes)
         probs = logits_w.detach().float().softmax(dim=-1)
         thresholds = self.threshold.to(probs.device)
-        mask, pseudo = adacm_mask(probs, thresholds)
+        mask, pseudo = threshold_mask(probs, thresholds)  # original: .ge
         loss_x = supervised_loss(logits_x, ctx.labelled.targets)
         loss_u = masked_cross_entropy(logits_s, pseudo, mask)
         loss_s = nt_xent(emb_w[~mask], emb_s[~mask], self.temperature)
@@ -147,16 +184,13 @@ class AdaCM(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """The current per-class thresholds (a CPU copy)."""
-        return {"threshold": self.threshold.detach().cpu().clone()}
+        return tensor_state(threshold=self.threshold)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the class count must match."""
-        if state["threshold"].shape != self.threshold.shape:
-            raise ValueError(
-                f"adacm state has {tuple(state['threshold'].shape)} classes; "
-                f"this run has {tuple(self.threshold.shape)}"
-            )
-        self.threshold = state["threshold"].detach().cpu().clone()
+        self.threshold = load_tensor_state(state, {"threshold": self.threshold}, "adacm")[
+            "threshold"
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds and the epoch length used."""

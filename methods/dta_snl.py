@@ -1,18 +1,22 @@
 """DTA+SNL (Cai et al., arXiv 2601.05556): dynamic threshold and selective negative learning.
 
-The paper's formulas are not public; this is the reconstruction in
-``design/dta_snl.md``, every symbol a config key (see ``configs/method/dta_snl.yaml``).
+The paper's formulas are not public; this is the project's reconstruction, specified (with its
+revision history) in ``docs/methods/dta_snl.md``; every symbol is a config key
+(``configs/method/dta_snl.yaml``). This file follows revision 2.
 
 * Teacher (EMA, eval mode) on the weak view gives p, ŷ = argmax p, p̂ = max p; the student
   learns on the strong view (q) and on the labelled weak views (class-balanced batches); the
   unlabelled weak view joins the student's one pass for batch-norm statistics only.
-* DTA: g ← m·g + (1−m)·mean(p̂), s_c ← m·s_c + (1−m)·mean(p_c), both starting at 1/C;
-  β_c = s_c / max s; τ_c = clamp(g·M(β_c), tau_min, tau_max). Order within a step (as USB's
+* DTA: g ← m·g + (1−m)·mean(p̂), s_c ← m·s_c + (1−m)·mean(p_c). Revision 2
+  (``bias_correction=true``): both start at 0 and are read as ĝ = g/(1−m^t), ŝ = s/(1−m^t)
+  after t updates; revision 1 (``false``): both start at 1/C, read as they are.
+  β_c = ŝ_c / max ŝ; τ_c = clamp(ĝ·M(β_c), tau_min, tau_max). Order within a step (as USB's
   FreeMatch): update g and s with *this* batch first, then compute τ, then the mask p̂ ≥ τ_ŷ.
   ``dta=false``: τ_c = tau_max (g and s are still tracked, for the logs).
 * L_pos = Σ_i mask_i·CE(q_i, ŷ_i) / B (FixMatch's normalisation by the batch size).
 * SNL on rejected samples (p̂ < τ_ŷ): pairs (i, k) with p_ik < tau_neg and k ≠ ŷ_i;
-  L_neg = −(1/|S|) Σ log(max(1 − q_ik, 1e-7)); 0 when S is empty.
+  L_neg = −(1/|S|) Σ log(1 − q_ik), with log(1 − q_ik) computed in log space (revision 2);
+  0 when S is empty.
 * LAE + RFD: one neck installed by :meth:`DTASNL.wrap_model` (so the EMA teacher has it too).
 """
 
@@ -31,32 +35,35 @@ from harness.registry import register_method
 from harness.ssl import (
     ema_update_,
     forward_logits,
+    load_tensor_state,
+    mapping,
     masked_cross_entropy,
     pseudo_label_stats,
+    require_unlabelled,
     supervised_loss,
+    tensor_state,
+    threshold_mask,
 )
-
-MAPPINGS = {"convex": lambda beta: beta / (2.0 - beta), "linear": lambda beta: beta}
-NEG_EPS = 1e-7  # floor of 1 − q in L_neg, so a confident wrong student gives a finite loss
 
 
 @dataclass(frozen=True)
 class DTAState:
-    """DTA's running statistics: stage confidence g (0-d) and class status s (C)."""
+    """DTA's running statistics: stage confidence g (0-d), class status s (C) and the number
+    of batches t (0-d int64) they have seen, as stored (read them through :func:`dta_estimates`)."""
 
     g: Tensor
     s: Tensor
+    t: Tensor
 
     @staticmethod
-    def initial(num_classes: int) -> DTAState:
-        """g₀ = 1/C and s₀ = 1/C per class (so every β starts at 1)."""
-        return DTAState(
-            torch.tensor(1.0 / num_classes), torch.full((num_classes,), 1 / num_classes)
-        )
+    def initial(num_classes: int, bias_correction: bool) -> DTAState:
+        """Revision 2 (bias correction): g₀ = s₀ = 0. Revision 1: g₀ = s₀ = 1/C (β starts at 1)."""
+        start = 0.0 if bias_correction else 1.0 / num_classes
+        return DTAState(torch.tensor(start), torch.full((num_classes,), start), torch.tensor(0))
 
     def to(self, device: torch.device) -> DTAState:
         """The same state on ``device``."""
-        return DTAState(self.g.to(device), self.s.to(device))
+        return DTAState(self.g.to(device), self.s.to(device), self.t.to(device))
 
 
 def dta_update(state: DTAState, probs: Tensor, momentum: float) -> DTAState:
@@ -64,19 +71,29 @@ def dta_update(state: DTAState, probs: Tensor, momentum: float) -> DTAState:
     g, s = state.g.clone(), state.s.clone()
     ema_update_(g, probs.max(dim=-1).values.mean(), momentum)
     ema_update_(s, probs.mean(dim=0), momentum)
-    return DTAState(g, s)
+    return DTAState(g, s, state.t + 1)
 
 
-def dta_thresholds(state: DTAState, mapping: str, tau_min: float, tau_max: float) -> Tensor:
+def dta_estimates(state: DTAState, momentum: float, bias_correction: bool) -> tuple[Tensor, Tensor]:
+    """(ĝ, ŝ): with ``bias_correction`` the stored g and s divided by 1 − m^t, as Adam reads
+    its moments (so they are the weighted mean of what the teacher produced, whatever t);
+    before the first batch, the uniform 1/C. Without it, g and s as stored (revision 1)."""
+    if not bias_correction:
+        return state.g, state.s
+    t = int(state.t)
+    if t == 0:
+        uniform = torch.full_like(state.s, 1.0 / len(state.s))
+        return uniform.mean(), uniform
+    correction = 1.0 - momentum**t
+    return state.g / correction, state.s / correction
+
+
+def dta_thresholds(
+    g: Tensor, s: Tensor, mapping_name: str, tau_min: float, tau_max: float
+) -> Tensor:
     """Per-class thresholds τ_c = clamp(g · M(s_c / max s), tau_min, tau_max)."""
-    beta = state.s / state.s.max()
-    return (state.g * MAPPINGS[mapping](beta)).clamp(tau_min, tau_max)
-
-
-def positive_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): p̂ ≥ τ of the predicted class (inclusive)."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(thresholds[pseudo]), pseudo
+    beta = s / s.max()
+    return (g * mapping(mapping_name)(beta)).clamp(tau_min, tau_max)
 
 
 def complementary_labels(probs: Tensor, mask: Tensor, pseudo: Tensor, tau_neg: float) -> Tensor:
@@ -86,12 +103,29 @@ def complementary_labels(probs: Tensor, mask: Tensor, pseudo: Tensor, tau_neg: f
     return probs.lt(tau_neg) & not_pseudo & ~mask.bool().unsqueeze(1)
 
 
+def log_one_minus_softmax(logits: Tensor) -> Tensor:
+    """log(1 − softmax(z)) for every class (B×C), in log space:
+    ``logsumexp_{j≠k} z_j − logsumexp_j z_j``.
+
+    Revision 1's ``log(clamp(1 − softmax, 1e-7))`` in float32, measured on logits (d, 0, 0):
+    off by 2e-4 at q = 0.9998 (d = 9), by 0.009 at q = 0.99999 and by 0.16 at q = 0.9999993,
+    the gradient of the other classes off by up to 15%, and value and gradient gone (clamped,
+    zero gradient) from q = 1 − 1e-7: exactly the confident mistakes SNL exists to correct.
+    This form is exact to float32 rounding for any logits.
+    """
+    z = logits.float()
+    c = z.shape[-1]
+    eye = torch.eye(c, dtype=torch.bool, device=z.device)
+    others = z.unsqueeze(-2).expand(*z.shape[:-1], c, c).masked_fill(eye, float("-inf"))
+    return others.logsumexp(dim=-1) - z.logsumexp(dim=-1, keepdim=True)
+
+
 def negative_loss(logits_s: Tensor, pairs: Tensor) -> Tensor:
     """−mean over the selected pairs of log(1 − q_ik), q = softmax(strong logits); 0 if none."""
     if not pairs.any():
         return logits_s.new_zeros((), dtype=torch.float32)
-    q = logits_s.float().softmax(dim=-1)
-    return -torch.log((1.0 - q[pairs]).clamp_min(NEG_EPS)).mean()
+    rows = pairs.any(dim=1)  # only the samples with a complementary label
+    return -log_one_minus_softmax(logits_s[rows])[pairs[rows]].mean()
 
 
 def random_cell_dropout(x: Tensor, p: float, grid: int) -> Tensor:
@@ -159,23 +193,21 @@ class DTASNL(Method):
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.m = float(config.get("m", 0.999))
-        self.mapping = str(config.get("mapping", "convex"))
-        self.tau_min = float(config.get("tau_min", 0.5))
-        self.tau_max = float(config.get("tau_max", 0.95))
-        self.lambda_u = float(config.get("lambda_u", 1.0))
-        self.tau_neg = float(config.get("tau_neg", 0.05))
-        self.lambda_neg = float(config.get("lambda_neg", 1.0))
-        self.dta = bool(config.get("dta", True))
-        self.snl = bool(config.get("snl", True))
-        self.local_attention = bool(config.get("local_attention", True))
-        self.attention_reduction = int(config.get("attention_reduction", 8))
-        self.feature_drop_p = float(config.get("feature_drop_p", 0.5))
-        self.feature_drop_grid = int(config.get("feature_drop_grid", 2))
-        _check(
-            self.mapping in MAPPINGS,
-            f"method.mapping must be convex or linear, got {self.mapping!r}",
-        )
+        self.m = float(self.setting("m"))
+        self.bias_correction = bool(self.setting("bias_correction"))
+        self.mapping = str(self.setting("mapping"))
+        self.tau_min = float(self.setting("tau_min"))
+        self.tau_max = float(self.setting("tau_max"))
+        self.lambda_u = float(self.setting("lambda_u"))
+        self.tau_neg = float(self.setting("tau_neg"))
+        self.lambda_neg = float(self.setting("lambda_neg"))
+        self.dta = bool(self.setting("dta"))
+        self.snl = bool(self.setting("snl"))
+        self.local_attention = bool(self.setting("local_attention"))
+        self.attention_reduction = int(self.setting("attention_reduction"))
+        self.feature_drop_p = float(self.setting("feature_drop_p"))
+        self.feature_drop_grid = int(self.setting("feature_drop_grid"))
+        mapping(self.mapping)  # an unknown name fails here, not at the first step
         _check(0.0 <= self.m < 1.0, f"method.m must be in [0, 1), got {self.m}")
         _check(
             0.0 <= self.tau_min <= self.tau_max <= 1.0,
@@ -195,7 +227,7 @@ class DTASNL(Method):
             self.attention_reduction >= 1,
             f"method.attention_reduction must be >= 1, got {self.attention_reduction}",
         )
-        self.state = DTAState.initial(setup.num_classes)
+        self.state = DTAState.initial(setup.num_classes, self.bias_correction)
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """Install the LAE + RFD neck as ``model.neck`` (after any neck already there)."""
@@ -211,17 +243,19 @@ class DTASNL(Method):
         )
         return model
 
+    def estimates(self) -> tuple[Tensor, Tensor]:
+        """(ĝ, ŝ): the statistics as the thresholds read them (bias-corrected in revision 2)."""
+        return dta_estimates(self.state, self.m, self.bias_correction)
+
     def thresholds(self) -> Tensor:
         """The current per-class τ (tau_max everywhere with ``dta=false``)."""
         if not self.dta:
             return torch.full_like(self.state.s, self.tau_max)
-        return dta_thresholds(self.state, self.mapping, self.tau_min, self.tau_max)
+        return dta_thresholds(*self.estimates(), self.mapping, self.tau_min, self.tau_max)
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """Update DTA, then L_sup + lambda_u·L_pos + lambda_neg·L_neg."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("dta_snl needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "dta_snl")
         with torch.no_grad():
             (logits_t,) = forward_logits(ctx.teacher, u.weak)
         probs = logits_t.float().softmax(dim=-1)
@@ -232,7 +266,7 @@ class DTASNL(Method):
         logits_x, _, logits_s = forward_logits(ctx.student, ctx.labelled.images, u.weak, u.strong)
         self.state = dta_update(self.state.to(probs.device), probs, self.m)
         thresholds = self.thresholds()
-        mask, pseudo = positive_mask(probs, thresholds)
+        mask, pseudo = threshold_mask(probs, thresholds)
         loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
         loss_pos = masked_cross_entropy(logits_s, pseudo, mask)
         loss = loss_sup + self.lambda_u * loss_pos
@@ -241,7 +275,7 @@ class DTASNL(Method):
             "loss_unsup": float(loss_pos.detach()),
             **pseudo_label_stats(mask, pseudo, u.hidden_targets),
             "threshold": thresholds.cpu(),
-            "g": float(self.state.g),
+            "g": float(self.estimates()[0]),
         }
         if self.snl:
             pairs = complementary_labels(probs, mask, pseudo, self.tau_neg)
@@ -255,24 +289,20 @@ class DTASNL(Method):
         return StepOutput(loss, diagnostics)
 
     def state_dict(self) -> dict[str, Any]:
-        """g and s (CPU copies)."""
-        return {"g": self.state.g.detach().cpu().clone(), "s": self.state.s.detach().cpu().clone()}
+        """g, s and the batch count t, as stored (CPU copies)."""
+        return tensor_state(g=self.state.g, s=self.state.s, t=self.state.t)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the class count must match."""
-        if state["s"].shape != self.state.s.shape:
-            raise ValueError(
-                f"dta_snl state has {tuple(state['s'].shape)} classes; "
-                f"this run has {tuple(self.state.s.shape)}"
-            )
-        device = self.state.s.device
-        self.state = DTAState(state["g"].clone().to(device), state["s"].clone().to(device))
+        current = {"g": self.state.g, "s": self.state.s, "t": self.state.t}
+        self.state = DTAState(**load_tensor_state(state, current, "dta_snl"))
 
     def summary(self) -> dict[str, Any]:
-        """Final per-class thresholds, g, s and β."""
+        """Final per-class thresholds, ĝ, ŝ and β (the statistics as the thresholds read them)."""
+        g, s = self.estimates()
         return {
             "threshold": self.thresholds().cpu().tolist(),
-            "g": float(self.state.g),
-            "class_status": self.state.s.cpu().tolist(),
-            "beta": (self.state.s / self.state.s.max()).cpu().tolist(),
+            "g": float(g),
+            "class_status": s.cpu().tolist(),
+            "beta": (s / s.max()).cpu().tolist(),
         }

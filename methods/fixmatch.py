@@ -17,13 +17,14 @@ from torch import Tensor
 from harness.errors import ConfigError
 from harness.method import Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import forward_logits, masked_cross_entropy, pseudo_label_stats, supervised_loss
-
-
-def fixmatch_mask(probs: Tensor, p_cutoff: float) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels) for weak-view probabilities ``probs`` (B×C): max prob ≥ p_cutoff."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(p_cutoff), pseudo
+from harness.ssl import (
+    forward_logits,
+    masked_cross_entropy,
+    pseudo_label_stats,
+    require_unlabelled,
+    supervised_loss,
+    threshold_mask,
+)
 
 
 @register_method("fixmatch", "FixMatch: confident weak-view pseudo-labels learnt on strong views")
@@ -34,21 +35,19 @@ class FixMatch(Method):
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.p_cutoff = float(config.get("p_cutoff", 0.95))
-        self.lambda_u = float(config.get("lambda_u", 1.0))
+        self.p_cutoff = float(self.setting("p_cutoff"))
+        self.lambda_u = float(self.setting("lambda_u"))
         if not 0.0 <= self.p_cutoff <= 1.0:
             raise ConfigError(f"method.p_cutoff must be in [0, 1], got {self.p_cutoff}")
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """L_sup + lambda_u · masked CE(strong view, confident weak-view pseudo-label)."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("fixmatch needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "fixmatch")
         logits_x, logits_w, logits_s = forward_logits(
             ctx.student, ctx.labelled.images, u.weak, u.strong
         )
         probs = logits_w.detach().float().softmax(dim=-1)
-        mask, pseudo = fixmatch_mask(probs, self.p_cutoff)
+        mask, pseudo = threshold_mask(probs, self.p_cutoff)
         loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
         loss_unsup = masked_cross_entropy(logits_s, pseudo, mask)
         diagnostics: dict[str, float | Tensor] = {

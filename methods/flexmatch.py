@@ -21,9 +21,17 @@ from torch import Tensor
 from harness.errors import ConfigError
 from harness.method import Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import forward_logits, masked_cross_entropy, pseudo_label_stats, supervised_loss
-
-MAPPINGS = {"convex": lambda beta: beta / (2.0 - beta), "linear": lambda beta: beta}
+from harness.ssl import (
+    forward_logits,
+    load_tensor_state,
+    mapping,
+    masked_cross_entropy,
+    pseudo_label_stats,
+    require_unlabelled,
+    supervised_loss,
+    tensor_state,
+    threshold_mask,
+)
 
 
 def learning_effect(selected: Tensor, num_classes: int, warmup: bool, previous: Tensor) -> Tensor:
@@ -39,15 +47,9 @@ def learning_effect(selected: Tensor, num_classes: int, warmup: bool, previous: 
     return sigma.float() / denom.float()
 
 
-def flexmatch_thresholds(beta: Tensor, p_cutoff: float, mapping: str) -> Tensor:
+def flexmatch_thresholds(beta: Tensor, p_cutoff: float, mapping_name: str) -> Tensor:
     """Per-class thresholds p_cutoff · M(β(c))."""
-    return p_cutoff * MAPPINGS[mapping](beta)
-
-
-def flexmatch_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): max prob ≥ the threshold of the predicted class."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(thresholds[pseudo]), pseudo
+    return p_cutoff * mapping(mapping_name)(beta)
 
 
 def remember_(selected: Tensor, indices: Tensor, probs: Tensor, p_cutoff: float) -> None:
@@ -65,15 +67,13 @@ class FlexMatch(Method):
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.p_cutoff = float(config.get("p_cutoff", 0.95))
-        self.lambda_u = float(config.get("lambda_u", 1.0))
-        self.thresh_warmup = bool(config.get("thresh_warmup", True))
-        self.mapping = str(config.get("mapping", "convex"))
+        self.p_cutoff = float(self.setting("p_cutoff"))
+        self.lambda_u = float(self.setting("lambda_u"))
+        self.thresh_warmup = bool(self.setting("thresh_warmup"))
+        self.mapping = str(self.setting("mapping"))
         if not 0.0 <= self.p_cutoff <= 1.0:
             raise ConfigError(f"method.p_cutoff must be in [0, 1], got {self.p_cutoff}")
-        if self.mapping not in MAPPINGS:
-            known = ", ".join(MAPPINGS)
-            raise ConfigError(f"method.mapping must be one of {known}; got {self.mapping!r}")
+        mapping(self.mapping)  # an unknown name fails here, not at the first step
         self.selected_label = torch.full((setup.num_unlabelled,), -1, dtype=torch.long)
         self.classwise_acc = torch.zeros(setup.num_classes)
 
@@ -83,9 +83,7 @@ class FlexMatch(Method):
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """L_sup + lambda_u · masked CE with per-class thresholds; then update the memory."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("flexmatch needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "flexmatch")
         logits_x, logits_w, logits_s = forward_logits(
             ctx.student, ctx.labelled.images, u.weak, u.strong
         )
@@ -94,7 +92,7 @@ class FlexMatch(Method):
         self.classwise_acc = self.classwise_acc.to(device)
         probs = logits_w.detach().float().softmax(dim=-1)
         thresholds = self.thresholds()
-        mask, pseudo = flexmatch_mask(probs, thresholds)
+        mask, pseudo = threshold_mask(probs, thresholds)
         remember_(self.selected_label, u.indices.to(device), probs, self.p_cutoff)
         self.classwise_acc = learning_effect(
             self.selected_label, self.setup.num_classes, self.thresh_warmup, self.classwise_acc
@@ -109,24 +107,18 @@ class FlexMatch(Method):
         }
         return StepOutput(loss_sup + self.lambda_u * loss_unsup, diagnostics)
 
+    def _state_tensors(self) -> dict[str, Tensor]:
+        return {"selected_label": self.selected_label, "classwise_acc": self.classwise_acc}
+
     def state_dict(self) -> dict[str, Any]:
         """The pseudo-label memory and the learning effects (CPU copies)."""
-        return {
-            "selected_label": self.selected_label.detach().cpu().clone(),
-            "classwise_acc": self.classwise_acc.detach().cpu().clone(),
-        }
+        return tensor_state(**self._state_tensors())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; sizes must match this dataset."""
-        selected, acc = state["selected_label"], state["classwise_acc"]
-        if selected.shape != self.selected_label.shape or acc.shape != self.classwise_acc.shape:
-            raise ValueError(
-                f"flexmatch state has memory {tuple(selected.shape)} and {tuple(acc.shape)} "
-                f"classes; this run has {tuple(self.selected_label.shape)} and "
-                f"{tuple(self.classwise_acc.shape)}"
-            )
-        self.selected_label = selected.clone().to(self.selected_label.device)
-        self.classwise_acc = acc.clone().to(self.classwise_acc.device)
+        restored = load_tensor_state(state, self._state_tensors(), "flexmatch")
+        self.selected_label = restored["selected_label"]
+        self.classwise_acc = restored["classwise_acc"]
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds and learning effects, and the share of samples used."""

@@ -26,9 +26,13 @@ from harness.registry import register_method
 from harness.ssl import (
     ema_update_,
     forward_logits,
+    load_tensor_state,
     masked_cross_entropy,
     pseudo_label_stats,
+    require_unlabelled,
     supervised_loss,
+    tensor_state,
+    threshold_mask,
 )
 
 _FIELDS = ("tau", "p_model", "label_hist")
@@ -74,12 +78,6 @@ def sat_thresholds(state: SATState) -> Tensor:
     return state.tau * state.p_model / state.p_model.max()
 
 
-def freematch_mask(probs: Tensor, state: SATState) -> tuple[Tensor, Tensor]:
-    """(mask, pseudo-labels): max prob ≥ the SAT threshold of the predicted class."""
-    max_probs, pseudo = probs.max(dim=-1)
-    return max_probs.ge(sat_thresholds(state)[pseudo]), pseudo
-
-
 def _sum_norm_scaled(values: Tensor, scale_by: Tensor) -> Tensor:
     """SumNorm(values / scale_by), with 1/0 counted as 0 (USB's ``replace_inf_to_zero``)."""
     inverse = torch.where(scale_by > 0, 1.0 / scale_by, torch.zeros_like(scale_by))
@@ -104,20 +102,18 @@ class FreeMatch(Method):
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.ema_p = float(config.get("ema_p", 0.999))
-        self.lambda_u = float(config.get("lambda_u", 1.0))
-        self.lambda_e = float(config.get("lambda_e", 0.001))
-        self.use_quantile = bool(config.get("use_quantile", False))
-        self.clip_thresh = bool(config.get("clip_thresh", False))
+        self.ema_p = float(self.setting("ema_p"))
+        self.lambda_u = float(self.setting("lambda_u"))
+        self.lambda_e = float(self.setting("lambda_e"))
+        self.use_quantile = bool(self.setting("use_quantile"))
+        self.clip_thresh = bool(self.setting("clip_thresh"))
         if not 0.0 <= self.ema_p < 1.0:
             raise ConfigError(f"method.ema_p must be in [0, 1), got {self.ema_p}")
         self.sat = SATState.initial(setup.num_classes)
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """Update SAT, then L_sup + lambda_u · masked CE + lambda_e · fairness."""
-        u = ctx.unlabelled
-        if u is None:
-            raise RuntimeError("freematch needs an unlabelled batch (uses_unlabelled = True)")
+        u = require_unlabelled(ctx, "freematch")
         logits_x, logits_w, logits_s = forward_logits(
             ctx.student, ctx.labelled.images, u.weak, u.strong
         )
@@ -125,7 +121,7 @@ class FreeMatch(Method):
         self.sat = sat_update(
             self.sat.to(probs.device), probs, self.ema_p, self.use_quantile, self.clip_thresh
         )
-        mask, pseudo = freematch_mask(probs, self.sat)
+        mask, pseudo = threshold_mask(probs, sat_thresholds(self.sat))
         loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
         loss_unsup = masked_cross_entropy(logits_s, pseudo, mask)
         loss_fair = (
@@ -143,17 +139,12 @@ class FreeMatch(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """τ, p̃ and h̃ (CPU copies)."""
-        return {k: getattr(self.sat, k).detach().cpu().clone() for k in _FIELDS}
+        return tensor_state(**{k: getattr(self.sat, k) for k in _FIELDS})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; the class count must match."""
-        if state["p_model"].shape != self.sat.p_model.shape:
-            raise ValueError(
-                f"freematch state has {tuple(state['p_model'].shape)} classes; "
-                f"this run has {tuple(self.sat.p_model.shape)}"
-            )
-        device = self.sat.tau.device
-        self.sat = SATState(*(state[k].clone().to(device) for k in _FIELDS))
+        current = {k: getattr(self.sat, k) for k in _FIELDS}
+        self.sat = SATState(**load_tensor_state(state, current, "freematch"))
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds, τ, p̃ and h̃."""

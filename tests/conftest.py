@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from plugin_package import plugin_site as _plugin_site
 
 # Tests never write into the user's cache.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -41,3 +44,29 @@ def tiny(cache_dir: Path) -> list[str]:
         # One thread: faster for tiny models on 2 cores, and CPU results depend on the count.
         "train.threads=1",
     ]
+
+
+@pytest.fixture(scope="session")
+def separable_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder dataset (train/ and test/, one folder per class) of three classes of 24×24
+    JPEGs: a bright band at the top, middle or bottom (unchanged by the weak view's horizontal
+    flips) under noise; 60 train and 30 test images a class. Learnable in a few dozen steps, so
+    a model that does not reach high accuracy on it did not learn."""
+    root = tmp_path_factory.mktemp("separable")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 60), ("test", 30)):
+        for cls, rows in enumerate([slice(0, 6), slice(9, 15), slice(18, 24)]):
+            folder = root / split / f"class{cls}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 90, (24, 24, 3)).astype(np.uint8)
+                image[rows, 4:20] = 230
+                Image.fromarray(image).save(folder / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def plugin_site() -> Path:
+    """A folder holding the method plugin ``entmin`` from another package, installed as pip
+    would (tests/plugin_package.py): put it on PYTHONPATH to have it found."""
+    return _plugin_site()

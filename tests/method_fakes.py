@@ -92,3 +92,12 @@ def method_config(name: str) -> tuple[str, dict[str, Any]]:
     """configs/method/<name>.yaml: its text and its ``method`` block."""
     text = (METHOD_CONFIGS / f"{name}.yaml").read_text()
     return text, yaml.safe_load(text)["method"]
+
+
+def full_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The method's complete config (its configs/method/<name>.yaml block) with ``overrides``:
+    methods read every key strictly, so a test states only what it changes."""
+    unknown = set(overrides) - set(method_config(name)[1])
+    if unknown:
+        raise KeyError(f"{name} has no setting {sorted(unknown)}")
+    return {**method_config(name)[1], **overrides}

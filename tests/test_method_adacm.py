@@ -3,6 +3,7 @@ loss, epoch length, config and exact resume."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from functools import partial
@@ -10,14 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from method_fakes import LogitsNet, TinyNet, ce, method_config, tiny_batches
+import torch.nn.functional as F
+from method_fakes import LogitsNet, ce, full_config, method_config, tiny_batches
 from method_fakes import setup as shared_setup
 from torch import nn
 
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, StepContext, UnlabelledBatch
+from harness.models import build_model
 from harness.registry import get_method
-from methods.adacm import AdaCM, adacm_mask, adacm_thresholds, nt_xent
+from methods.adacm import AdaCM, adacm_thresholds, nt_xent
 
 setup = partial(shared_setup, total_steps=100)
 
@@ -54,21 +57,6 @@ def test_thresholds_from_labelled_predictions() -> None:
     # floor and scale are parameters
     low = adacm_thresholds(probs, targets, 20, floor=0.5, scale=1.0)
     assert low.tolist() == pytest.approx([sigmoid(20) * 0.97, sigmoid(20) * 0.7, 0.5], abs=1e-6)
-
-
-def test_mask_is_inclusive_at_the_exact_threshold() -> None:
-    thresholds = torch.tensor([0.8, 0.875, 0.8])
-    probs = torch.tensor(
-        [
-            [0.875, 0.0625, 0.0625],
-            [0.0625, 0.875, 0.0625],
-            [0.125, 0.75, 0.125],
-            [0.0625, 0.125, 0.8125],
-        ]
-    )
-    mask, pseudo = adacm_mask(probs, thresholds)
-    assert pseudo.tolist() == [0, 1, 1, 2]
-    assert mask.tolist() == [True, True, False, True]
 
 
 def reference_nt_xent(z1: list[list[float]], z2: list[list[float]], t: float) -> float:
@@ -120,7 +108,7 @@ def ctx_for(weak: list[list[float]] = WEAK, model: nn.Module | None = None) -> S
 
 
 def test_on_interval_epochs_and_thresholds() -> None:
-    method = AdaCM({"epoch_steps": 10, "tau_scale": 1.0, "tau_floor": 0.6}, setup())
+    method = AdaCM(full_config("adacm", epoch_steps=10, tau_scale=1.0, tau_floor=0.6), setup())
     assert method.interval_steps == 10
     teacher = LogitsNet().eval()
 
@@ -137,12 +125,17 @@ def test_on_interval_epochs_and_thresholds() -> None:
     assert float(method.threshold[0]) == pytest.approx(sigmoid(2) * 0.97, abs=1e-6)
     assert float(method.threshold[1]) == pytest.approx(sigmoid(2) * 0.7, abs=1e-6)
     # null epoch_steps: the run is cut into `epochs` epochs
-    assert AdaCM({"epochs": 20}, setup(total_steps=16000)).interval_steps == 800
-    assert AdaCM({"epochs": 20, "epoch_steps": None}, setup(total_steps=5)).interval_steps == 1
+    assert AdaCM(full_config("adacm", epochs=20), setup(total_steps=16000)).interval_steps == 800
+    assert (
+        AdaCM(
+            full_config("adacm", epochs=20, epoch_steps=None), setup(total_steps=5)
+        ).interval_steps
+        == 1
+    )
 
 
 def test_known_step_loss() -> None:
-    method = AdaCM({}, setup())
+    method = AdaCM(full_config("adacm"), setup())
     method.threshold = torch.tensor([0.85, 0.55, 0.8])
     out = method.training_loss(ctx_for())
     # kept: sample 0 (0.9 ≥ 0.85) and 3 (0.6 ≥ 0.55); sample 1 (0.5 < 0.85), 2 (0.7 < 0.8) not
@@ -161,10 +154,10 @@ def test_known_step_loss() -> None:
 
 
 def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
-    method = AdaCM({"epoch_steps": 5, "tau_floor": 0.5}, setup())
+    method = AdaCM(full_config("adacm", epoch_steps=5, tau_floor=0.5), setup())
     method.on_interval(LogitsNet().eval(), labelled_batches, 15)
     torch.save(method.state_dict(), tmp_path / "state.pt")
-    restored = AdaCM({"epoch_steps": 5, "tau_floor": 0.5}, setup())
+    restored = AdaCM(full_config("adacm", epoch_steps=5, tau_floor=0.5), setup())
     restored.load_state_dict(torch.load(tmp_path / "state.pt"))
     assert torch.equal(restored.threshold, method.threshold)
     assert restored.threshold.tolist() != [0.5] * 3  # the state is not the initial one
@@ -175,21 +168,8 @@ def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
     state["threshold"].fill_(0.0)  # a copy
     assert method.threshold.min() > 0
     assert restored.summary() == {"threshold": method.threshold.tolist(), "epoch_steps": 5}
-    with pytest.raises(ValueError, match="classes"):
-        AdaCM({}, setup(num_classes=4)).load_state_dict(method.state_dict())
-
-
-def test_smoke_step_on_tiny_model() -> None:
-    torch.manual_seed(0)
-    model = TinyNet()
-    method = AdaCM({}, setup())
-    labelled, unlabelled = tiny_batches()
-    out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
-    assert torch.isfinite(out.loss)
-    assert out.diagnostics["mask_rate"] == 0.0  # an untrained net is never 0.8-confident
-    assert out.diagnostics["loss_extra"] > 0
-    out.loss.backward()
-    assert model.conv.weight.grad is not None and torch.isfinite(model.conv.weight.grad).all()
+    with pytest.raises(ValueError, match="shape"):
+        AdaCM(full_config("adacm"), setup(num_classes=4)).load_state_dict(method.state_dict())
 
 
 def test_config_file_defaults_and_registry() -> None:
@@ -203,6 +183,62 @@ def test_config_file_defaults_and_registry() -> None:
     assert method.interval_steps == 2000
     assert method.threshold.tolist() == pytest.approx([0.8] * 3)
     with pytest.raises(ConfigError, match="temperature"):
-        AdaCM({"temperature": 0.0}, setup())
+        AdaCM(full_config("adacm", temperature=0.0), setup())
     with pytest.raises(ConfigError, match="epoch_steps"):
-        AdaCM({"epoch_steps": 0}, setup())
+        AdaCM(full_config("adacm", epoch_steps=0), setup())
+
+
+class OriginalHead(nn.Module):
+    """The head of the authors' ``ResNet_18`` (models/backbone.py), verbatim in structure:
+    ``output = Sequential(Dropout(0.5), Flatten())``; ``feature = F.normalize(output(avg))``;
+    ``out = classifier(feature)``; returns ``(out, feature)``."""
+
+    def __init__(self, base: nn.Module, classifier: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        self.output = nn.Sequential(nn.Dropout(0.5), nn.Flatten())
+        self.classifier = classifier
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.base(image)
+        feature_map = F.avg_pool2d(feature_map, feature_map.size()[2:])
+        feature = F.normalize(self.output(feature_map), dim=1)
+        return self.classifier(feature), feature
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_wrapped_model_is_the_originals_normalised_embedding_head(training: bool) -> None:
+    torch.manual_seed(0)
+    model, _ = build_model("fer_cnn", 3)
+    wrapped = AdaCM(full_config("adacm"), setup()).wrap_model(model)
+    original = OriginalHead(lambda x: model.forward_features(x), model.classifier)
+    wrapped.train(training)
+    original.train(training)
+    images = torch.randn(4, 3, 16, 16)
+    torch.manual_seed(1)
+    logits, embedding = wrapped.forward_with_embedding(images)
+    torch.manual_seed(1)  # the same dropout mask
+    want_logits, want_embedding = original(images)
+    torch.testing.assert_close(embedding, want_embedding)
+    torch.testing.assert_close(logits, want_logits)
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(wrapped(images) if not training else logits, logits)
+    if training:  # dropout acts before the normalisation: some coordinates are exactly zero
+        assert (embedding == 0).any()
+
+
+def test_the_wrapped_model_trains_and_its_ema_copy_evaluates_without_dropout() -> None:
+    torch.manual_seed(0)
+    method = AdaCM(full_config("adacm"), setup())
+    model = method.wrap_model(build_model("fer_cnn", 3)[0])
+    teacher = copy.deepcopy(model).eval()
+    labelled, unlabelled = tiny_batches()
+    out = method.training_loss(StepContext(model, teacher, labelled, unlabelled, 0, 10, 3))
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert out.diagnostics["loss_extra"] > 0  # the contrastive term reaches the embedding
+    images = torch.randn(2, 3, 8, 8)
+    assert torch.equal(teacher(images), teacher(images)), "no dropout at evaluation"
+    with pytest.raises(ConfigError, match="dropout"):
+        AdaCM(full_config("adacm", dropout=1.0), setup())

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from method_fakes import LogitsNet, TinyNet, method_config, tiny_batches
+from method_fakes import LogitsNet, full_config, method_config
 from method_fakes import setup as shared_setup
 
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, MethodSetup, StepContext, UnlabelledBatch
 from harness.registry import get_method
+from harness.ssl import threshold_mask
 from methods.freematch import (
     FreeMatch,
     SATState,
     fairness_loss,
-    freematch_mask,
     sat_thresholds,
     sat_update,
 )
@@ -79,13 +79,13 @@ def test_mask_is_inclusive_at_the_class_threshold() -> None:
     probs = torch.tensor(
         [[0.75, 0.125, 0.125], [0.625, 0.25, 0.125], [0.3125, 0.375, 0.3125], [0.25, 0.0, 0.75]]
     )
-    mask, pseudo = freematch_mask(probs, state)
+    mask, pseudo = threshold_mask(probs, sat_thresholds(state))
     assert pseudo.tolist() == [0, 0, 1, 2]
     assert mask.tolist() == [True, False, True, True]
 
 
 def test_update_comes_before_the_mask() -> None:
-    method = FreeMatch({"ema_p": 0.5, "lambda_e": 0.0}, setup())
+    method = FreeMatch(full_config("freematch", ema_p=0.5, lambda_e=0.0), setup())
     out = method.training_loss(ctx_for([[0.9, 0.1], [0.55, 0.45]], [[0.0, 1.0]] * 2, [0, 1]))
     # tau = 0.25 + 0.5 * 0.725; p~ = 0.25 + 0.5 * (0.725, 0.275) -> thresholds 0.6125, 0.3875
     torch.testing.assert_close(out.diagnostics["threshold"], torch.tensor([0.6125, 0.3875]))
@@ -135,7 +135,7 @@ def test_fairness_loss_by_hand_and_by_formula() -> None:
 
 
 def test_total_loss_weights_and_no_mask_case() -> None:
-    method = FreeMatch({"ema_p": 0.5, "lambda_u": 2.0, "lambda_e": 0.5}, setup(3))
+    method = FreeMatch(full_config("freematch", ema_p=0.5, lambda_u=2.0, lambda_e=0.5), setup(3))
     weak = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]
     strong = [[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     out = method.training_loss(ctx_for(weak, strong, [0, 1, 2]))
@@ -161,7 +161,7 @@ STEPS = [
 
 
 def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
-    config = {"ema_p": 0.9, "use_quantile": True}
+    config = full_config("freematch", ema_p=0.9, use_quantile=True)
     method = FreeMatch(config, setup(3))
     for step in STEPS[:2]:
         method.training_loss(ctx_for(*step))
@@ -176,20 +176,8 @@ def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
     # a fresh method differs: the restored state really carried the history
     fresh = FreeMatch(config, setup(3)).training_loss(ctx_for(*STEPS[2]))
     assert not torch.equal(fresh.diagnostics["threshold"], a.diagnostics["threshold"])
-    with pytest.raises(ValueError, match="classes"):
+    with pytest.raises(ValueError, match="shape"):
         FreeMatch(config, setup(4)).load_state_dict(method.state_dict())
-
-
-def test_smoke_step_on_tiny_model() -> None:
-    torch.manual_seed(0)
-    model = TinyNet()
-    method = FreeMatch({}, setup(3))
-    labelled, unlabelled = tiny_batches()
-    out = method.training_loss(StepContext(model, model, labelled, unlabelled, 0, 10, 3))
-    assert torch.isfinite(out.loss)
-    assert out.diagnostics["mask_rate"] > 0  # tau starts at 1/C: the first batch is used
-    out.loss.backward()
-    assert model.conv.weight.grad is not None and torch.isfinite(model.conv.weight.grad).all()
 
 
 def test_config_file_defaults_and_registry() -> None:
@@ -201,4 +189,4 @@ def test_config_file_defaults_and_registry() -> None:
     values = (method.ema_p, method.lambda_u, method.lambda_e, method.use_quantile)
     assert values == (0.999, 1.0, 0.001, False) and method.clip_thresh is False
     with pytest.raises(ConfigError, match="ema_p"):
-        FreeMatch({"ema_p": 1.0}, setup())
+        FreeMatch(full_config("freematch", ema_p=1.0), setup())

@@ -3,8 +3,9 @@ group, listed by ``bench methods`` and run end to end by ``bench run`` with no f
 ``methods/`` or ``configs/method/`` and no change to the engine.
 
 The package is a real distribution on disk (a module plus its ``.dist-info`` with
-``entry_points.txt``, what ``pip install`` leaves behind) on the subprocess's ``PYTHONPATH``,
-so importlib.metadata discovers it exactly as it would an installed one.
+``entry_points.txt``, what ``pip install`` leaves behind; tests/plugin_package.py, through the
+``plugin_site`` fixture) on the subprocess's ``PYTHONPATH``, so importlib.metadata discovers it
+exactly as it would an installed one.
 """
 
 from __future__ import annotations
@@ -17,57 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Entropy minimisation (Grandvalet & Bengio, 2005): the labelled loss plus the mean entropy of
-# the student's predictions on unlabelled weak views. Small, and unlike any built-in method.
-PLUGIN = '''
-"""Entropy minimisation as a fer-bench method plugin."""
-
-from harness.method import Method, StepContext, StepOutput
-from harness.registry import register_method
-from harness.ssl import forward_logits, supervised_loss
-
-
-@register_method("entmin", "Entropy minimisation on unlabelled weak views (external plugin)")
-class EntropyMinimisation(Method):
-    uses_unlabelled = True
-    default_config = {"lambda_u": 0.3}
-
-    def __init__(self, config, setup):
-        super().__init__(config, setup)
-        self.lambda_u = float(config["lambda_u"])
-        self.steps_seen = 0
-
-    def training_loss(self, ctx: StepContext) -> StepOutput:
-        logits_x, logits_w = forward_logits(ctx.student, ctx.labelled.images, ctx.unlabelled.weak)
-        loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
-        log_p = logits_w.float().log_softmax(dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
-        self.steps_seen += 1
-        return StepOutput(
-            loss_sup + self.lambda_u * entropy,
-            {"loss_sup": float(loss_sup.detach()), "entropy": float(entropy.detach())},
-        )
-
-    def state_dict(self):
-        return {"steps_seen": self.steps_seen}
-
-    def load_state_dict(self, state):
-        self.steps_seen = int(state["steps_seen"])
-
-    def summary(self):
-        return {"steps_seen": self.steps_seen}
-'''
-
-
-def _install_plugin(site: Path) -> None:
-    """Lay out the distribution ``fer-bench-entmin`` as pip would, under ``site``."""
-    (site / "entmin_plugin").mkdir(parents=True)
-    (site / "entmin_plugin" / "__init__.py").write_text(PLUGIN)
-    dist = site / "fer_bench_entmin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fer-bench-entmin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[bench.methods]\nentmin = entmin_plugin\n")
-
 
 def _bench(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)]), "COLUMNS": "200"}
@@ -78,10 +28,9 @@ def _bench(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_an_installed_package_adds_a_method_that_runs_end_to_end(
-    tiny: list[str], tmp_path: Path
+    plugin_site: Path, tiny: list[str], tmp_path: Path
 ) -> None:
-    site = tmp_path / "site-packages"
-    _install_plugin(site)
+    site = plugin_site
     results = tmp_path / "results"
 
     listed = _bench(site, "methods", cwd=tmp_path)

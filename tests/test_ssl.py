@@ -8,12 +8,19 @@ import pytest
 import torch
 from torch import nn
 
+from harness.errors import ConfigError
+from harness.method import LabelledBatch, StepContext
 from harness.ssl import (
     ema_update_,
     forward_logits,
+    load_tensor_state,
+    mapping,
     masked_cross_entropy,
     pseudo_label_stats,
+    require_unlabelled,
     supervised_loss,
+    tensor_state,
+    threshold_mask,
 )
 
 
@@ -101,3 +108,53 @@ def test_ema_update_in_place() -> None:
     scalar = torch.tensor(0.5)
     ema_update_(scalar, torch.tensor(1.0), 0.75)
     assert scalar.item() == pytest.approx(0.625)
+
+
+def test_threshold_mask_one_threshold_for_all_is_inclusive() -> None:
+    probs = torch.tensor(
+        [[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.375, 0.3125, 0.3125], [0.0, 0.0, 1.0]]
+    )
+    mask, pseudo = threshold_mask(probs, 0.5)
+    assert mask.tolist() == [True, True, False, True]  # 0.5 >= 0.5 is kept (not >)
+    assert pseudo.tolist() == [0, 1, 0, 2]
+    at_095 = torch.tensor([[0.95, 0.05], [0.9499, 0.0501], [0.96, 0.04]])
+    assert threshold_mask(at_095, 0.95)[0].tolist() == [True, False, True]
+    assert threshold_mask(at_095, torch.tensor(0.95))[0].tolist() == [True, False, True]
+
+
+def test_threshold_mask_uses_the_threshold_of_the_predicted_class() -> None:
+    thresholds = torch.tensor([0.5, 0.75, 0.0])
+    probs = torch.tensor(
+        [[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5], [0.25, 0.75, 0.0]]
+    )
+    mask, pseudo = threshold_mask(probs, thresholds)
+    assert pseudo.tolist() == [0, 1, 2, 1]
+    assert mask.tolist() == [True, False, True, True]  # 0.5 >= 0.5 and 0.75 >= 0.75 kept
+
+
+def test_mappings_and_an_unknown_one() -> None:
+    beta = torch.tensor([0.0, 0.5, 1.0])
+    torch.testing.assert_close(mapping("convex")(beta), torch.tensor([0.0, 1 / 3, 1.0]))
+    torch.testing.assert_close(mapping("linear")(beta), beta)
+    with pytest.raises(ConfigError, match=r"method\.mapping must be one of convex, linear"):
+        mapping("concave")
+
+
+def test_require_unlabelled_names_the_method() -> None:
+    labelled = LabelledBatch(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))
+    ctx = StepContext(nn.Identity(), nn.Identity(), labelled, None, 0, 1, 3)
+    with pytest.raises(RuntimeError, match="fixmatch needs an unlabelled batch"):
+        require_unlabelled(ctx, "fixmatch")
+
+
+def test_tensor_state_round_trip_copies_and_checks_shapes() -> None:
+    live = {"threshold": torch.tensor([0.5, 0.75]), "count": torch.tensor(3)}
+    saved = tensor_state(**live)
+    live["threshold"].fill_(0.0)  # the saved state is a copy
+    assert saved["threshold"].tolist() == [0.5, 0.75]
+    restored = load_tensor_state(saved, live, "demo")
+    assert restored["threshold"].tolist() == [0.5, 0.75] and int(restored["count"]) == 3
+    saved["threshold"].fill_(1.0)  # so is the restored one
+    assert restored["threshold"].tolist() == [0.5, 0.75]
+    with pytest.raises(ValueError, match=r"demo state 'threshold' has shape \(3,\)"):
+        load_tensor_state({**saved, "threshold": torch.zeros(3)}, live, "demo")

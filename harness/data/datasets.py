@@ -35,10 +35,10 @@ def load_dataset(cfg: dict[str, Any]) -> FERDataset:
     if root is None:
         raise ConfigError(f"dataset {name}: set dataset.root=/path/to/{name}")
     if kind == "rafdb":
-        return load_rafdb(root, layout=ds.get("layout", "auto"), name=name)
+        return load_rafdb(root, layout=ds["layout"], name=name)
     if kind == "affectnet":
         return load_affectnet(
-            root, num_classes=int(ds["num_classes"]), crop=str(ds.get("crop", "auto")), name=name
+            root, num_classes=int(ds["num_classes"]), crop=str(ds["crop"]), name=name
         )
     if kind == "folder":
         return load_class_folders(root, name=name)

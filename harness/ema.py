@@ -1,0 +1,83 @@
+"""The EMA of the student that the engine evaluates and that teacher-based methods learn from.
+
+A plain EMA with decay d keeps weight d^t on the model it started from: a 600-step run at
+d = 0.999 evaluated a model still 55% its start (issue 10: 11-25% top-1 beside a student of
+81-86%). Hence the warm-up, on by default (``ema.warmup``): timm's
+:class:`~timm.utils.ModelEmaV3` with ``use_warmup=True``, whose decay after ``s`` updates is
+``min(decay, 1 - (1 + s)^-warmup_power)`` (``warmup_gamma`` = 1).
+
+``warmup_power=1`` is Mean Teacher's rule (Tarvainen & Valpola 2017,
+``min(decay, 1 - 1/(t + 1))``): the EMA is the plain mean of *every* iterate until
+1/(1 - decay) updates. timm's default 2/3 averages over the last ~s^(2/3) iterates instead.
+Measured (experiments/ema_warmup.sh: synthfer 600 train / 300 test faces, 32 px, supervised,
+all labels, 600 steps, ema.decay=0.999, seed 0, CPU): student 53.3% top-1; EMA 38.7% without
+warm-up, 41.3% with power 1 (the mean drags in the first, poor iterates), 52.3% with power 2/3.
+So the default is 2/3. Its cost: the configured decay is reached only after
+(1 - decay)^(-3/2) updates (31,623 for 0.999, 1,000 for 0.99); before that the EMA follows the
+student more closely than ``ema.decay`` says. The decay is a pure function of the step, which
+the checkpoint holds, so a resumed run continues the same schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from timm.utils import ModelEmaV3
+from torch import nn
+
+# The EMA should average the student over at most this share of the run's steps; above it the
+# evaluated model lags the student by a large part of the training (a warning says so).
+FAIR_SHARE = 0.1
+
+
+def build_ema(model: nn.Module, ema_cfg: Mapping[str, Any]) -> ModelEmaV3:
+    """An EMA copy of ``model`` with ``ema.decay`` and, if ``ema.warmup``, the warm-up above.
+
+    The engine calls ``ema.update(model, step=step)`` with the 0-based index of the step just
+    taken: timm copies the student outright at steps 0 and 1 (with or without warm-up), then
+    uses ``min(decay, 1 - step^-warmup_power)``.
+    """
+    return ModelEmaV3(
+        model,
+        decay=float(ema_cfg["decay"]),
+        use_warmup=bool(ema_cfg["warmup"]),
+        warmup_gamma=1.0,
+        warmup_power=float(ema_cfg["warmup_power"]),
+    )
+
+
+def ema_horizon(decay: float) -> float:
+    """The number of steps an EMA of this decay averages over, 1/(1 - decay)."""
+    return float("inf") if decay >= 1.0 else 1.0 / (1.0 - decay)
+
+
+def ema_horizon_warning(ema_cfg: Mapping[str, Any], total_steps: int) -> str | None:
+    """A warning when the horizon of ``ema.decay`` is more than :data:`FAIR_SHARE` of
+    ``total_steps``, naming the keys to change; None when it is not."""
+    decay = float(ema_cfg["decay"])
+    horizon = ema_horizon(decay)
+    if horizon <= FAIR_SHARE * total_steps:
+        return None
+    suggestion = 1.0 - 1.0 / max(FAIR_SHARE * total_steps, 1.0)
+    message = (
+        f"ema.decay={decay:g} averages the student over ~{horizon:.0f} steps, more than "
+        f"{FAIR_SHARE:.0%} of train.steps={total_steps}: the evaluated EMA model (and the "
+        "teacher of teacher-based methods) can lag far behind the student. Set "
+        f"ema.decay<={max(suggestion, 0.0):.4g} or raise train.steps."
+    )
+    if ema_cfg["warmup"]:
+        final = build_decay_probe(ema_cfg).get_decay(total_steps - 1)
+        message += f" (With ema.warmup the decay reached by the last step is {final:.4g}.)"
+    else:
+        message += (
+            f" With ema.warmup=false the final model keeps weight {decay:g}^{total_steps - 2} = "
+            f"{decay ** max(total_steps - 2, 0):.2f} on the student of step 1: set "
+            "ema.warmup=true."
+        )
+    return message
+
+
+def build_decay_probe(ema_cfg: Mapping[str, Any]) -> ModelEmaV3:
+    """An EMA of a one-weight model: only its :meth:`get_decay` schedule is of use."""
+    return build_ema(nn.Linear(1, 1), ema_cfg)
