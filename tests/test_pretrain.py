@@ -95,7 +95,7 @@ def test_pretraining_learns_identities_and_is_reused_not_retrained(
     log = built["path"].with_name(f".{built['path'].stem}.run") / "metrics.jsonl"
     assert log.read_text() == built["log"]
     # The file is an ordinary checkpoint for backbone.weights=..., every tensor loaded.
-    model, report = build_model("fer_cnn", 7, weights=str(built["path"]))
+    _, report = build_model("fer_cnn", 7, weights=str(built["path"]))
     assert report is not None and not report.missing and not report.skipped_shape
 
 
@@ -112,9 +112,9 @@ def test_the_key_enters_the_run_config_and_id(built: dict) -> None:
     longer_id, longer = run_id("+pretrain=synth_faces", *TINY_PRETRAIN[:-3], "pretrain.steps=90")
     assert longer["pretrain"]["key"] != built["key"]
     assert len({scratch_id, pre_id, longer_id}) == 3
-    with pytest.raises(ConfigError, match="backbone.weights and pretrain are both set"):
+    with pytest.raises(ConfigError, match=r"backbone\.weights and pretrain are both set"):
         run_id("+pretrain=synth_faces", "backbone.weights=/some/file.pth")
-    with pytest.raises(ConfigError, match="pretrain: .*stepz"):
+    with pytest.raises(ConfigError, match=r"pretrain: .*stepz"):
         run_id("+pretrain=synth_faces", "+pretrain.stepz=3")
 
 
