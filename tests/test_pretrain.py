@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +159,25 @@ def test_a_truncated_weights_file_is_refused_by_name_and_rebuilt(
     rebuilt = ensure_pretrained(config, Console(quiet=True), show_progress=False)
     assert rebuilt.built and checksum_problem(rebuilt.path) is None
     assert json.loads(sidecar(rebuilt.path).read_text())["identity_top1"] > 40.0
+
+
+def test_two_processes_asking_at_once_train_it_once(tmp_path: Path) -> None:
+    """Two ``bench pretrain`` processes started together: one trains, the other waits for the
+    lock and reuses the file."""
+    tiny = [
+        *TINY_PRETRAIN[:-3],
+        "pretrain.steps=20",
+        "pretrain.eval_every=20",
+        "train.log_every=5",
+        *_machine(tmp_path),
+    ]
+    command = [sys.executable, "-m", "harness.cli", "pretrain", "--no-progress", *tiny]
+    env = {**os.environ, "COLUMNS": "200"}
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in "ab"]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sorted("trained now" in out for out in outputs) == [False, True], outputs
+    assert sum("reused from the cache" in out for out in outputs) == 1
+    (log,) = (tmp_path / "pretrain").glob(".*.run/metrics.jsonl")
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps.count(20) == 2  # one training: its last log line and its one evaluation
