@@ -23,7 +23,7 @@ from harness.weights import checksum_problem, load_backbone_weights, read_sideca
 from harness.worker import run_spec
 
 FACES = FaceSetConfig(identities=12, train_per_identity=12, heldout_per_identity=4, image_size=32)
-# 12 identities (chance 8.3%), 144 images at 32 px, 80 steps of 32: ~15 s on one thread.
+# 12 identities (chance 8.3%), 144 images at 32 px, 80 steps of 32: 7-9 s of training on one thread.
 TINY_PRETRAIN = [
     "pretrain.faces.identities=12",
     "pretrain.faces.train_per_identity=12",
@@ -89,7 +89,7 @@ def test_pretraining_learns_identities_and_is_reused_not_retrained(
     meta = read_sidecar(built["path"])
     assert meta is not None and meta["key"] == built["key"]
     assert meta["identities"] == 12 and meta["heldout_images"] == 48
-    assert meta["identity_top1"] > 40.0  # chance is 8.3%
+    assert meta["identity_top1"] > 60.0  # chance 8.3%; seeds 0-2 scored 83-88% on this machine
     # A second request with the same pretraining config reuses the file: no new training.
     config = compose_config(["+pretrain=synth_faces", *TINY_PRETRAIN, *_machine(cache_dir)])
     again = ensure_pretrained(config, Console(quiet=True), show_progress=False)
@@ -158,7 +158,7 @@ def test_a_truncated_weights_file_is_refused_by_name_and_rebuilt(
     built["path"].write_bytes(data[:1000])
     rebuilt = ensure_pretrained(config, Console(quiet=True), show_progress=False)
     assert rebuilt.built and checksum_problem(rebuilt.path) is None
-    assert json.loads(sidecar(rebuilt.path).read_text())["identity_top1"] > 40.0
+    assert json.loads(sidecar(rebuilt.path).read_text())["identity_top1"] > 60.0
 
 
 def test_two_processes_asking_at_once_train_it_once(tmp_path: Path) -> None:
