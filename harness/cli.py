@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the registered methods")
     _add_eval_parser(sub)
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="train the backbone on synthetic face identities once (cached); runs use it "
+        "with +pretrain=NAME",
+        epilog="examples:\n  bench pretrain\n  bench pretrain backbone=resnet18 train.threads=4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pretrain.add_argument("--config", default="synth_faces", help="a config in configs/pretrain/")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pretrain.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pretrain.steps=500")
     return parser
 
 
@@ -300,6 +311,14 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return run_eval_command(args, console)
 
 
+def cmd_pretrain(args: argparse.Namespace, console: Console) -> int:
+    """``bench pretrain``: build (or reuse) the pretrained backbone and report its figures."""
+    from harness.pretrain import pretrain_command
+
+    pretrain_command(args.config, list(args.overrides), console, not args.no_progress)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script."""
     args = build_parser().parse_args(argv)
@@ -312,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": cmd_export,
         "methods": cmd_methods,
         "eval": cmd_eval,
+        "pretrain": cmd_pretrain,
     }
     try:
         return commands[args.command](args, console)

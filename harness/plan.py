@@ -16,6 +16,7 @@ from harness.config import compose_config, group_options
 from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.labels import parse_protocols
+from harness.pretrain import pin_pretrain
 from harness.registry import get_method
 from harness.spec import RunSpec, config_hash
 
@@ -104,8 +105,8 @@ def build_plan(
     for variant in variants:
         for protocol in protocols:
             for seed in seed_list:
-                config = _pin_generator(
-                    _run_config(variant, dataset, protocol.text, seed, overrides)
+                config = pin_pretrain(
+                    _pin_generator(_run_config(variant, dataset, protocol.text, seed, overrides))
                 )
                 specs.append(
                     RunSpec(

@@ -7,6 +7,9 @@ weights always come from a file the user names with ``backbone.weights=/path/to/
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -18,6 +21,10 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
+
+# A weights file written by :func:`save_weights` has its checksum in this sidecar file.
+SIDECAR_SUFFIX = ".meta.json"
+HASH_CHUNK = 2**20
 
 # Keys under which training scripts nest the model's state_dict, most specific first.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -69,6 +76,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(f"{path} {what}: {EXPECTED}.")
+    problem = checksum_problem(path)
+    if problem:  # only files with a sidecar (bench pretrain's) can be checked
+        raise ConfigError(problem)
     state = _tensors(_read_checkpoint(path), path)
     model_state = backbone.state_dict()
 
@@ -194,3 +204,81 @@ def _examples(names: list[str] | tuple[str, ...], limit: int = 3) -> str:
     shown = ", ".join(names[:limit])
     more = len(names) - limit
     return f"{shown}, ... (+{more} more)" if more > 0 else shown
+
+
+def sidecar(path: Path) -> Path:
+    """The metadata file beside a weights file: ``x.pth`` → ``x.pth.meta.json``."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, Any]) -> None:
+    """Write ``state`` (under ``state_dict``) to ``path`` and ``metadata`` plus the file's size
+    and SHA-256 to its sidecar, each atomically (temporary file, fsync, rename).
+
+    The sidecar is written last, so it doubles as the completion marker: a weights file without
+    one, or whose bytes no longer match it (truncated, overwritten), is caught by
+    :func:`checksum_problem` before anything reads it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = sidecar(path)
+    meta_path.unlink(missing_ok=True)  # the old marker must not vouch for the new bytes
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"state_dict": dict(state)}, tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {**metadata, "file": path.name, "bytes": path.stat().st_size}
+    record["sha256"] = file_sha256(path)
+    tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        _fsync(tmp)
+        os.replace(tmp, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's metadata of a weights file, or None when it has none or it is unreadable."""
+    try:
+        record = json.loads(sidecar(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def checksum_problem(path: Path) -> str | None:
+    """One line naming ``path`` and what is wrong with it when its sidecar exists and its bytes
+    do not match the recorded size and SHA-256; None when they match or there is no sidecar."""
+    meta_path = sidecar(path)
+    if not meta_path.exists():
+        return None
+    record = read_sidecar(path)
+    if record is None or not {"bytes", "sha256"} <= record.keys():
+        return f"{meta_path} is unreadable: cannot check {path}; delete both to rebuild"
+    size = path.stat().st_size if path.exists() else None
+    if size != record["bytes"]:
+        return (
+            f"{path} is corrupt: {size} bytes, its {SIDECAR_SUFFIX} records {record['bytes']} "
+            "(truncated or overwritten)"
+        )
+    if file_sha256(path) != record["sha256"]:
+        return f"{path} is corrupt: its SHA-256 differs from the one in its {SIDECAR_SUFFIX}"
+    return None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a written file to disk, so a crash cannot leave a renamed but empty file."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())

@@ -88,12 +88,18 @@ def _train_and_record(
         class_names=dataset.classes,
     )
 
-    seed_everything(spec.seed)
     backbone = cfg["backbone"]
+    weights, pretrained = backbone.get("weights"), None
+    if cfg.get("pretrain"):  # +pretrain=...: trained once into the cache, reused after
+        from harness.pretrain import ensure_pretrained
+
+        pretrained = ensure_pretrained(cfg, console, show_progress)
+        weights = str(pretrained.path)
+    seed_everything(spec.seed)
     model, weights_report = build_model(
         backbone["name"],
         dataset.num_classes,
-        weights=backbone["weights"],
+        weights=weights,
         pretrained=bool(backbone["pretrained"]),
         drop_rate=float(backbone["drop_rate"]),
     )
@@ -166,7 +172,12 @@ def _train_and_record(
         "weights": weights_report.summary() if weights_report is not None else None,
         "saved_weights": saved_weights,
         # What the training really ran on: train.threads is applied after provenance is taken.
-        "provenance": {**provenance, "device": outcome.device, "torch_threads": outcome.threads},
+        "provenance": {
+            **provenance,
+            "device": outcome.device,
+            "torch_threads": outcome.threads,
+            **({"pretrain": pretrained.provenance()} if pretrained else {}),
+        },
         "config": cfg,
     }
     write_result(result_path(results_dir, spec), result, force=force)

@@ -147,6 +147,23 @@ def decoded_images(
 
 
 @contextlib.contextmanager
+def build_lock(final: Path, progress: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock (``.<name>.lock`` beside it) under which one process builds the
+    file ``final`` while others wait for it: the lock :func:`decoded_images` takes, for other
+    cached artefacts (pretrained weights) that several jobs may ask for at once."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = (final.parent / f".{final.name}.lock").open("w")
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write in the cache folder {final.parent} ({err}); "
+            "set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder"
+        ) from None
+    with lock_file, _locked(lock_file, final, progress):
+        yield
+
+
+@contextlib.contextmanager
 def _locked(lock_file: IO[str], final: Path, progress: bool) -> Iterator[None]:
     """Hold an exclusive flock on ``lock_file``, saying so when another job has it."""
     try:

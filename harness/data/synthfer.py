@@ -26,7 +26,7 @@ import math
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -243,8 +243,22 @@ def _background(draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator, 
             draw.line([(box[0], box[1]), (box[2], box[3])], fill=colour, width=int(w / 8) + 1)
 
 
-def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthConfig) -> Image.Image:
-    """Draw one face with the given expression geometry and random identity and nuisances."""
+def render_face(
+    geometry: np.ndarray,
+    rng: np.random.Generator,
+    config: SynthConfig,
+    identity_rng: np.random.Generator | None = None,
+) -> Image.Image:
+    """Draw one face with the given expression geometry, an identity and random nuisances.
+
+    The identity (skin, hair, head shape, feature placement and sizes, ears, blush, iris,
+    brows, nose, lips, glasses, moustache) is drawn from ``identity_rng``; everything else
+    (background, clutter, pose, clothes, gaze, occluder, blur, lighting, noise) from ``rng``.
+    Without ``identity_rng`` both come from ``rng``, in the same order as always, so synthfer's
+    images are unchanged; a generator seeded the same way for every image of a person draws
+    the same person each time (the identity draws never depend on ``rng``).
+    """
+    who = rng if identity_rng is None else identity_rng
     curve, opening, width, brow_h, brow_slant, eyes, lip_raise = geometry.tolist()
     side = config.image_size * SUPERSAMPLE
     background = rng.uniform(30, 225, 3)
@@ -259,14 +273,14 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
     )
 
     # Identity: colours, head shape, feature placement.
-    skin = _SKIN[rng.integers(len(_SKIN))] * rng.uniform(0.9, 1.08) + rng.normal(0, 8, 3)
-    hair = _HAIR[rng.integers(len(_HAIR))] + rng.normal(0, 10, 3)
+    skin = _SKIN[who.integers(len(_SKIN))] * who.uniform(0.9, 1.08) + who.normal(0, 8, 3)
+    hair = _HAIR[who.integers(len(_HAIR))] + who.normal(0, 10, 3)
     skin_rgb, hair_rgb, dark = _rgb(skin), _rgb(hair), _rgb(skin * 0.35)
-    cx, cy = 50.0, 50.0 + rng.uniform(-2, 2)
-    face_a, face_b = rng.uniform(28, 36), rng.uniform(38, 46)
-    chin = rng.uniform(0.85, 1.08)  # stretches the lower half of the head
-    eye_dx, eye_y = rng.uniform(11, 15), cy - rng.uniform(5, 10)
-    mouth_y = cy + rng.uniform(17, 23)
+    cx, cy = 50.0, 50.0 + who.uniform(-2, 2)
+    face_a, face_b = who.uniform(28, 36), who.uniform(38, 46)
+    chin = who.uniform(0.85, 1.08)  # stretches the lower half of the head
+    eye_dx, eye_y = who.uniform(11, 15), cy - who.uniform(5, 10)
+    mouth_y = cy + who.uniform(17, 23)
 
     # Shoulders and neck, long hair, ears: behind the head.
     draw.polygon(
@@ -295,11 +309,11 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
         ),
         fill=_rgb(skin * 0.85),
     )
-    if rng.random() < 0.35:
+    if who.random() < 0.35:
         long_hair = _ellipse(cx, cy - 2, face_a + 6, face_b + 6)
         long_hair[:, 1] = np.where(long_hair[:, 1] > cy, cy + face_b * 0.9, long_hair[:, 1])
         draw.polygon(pose(long_hair), fill=hair_rgb)
-    if rng.random() < 0.7:
+    if who.random() < 0.7:
         for sign in (-1, 1):
             draw.polygon(
                 pose(_ellipse(cx + sign * face_a * 0.97, eye_y + 4, 3.5, 6.5, 16)),
@@ -309,13 +323,13 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
     head = _ellipse(cx, cy, face_a, face_b, 40)
     head[:, 1] = np.where(head[:, 1] > cy, cy + (head[:, 1] - cy) * chin, head[:, 1])
     draw.polygon(pose(head), fill=skin_rgb)
-    if rng.random() < 0.85:  # hair on top, down to a slanted hairline
-        hairline = cy - face_b * rng.uniform(0.35, 0.7)
-        tilt = rng.uniform(-0.25, 0.25)
+    if who.random() < 0.85:  # hair on top, down to a slanted hairline
+        hairline = cy - face_b * who.uniform(0.35, 0.7)
+        tilt = who.uniform(-0.25, 0.25)
         top = _ellipse(cx, cy, face_a + 1.5, face_b + 2.5, 40)
         top[:, 1] = np.minimum(top[:, 1], hairline + tilt * (top[:, 0] - cx))
         draw.polygon(pose(top), fill=hair_rgb)
-    if rng.random() < 0.3:  # blush
+    if who.random() < 0.3:  # blush
         for sign in (-1, 1):
             draw.polygon(
                 pose(_ellipse(cx + sign * (eye_dx + 2), mouth_y - 9, 5, 3.5, 16)),
@@ -323,9 +337,9 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
             )
 
     # Eyes: opening scales the eye height; iris and pupil follow a random gaze.
-    eye_w = rng.uniform(4.5, 6.0)
+    eye_w = who.uniform(4.5, 6.0)
     eye_h = max(0.4, eye_w * 0.55 * eyes)
-    iris = _rgb(_IRIS[rng.integers(len(_IRIS))])
+    iris = _rgb(_IRIS[who.integers(len(_IRIS))])
     gaze = rng.uniform(-1.5, 1.5)
     for sign in (-1, 1):
         ex = cx + sign * eye_dx
@@ -343,9 +357,9 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
         )  # the upper lid: the top half of the outline
 
     # Brows: height above the eye, slant of the inner end, a little arch.
-    brow_len, arch = rng.uniform(9, 12), rng.uniform(0, 1.5)
+    brow_len, arch = who.uniform(9, 12), who.uniform(0, 1.5)
     brow_y = eye_y - eye_h - 3.5 - 3.5 * brow_h
-    brow_colour = hair_rgb if rng.random() < 0.5 else dark
+    brow_colour = hair_rgb if who.random() < 0.5 else dark
     for sign in (-1, 1):
         inner_x = cx + sign * (eye_dx - brow_len * 0.5)
         outer_x = cx + sign * (eye_dx + brow_len * 0.5)
@@ -358,11 +372,11 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
             ]
         )
         draw.line(
-            pose(points), fill=brow_colour, width=pose.width(rng.uniform(1.4, 2.4)), joint="curve"
+            pose(points), fill=brow_colour, width=pose.width(who.uniform(1.4, 2.4)), joint="curve"
         )
 
     # Nose, and disgust's wrinkle across its bridge.
-    tip = rng.uniform(-1.5, 1.5)
+    tip = who.uniform(-1.5, 1.5)
     nose_w = pose.width(0.8)
     draw.line(
         pose(np.array([[cx, eye_y + 2], [cx + tip, cy + 8], [cx + tip + 1.5, cy + 9.5]])),
@@ -385,7 +399,7 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
     upper[:, 1] -= corner_lift + max(0.0, lip_raise) * 3.0 * np.clip(rel, 0, None)
     lower[:, 1] -= corner_lift
     lip = _rgb(skin * [0.75, 0.45, 0.45])
-    lip_w = pose.width(rng.uniform(1.2, 2.0))
+    lip_w = pose.width(who.uniform(1.2, 2.0))
     if opening > 0.12:
         draw.polygon(pose(np.concatenate([upper, lower[::-1]])), fill=(60, 20, 25))
         if curve > 0.3 and opening > 0.2:  # a smile shows the upper teeth
@@ -412,8 +426,8 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
             )
 
     # Accessories.
-    if rng.random() < config.accessory_prob:  # glasses
-        frame = _rgb(rng.uniform(0, 120, 3))
+    if who.random() < config.accessory_prob:  # glasses
+        frame = _rgb(who.uniform(0, 120, 3))
         for sign in (-1, 1):
             draw.polygon(
                 pose(_ellipse(cx + sign * eye_dx, eye_y, eye_w + 2.5, eye_w + 1, 20)),
@@ -427,7 +441,7 @@ def render_face(geometry: np.ndarray, rng: np.random.Generator, config: SynthCon
             fill=frame,
             width=pose.width(1.0),
         )
-    if rng.random() < config.accessory_prob:  # moustache
+    if who.random() < config.accessory_prob:  # moustache
         tache = _parabola(cx - half * 0.9, cx + half * 0.9, mouth_y - 3.5, -1.5, 10)
         draw.line(pose(tache), fill=hair_rgb, width=pose.width(2.5), joint="curve")
 
@@ -529,13 +543,25 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int | None = None) -> Path:
-    """synthfer's root, ``cache_dir/synthfer-<config fingerprint>``, generated on first use.
+    """synthfer's root, ``cache_dir/synthfer-<config fingerprint>``, generated on first use
+    (safely when several processes ask at once: see :func:`ensure_generated`)."""
+    root = Path(cache_dir).expanduser() / f"synthfer-{config.fingerprint()}"
+    return ensure_generated(
+        root,
+        lambda tmp: generate_synthfer(tmp, config, workers=workers),
+        json.dumps(asdict(config)),
+        "synthfer",
+    )
+
+
+def ensure_generated(root: Path, write: Callable[[Path], None], marker: str, what: str) -> Path:
+    """``root``, written by ``write(folder)`` on first use; ``marker`` is the completion
+    marker's text (the generator's settings).
 
     Safe when several processes ask at once: under a file lock one generates into a temporary
     sibling folder, writes the completion marker last and renames it into place; the others wait
     for the lock and reuse it. A folder without the marker (a killed generation) is replaced.
     """
-    root = Path(cache_dir).expanduser() / f"synthfer-{config.fingerprint()}"
     if (root / DONE_MARKER).is_file():
         return root
     try:
@@ -547,13 +573,13 @@ def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int | None = 
             for stale in root.parent.glob(f".{root.name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = root.with_name(f".{root.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-            generate_synthfer(tmp, config, workers=workers)
-            (tmp / DONE_MARKER).write_text(json.dumps(asdict(config)) + "\n")
+            write(tmp)
+            (tmp / DONE_MARKER).write_text(marker + "\n")
             shutil.rmtree(root, ignore_errors=True)  # an unfinished folder from a killed run
             os.replace(tmp, root)
     except OSError as err:
         raise DatasetError(
-            f"synthfer: cannot generate into the cache folder {root.parent} ({err}); set "
+            f"{what}: cannot generate into the cache folder {root.parent} ({err}); set "
             "data.cache_dir or $FER_BENCH_CACHE to a writable folder"
         ) from err
     return root
