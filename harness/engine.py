@@ -6,11 +6,11 @@ checkpoints (exact resume), evaluation and logging; the method only turns batche
 uninterrupted one: every source of randomness (model init, data order, augmentation, dropout)
 is either a pure function of the seed and position or saved in the checkpoint.
 
-:func:`fit` is assembled from parts the benchmark (``benchmarks/throughput.py``) reuses:
+:func:`fit` is assembled from parts that ``benchmarks/throughput.py`` reuses:
 :func:`build_training` (set-up), :func:`next_batches` (the data path), :func:`train_step` (one
-optimisation step), :func:`evaluate` and :class:`_RunLog` (evaluation and logging), and
-:class:`TrainState` (the checkpoint: the one list of what a run resumes from, in
-:func:`initial_state`).
+optimisation step), :func:`engine_step` (both, as ``fit`` runs a step), :func:`evaluate` and
+:class:`_RunLog` (evaluation and logging), and :class:`TrainState` (the checkpoint; what a run
+resumes from is listed once, in :func:`initial_state`).
 """
 
 from __future__ import annotations
@@ -406,6 +406,17 @@ def train_step(training: Training, batches: StepBatches, step: int) -> StepOutpu
     return out
 
 
+def engine_step(training: Training, step: int) -> tuple[int, dict[str, Any]]:
+    """Step ``step`` exactly as :func:`fit` runs it, without logging or evaluation: the
+    method's interval hook when due, the data path, the optimisation step, and the step's
+    diagnostics as floats (reading them waits for the device). Returns the number of images
+    the student saw and those diagnostics."""
+    run_interval_hook(training, step)
+    batches = next_batches(training)
+    out = train_step(training, batches, step)
+    return batches.num_images, {"loss": out.loss.item(), **_scalar_diagnostics(out.diagnostics)}
+
+
 def run_interval_hook(training: Training, step: int) -> None:
     """The method's periodic hook (:meth:`Method.on_interval`) when ``step`` is due, with the
     teacher on the labelled set; it runs under forked RNGs, so it never moves training's."""
@@ -661,13 +672,10 @@ def _train_one(
     """Step ``step`` with its bookkeeping: timing, counters, logging and due evaluation."""
     settings = training.settings
     tick = time.perf_counter()
-    run_interval_hook(training, step)
-    batches = next_batches(training)
-    out = train_step(training, batches, step)
+    num_images, values = engine_step(training, step)
     state["elapsed"] += time.perf_counter() - tick
-    state["images_seen"] += batches.num_images
-    log.window_images += batches.num_images
-    values = {"loss": out.loss.item(), **_scalar_diagnostics(out.diagnostics)}
+    state["images_seen"] += num_images
+    log.window_images += num_images
     diagnostics.add(values)
     done = state["step"] = step + 1
     evaluations = state["evaluations"]
