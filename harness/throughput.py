@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -113,10 +113,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--figures-dir", type=Path, default=FIGURES)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every case, e.g. dataset=rafdb dataset.root=/data/RAF-DB",
+    )
 
 
 def case_config(case: Case, args: argparse.Namespace) -> dict[str, Any]:
-    """The run config of ``case``: the default synthfer FixMatch run at the case's scale."""
+    """The run config of ``case``: a FixMatch run at the case's scale (synthfer unless the
+    command line's Hydra overrides, applied last, say otherwise)."""
     overrides = [
         f"backbone={case.backbone}",
         "method=fixmatch",
@@ -129,7 +135,7 @@ def case_config(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     ]
     if args.threads:
         overrides.append(f"train.threads={args.threads}")
-    return compose_config(overrides)
+    return compose_config([*overrides, *args.overrides])
 
 
 def benchmark_data(cfg: dict[str, Any], pool: int) -> TrainData:
@@ -151,8 +157,8 @@ def benchmark_data(cfg: dict[str, Any], pool: int) -> TrainData:
     )
 
 
-def build_case(cfg: dict[str, Any], data: TrainData) -> Training:
-    """The engine set up for a FixMatch run of ``cfg`` on ``data`` (model seeded with 0)."""
+def build_case(cfg: dict[str, Any], data: TrainData, method: str = "fixmatch") -> Training:
+    """The engine set up for a ``method`` run of ``cfg`` on ``data`` (model seeded with 0)."""
     seed_everything(0)
     model, _ = build_model(cfg["backbone"]["name"], len(data.class_names))
     setup = MethodSetup(
@@ -161,8 +167,8 @@ def build_case(cfg: dict[str, Any], data: TrainData) -> Training:
         labelled_targets=torch.as_tensor(data.train_targets[data.labelled], dtype=torch.int64),
         total_steps=int(cfg["train"]["steps"]),
     )
-    method = get_method("fixmatch").cls(dict(cfg["method"]), setup)
-    return build_training(cfg, model, method, data)
+    plugin = get_method(method).cls(dict(cfg["method"]), setup)
+    return build_training(cfg, model, plugin, data)
 
 
 def images_per_step(training: Training) -> int:
@@ -220,19 +226,25 @@ def measure_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     """Figures of one case: median seconds of each part and the derived rates."""
     cfg = case_config(case, args)
     training = build_case(cfg, benchmark_data(cfg, args.pool))
-    device = training.settings.device
+    device, data_cfg = training.settings.device, cfg["data"]
     heavy_here = case.heavy and device.type == "cpu" and not args.cpu_model_steps
     skipped = HEAVY_ON_CPU if heavy_here else None
     steps = iter(range(10**9))
     parts: dict[str, Callable[[], Any]] = {"data": lambda: next_batches(training)}
     if skipped is None:
-        parts["bare"] = bare_step(training, case.image_size)
+        parts["bare"] = bare_step(training, int(data_cfg["image_size"]))
         parts["engine"] = lambda: engine_step(training, next(steps))
     times = time_parts(parts, args.steps, args.warmup, device)
     seconds = {name: statistics.median(values) for name, values in times.items()}
-    unlabelled = case.batch_size * case.mu
+    unlabelled = training.streams["unlabelled"].spec.batch_size
     record = {
-        **asdict(case),
+        "key": case.key,
+        # As configured (the command line's overrides may change the case's own values).
+        "dataset": cfg["dataset"]["name"],
+        "backbone": cfg["backbone"]["name"],
+        "image_size": int(data_cfg["image_size"]),
+        "batch_size": int(data_cfg["batch_size"]),
+        "mu": int(data_cfg["unlabelled_ratio"]),
         "images_per_step": images_per_step(training),
         "unlabelled_per_step": unlabelled,
         "seconds": seconds,
@@ -241,6 +253,7 @@ def measure_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "amp": training.settings.amp,
         "channels_last": training.settings.channels_last,
+        "compile": bool(cfg["train"]["compile"]),
     }
     if skipped is None:
         record["engine_vs_bare"] = seconds["bare"] / seconds["engine"]

@@ -41,3 +41,14 @@ def tiny(cache_dir: Path) -> list[str]:
         # One thread: faster for tiny models on 2 cores, and CPU results depend on the count.
         "train.threads=1",
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu``, in any file, skip with the reason when no CUDA device is visible
+    (so a CPU machine runs the whole suite without them, and ``-m gpu`` says why)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: run scripts/gpu_check.sh on a GPU node")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

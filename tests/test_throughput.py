@@ -1,0 +1,49 @@
+"""The throughput benchmark runs end to end and writes its figures and page (no timing is
+asserted: figures come from the benchmark itself, see docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from harness.throughput import BASELINE_NAME, main
+
+# A small synthfer (generated once into the test cache) and a small image pool: the parts run
+# exactly as in the real benchmark, on fewer steps.
+SMALL = ["dataset.generate.train_size=140", "dataset.generate.test_size=70"]
+
+
+def test_cpu_run_writes_figures_and_a_page_that_awaits_the_gpu(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    figures, doc = tmp_path / "performance", tmp_path / "performance.md"
+    args = ["--device", "cpu", "--threads", "1", "--steps", "1", "--warmup", "0",
+            "--pool", "64", "--cases", "fer_cnn-48,resnet18-112", "--figures-dir", str(figures),
+            "--doc", str(doc), "--save-baseline", f"data.cache_dir={cache_dir}",
+            *SMALL]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets the process's count
+
+    record = json.loads((figures / "throughput-cpu.json").read_text())
+    assert (figures / BASELINE_NAME).read_text() == (figures / "throughput-cpu.json").read_text()
+    assert record["threads"] == 1 and record["num_workers"] == 0
+    assert record["command"].startswith("python benchmarks/throughput.py --device cpu")
+    small, resnet = record["cases"]
+    assert (small["backbone"], small["image_size"], small["mu"]) == ("fer_cnn", 48, 1)
+    assert small["images_per_step"] == 64 * (1 + 2 * 1) and small["skipped"] is None
+    assert set(small["seconds"]) == {"data", "bare", "engine"}
+    assert small["engine_vs_bare"] > 0
+    assert (resnet["image_size"], resnet["mu"], resnet["images_per_step"]) == (112, 7, 960)
+    assert set(resnet["seconds"]) == {"data"}, "ResNet-18 model steps are not timed on a CPU"
+    assert "--cpu-model-steps" in resnet["skipped"]
+
+    page = doc.read_text()
+    assert "## CPU" in page and "fer_cnn · 48 px · μ=1" in page
+    assert "## GPU\n\nStill to come" in page
+    assert "## Baseline: the per-sample augmentation path (CPU)" in page
+    assert "data path at 112 px ≥ 10×" in page and "= 1.00×" in page  # against itself
