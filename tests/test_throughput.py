@@ -47,3 +47,14 @@ def test_cpu_run_writes_figures_and_a_page_that_awaits_the_gpu(
     assert "## GPU\n\nStill to come" in page
     assert "## Baseline: the per-sample augmentation path (CPU)" in page
     assert "data path at 112 px ≥ 10×" in page and "= 1.00×" in page  # against itself
+
+
+def test_the_gpu_check_installs_as_the_readme_test_command_does() -> None:
+    """scripts/gpu_check.sh must test what a user installs: the README's pip line."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text().split("## User guide")[0]
+    (command,) = [line for line in readme.splitlines() if "pytest" in line and "pip" in line]
+    pip_args = command.split("pip install", 1)[1].split("&&")[0].strip()
+    script = (root / "scripts" / "gpu_check.sh").read_text()
+    assert f".venv/bin/pip install {pip_args}\n" in script
+    assert "pytest -m gpu" in script and "benchmarks/throughput.py --device cuda" in script
