@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-from harness.throughput import BASELINE_NAME, main
+from harness.throughput import BASELINE_NAME, data_speed_up, goals, main
 
 # A small synthfer (generated once into the test cache) and a small image pool: the parts run
 # exactly as in the real benchmark, on fewer steps.
@@ -46,7 +47,29 @@ def test_cpu_run_writes_figures_and_a_page_that_awaits_the_gpu(
     assert "## CPU" in page and "fer_cnn · 48 px · μ=1" in page
     assert "## GPU\n\nStill to come" in page
     assert "## Baseline: the per-sample augmentation path (CPU)" in page
-    assert "data path at 112 px ≥ 10×" in page and "= 1.00×" in page  # against itself
+    # Measured against itself: no speed-up, raw or adjusted for the load, and no verdict.
+    assert "| 1.00× (1.00×) " in page and "awaits batched augmentation" in page
+
+
+def _cpu_record(rate_112: float, bare_seconds: float) -> dict:
+    cases = [
+        {"key": "fer_cnn-48", "image_size": 48, "unlabelled_per_s": 1.0,
+         "seconds": {"bare": bare_seconds}},
+        {"key": "resnet18-112", "image_size": 112, "unlabelled_per_s": rate_112, "seconds": {}},
+    ]  # fmt: skip
+    return {"kind": "cpu", "threads": 1, "cases": cases}
+
+
+def test_the_data_speed_up_is_given_raw_and_adjusted_for_the_machines_load() -> None:
+    """A run on a machine twice as loaded (its bare step twice as slow) that still moves 6×
+    the samples has a 12× faster data path."""
+    before, now = _cpu_record(100.0, bare_seconds=1.0), _cpu_record(600.0, bare_seconds=2.0)
+    assert data_speed_up(now, before, 112) == pytest.approx((6.0, 12.0))
+    assert data_speed_up(now, before, 224) is None
+    (_, row, _) = goals({"cpu": now}, before)
+    assert row[1:] == ["6.00× raw, 12.00× load-adjusted", "met"]
+    (_, row, _) = goals({"cpu": _cpu_record(300.0, bare_seconds=1.0)}, before)
+    assert row[1:] == ["3.00× raw, 3.00× load-adjusted", "missed (3.3× short)"]
 
 
 def test_the_gpu_check_installs_as_the_readme_test_command_does() -> None:
