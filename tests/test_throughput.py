@@ -81,3 +81,10 @@ def test_the_gpu_check_installs_as_the_readme_test_command_does() -> None:
     script = (root / "scripts" / "gpu_check.sh").read_text()
     assert f".venv/bin/pip install {pip_args}\n" in script
     assert "pytest -m gpu" in script and "benchmarks/throughput.py --device cuda" in script
+
+
+def test_bench_speed_hands_its_flags_to_the_benchmark(capsys: pytest.CaptureFixture) -> None:
+    from harness.cli import main as bench
+
+    assert bench(["speed", "--cases", "fer_cnn-48,nope"]) == 2
+    assert "--cases: unknown ['nope']" in " ".join(capsys.readouterr().out.split())
