@@ -533,7 +533,8 @@ class TrainState(dict):
 
 
 def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: str) -> TrainState:
-    """The one list of what a checkpoint holds, at the start of a run (step 0)."""
+    """The one list of what a checkpoint holds, at the start of a run (step 0); loading
+    restores the keys in this order."""
     return TrainState(
         step=0,
         config_hash=run_hash,
@@ -544,6 +545,8 @@ def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: s
         streams=_StatefulGroup(training.streams),
         method=training.method,
         diagnostics=diagnostics,
+        # Restored after every object above (keys load in this order), so nothing that loads
+        # later can move the global RNGs it sets.
         rng=_GlobalRng(),
         elapsed=0.0,  # training seconds so far (data + steps, not evaluation)
         images_seen=0,
