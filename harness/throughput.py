@@ -143,8 +143,9 @@ def case_config(case: Case, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def benchmark_data(cfg: dict[str, Any], pool: int) -> TrainData:
-    """The first ``pool`` synthfer training faces, decoded at the case's size into memory the
-    way the uint8 cache holds them; every tenth is labelled, all are unlabelled."""
+    """The first ``pool`` training faces of the configured dataset (synthfer by default),
+    decoded at the case's size into memory as the uint8 cache holds them; every tenth is
+    labelled, all are unlabelled."""
     dataset = load_dataset(cfg)
     decoded = LazyImages(dataset.train, int(cfg["data"]["image_size"]))
     count = min(pool, len(decoded))
