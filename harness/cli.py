@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--config", default="synth_faces", help="a config in configs/pretrain/")
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bars")
     pretrain.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pretrain.steps=500")
+    speed = sub.add_parser(
+        "speed",
+        help="training throughput: bare model step vs data path vs engine step "
+        "(writes docs/performance.md; `bench speed --help` for its flags)",
+        add_help=False,  # main() hands its flags to harness.throughput's parser
+    )
+    speed.add_argument("speed_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -291,6 +298,13 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_speed(args: argparse.Namespace, console: Console) -> int:
+    """Run the throughput benchmark (:mod:`harness.throughput`) with the remaining flags."""
+    from harness.throughput import main as throughput_main
+
+    return throughput_main(args.speed_args, prog="bench speed")
+
+
 def cmd_methods(args: argparse.Namespace, console: Console) -> int:
     """``bench methods``: the registry, one line each."""
     from harness.registry import available_methods
@@ -321,7 +335,12 @@ def cmd_pretrain(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["speed"]:
+        # Its flags, --help included, belong to harness.throughput's own parser.
+        args = argparse.Namespace(command="speed", speed_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     console = Console()
     commands = {
         "run": cmd_run,
@@ -332,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "methods": cmd_methods,
         "eval": cmd_eval,
         "pretrain": cmd_pretrain,
+        "speed": cmd_speed,
     }
     try:
         return commands[args.command](args, console)

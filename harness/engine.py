@@ -5,6 +5,12 @@ checkpoints (exact resume), evaluation and logging; the method only turns batche
 (see :mod:`harness.method`). A run resumed from a checkpoint ends with the same metrics as an
 uninterrupted one: every source of randomness (model init, data order, augmentation, dropout)
 is either a pure function of the seed and position or saved in the checkpoint.
+
+:func:`fit` is assembled from parts that ``benchmarks/throughput.py`` reuses:
+:func:`build_training` (set-up), :func:`next_batches` (the data path), :func:`train_step` (one
+optimisation step), :func:`engine_step` (both, as ``fit`` runs a step), :func:`evaluate` and
+:class:`_RunLog` (evaluation and logging), and :class:`TrainState` (the checkpoint; what a run
+resumes from is listed once, in :func:`initial_state`).
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
 from harness.ema import build_ema, ema_horizon_warning
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, Method, StepContext, UnlabelledBatch
+from harness.method import LabelledBatch, Method, StepContext, StepOutput, UnlabelledBatch
 from harness.metrics import classification_metrics
 from harness.steplog import open_step_log
 
@@ -226,6 +233,410 @@ class _DiagnosticMeans:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's switches, read once from the config (``train``, ``data``)."""
+
+    device: torch.device
+    amp: bool  # bf16 autocast (CUDA only)
+    channels_last: bool
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    log_every: int
+    eval_batch_size: int
+    tensorboard: bool  # also write the step log as TensorBoard scalars
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> EngineSettings:
+        """Resolve ``auto`` switches against the device the run will train on."""
+        train_cfg = cfg["train"]
+        device = select_device(str(train_cfg["device"]))
+        return cls(
+            device=device,
+            amp=_flag(train_cfg["amp"], device),
+            channels_last=_flag(train_cfg["channels_last"], device),
+            total_steps=int(train_cfg["steps"]),
+            eval_every=int(train_cfg["eval_every"]),
+            checkpoint_every=int(train_cfg["checkpoint_every"]),
+            log_every=int(train_cfg["log_every"]),
+            eval_batch_size=int(cfg["data"]["eval_batch_size"]),
+            tensorboard=bool(train_cfg["tensorboard"]),
+        )
+
+
+@dataclass
+class Training:
+    """Everything one run trains with, built once by :func:`build_training`.
+
+    ``model`` is the module whose parameters the optimiser updates and the checkpoint saves;
+    ``student`` is what the method calls (``model`` itself, or its ``torch.compile`` wrapper).
+    """
+
+    settings: EngineSettings
+    model: nn.Module
+    student: nn.Module
+    ema: ModelEmaV3
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    streams: dict[str, BatchStream]
+    method: Method
+    data: TrainData
+
+
+def build_training(
+    cfg: dict[str, Any], model: nn.Module, method: Method, data: TrainData
+) -> Training:
+    """Set-up: apply ``train.threads``, wrap and place the model, build its EMA, optimiser,
+    LR schedule and the training streams. Only ``method.wrap_model`` may draw from the global
+    RNGs (a new neck), the same draws on every start: a resume restores them afterwards."""
+    if cfg["train"].get("threads"):
+        torch.set_num_threads(int(cfg["train"]["threads"]))
+    settings = EngineSettings.from_config(cfg)
+    model = method.wrap_model(model).to(settings.device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = build_ema(model, cfg["ema"])
+    optimizer = build_optimizer(model, cfg["optim"])
+    schedule = cosine_with_warmup(
+        int(cfg["sched"]["warmup_steps"]), settings.total_steps, float(cfg["sched"]["num_cycles"])
+    )
+    return Training(
+        settings=settings,
+        model=model,
+        student=torch.compile(model) if cfg["train"].get("compile") else model,
+        ema=ema,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        streams=build_streams(cfg, data, with_unlabelled=method.uses_unlabelled),
+        method=method,
+        data=data,
+    )
+
+
+def build_streams(
+    cfg: dict[str, Any], data: TrainData, with_unlabelled: bool
+) -> dict[str, BatchStream]:
+    """The labelled stream (weak view) and, for SSL methods, the unlabelled one (weak and
+    strong views, ``data.unlabelled_ratio`` times larger batches), both keyed by the run seed."""
+    data_cfg, seed = cfg["data"], int(cfg["seed"])
+    size, workers, batch = (int(data_cfg[k]) for k in ("image_size", "num_workers", "batch_size"))
+    labelled = StreamSpec(
+        "labelled",
+        data.labelled,
+        batch,
+        ("weak",),
+        balanced=bool(data_cfg["balanced_sampling"]),
+        seed=seed,
+    )
+    streams = {
+        "labelled": BatchStream(
+            data.train_images, data.train_targets, labelled, size, num_workers=workers
+        )
+    }
+    if with_unlabelled:
+        strong_cfg = data_cfg["strong_augment"]
+        unlabelled = StreamSpec(
+            "unlabelled",
+            data.unlabelled,
+            batch * int(data_cfg["unlabelled_ratio"]),
+            ("weak", "strong"),
+            seed=seed,
+        )
+        streams["unlabelled"] = BatchStream(
+            data.train_images,
+            data.train_targets,
+            unlabelled,
+            size,
+            strong=dict(
+                ops=int(strong_cfg["randaugment_ops"]),
+                magnitude=int(strong_cfg["randaugment_magnitude"]),
+                cutout=float(strong_cfg["cutout"]),
+            ),
+            num_workers=workers,
+        )
+    return streams
+
+
+@dataclass
+class StepBatches:
+    """One step's input, on the device: what the method sees, and how many images that is."""
+
+    labelled: LabelledBatch
+    unlabelled: UnlabelledBatch | None
+    num_images: int  # labelled images + both views of every unlabelled image
+
+
+def next_batches(training: Training) -> StepBatches:
+    """The data path of one step: the next batch of every stream, as normalised model input
+    on the training device. The benchmark (``benchmarks/throughput.py``) times exactly this."""
+    device, channels_last = training.settings.device, training.settings.channels_last
+    lb = next(training.streams["labelled"])
+    labelled = LabelledBatch(
+        to_model_input(lb.views[0], device, channels_last), lb.targets.to(device)
+    )
+    if "unlabelled" not in training.streams:
+        return StepBatches(labelled, None, len(lb.targets))
+    ub = next(training.streams["unlabelled"])
+    unlabelled = UnlabelledBatch(
+        weak=to_model_input(ub.views[0], device, channels_last),
+        strong=to_model_input(ub.views[1], device, channels_last),
+        indices=ub.indices.to(device),
+        hidden_targets=ub.targets.to(device),
+    )
+    return StepBatches(labelled, unlabelled, len(lb.targets) + 2 * len(ub.targets))
+
+
+def train_step(training: Training, batches: StepBatches, step: int) -> StepOutput:
+    """One optimisation step on ``batches``: the method's loss (under bf16 autocast when
+    ``amp``), backward, optimiser, LR schedule and EMA update. A non-finite loss raises
+    ``FloatingPointError`` before any parameter changes."""
+    settings = training.settings
+    ctx = StepContext(
+        student=training.student,
+        teacher=training.ema.module,
+        labelled=batches.labelled,
+        unlabelled=batches.unlabelled,
+        step=step,
+        total_steps=settings.total_steps,
+        num_classes=len(training.data.class_names),
+    )
+    with _autocast(settings.device, settings.amp):
+        out = training.method.training_loss(ctx)
+    if not torch.isfinite(out.loss):
+        raise FloatingPointError(f"loss is {out.loss.item()} at step {step}")
+    training.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    training.optimizer.step()
+    training.scheduler.step()
+    training.ema.update(training.model, step=step)
+    return out
+
+
+def engine_step(training: Training, step: int) -> tuple[int, dict[str, Any]]:
+    """Step ``step`` exactly as :func:`fit` runs it, without logging or evaluation: the
+    method's interval hook when due, the data path, the optimisation step, and the step's
+    diagnostics as floats (reading them waits for the device). Returns the number of images
+    the student saw and those diagnostics."""
+    run_interval_hook(training, step)
+    batches = next_batches(training)
+    out = train_step(training, batches, step)
+    return batches.num_images, {"loss": out.loss.item(), **_scalar_diagnostics(out.diagnostics)}
+
+
+def run_interval_hook(training: Training, step: int) -> None:
+    """The method's periodic hook (:meth:`Method.on_interval`) when ``step`` is due, with the
+    teacher on the labelled set; it runs under forked RNGs, so it never moves training's."""
+    interval = training.method.interval_steps
+    if not interval or step % interval:
+        return
+    with _forked_rng(training.settings.device):
+        training.method.on_interval(
+            training.ema.module, lambda: _labelled_eval_batches(training), step
+        )
+
+
+def _labelled_eval_batches(training: Training) -> Iterator[LabelledBatch]:
+    """Every labelled image once, in order, unaugmented, as model input."""
+    data, settings = training.data, training.settings
+    images = _Subset(data.train_images, data.labelled)
+    targets = data.train_targets[data.labelled]
+    for batch, batch_targets in eval_batches(images, targets, settings.eval_batch_size):
+        yield LabelledBatch(
+            to_model_input(batch, settings.device, settings.channels_last),
+            batch_targets.to(settings.device),
+        )
+
+
+def evaluate(training: Training, step: int, model: nn.Module | None = None) -> dict[str, Any]:
+    """Test-set metrics at ``step`` of the EMA model (or of ``model``)."""
+    data, settings = training.data, training.settings
+    # Evaluation must not move the training RNGs, or resumed runs would drift.
+    with _forked_rng(settings.device):
+        preds = predict(
+            training.ema.module if model is None else model,
+            data.test_images,
+            data.test_targets,
+            settings.eval_batch_size,
+            settings.device,
+            settings.channels_last,
+            settings.amp,
+        )
+    return {"step": step, **classification_metrics(data.test_targets, preds, data.class_names)}
+
+
+def _forked_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+class _GlobalRng:
+    """The process's global RNGs as one checkpointable object."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state)
+
+
+class _StatefulGroup:
+    """Named stateful objects (the streams) as one checkpointable object, with strict names."""
+
+    def __init__(self, members: dict[str, Any]) -> None:
+        self.members = members
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: member.state_dict() for name, member in self.members.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != set(self.members):
+            raise ConfigError(
+                f"the checkpoint holds streams {sorted(state)}, this run has {sorted(self.members)}"
+            )
+        for name, member in self.members.items():
+            member.load_state_dict(state[name])
+
+
+def _stateful(value: Any) -> bool:
+    return hasattr(value, "state_dict") and hasattr(value, "load_state_dict")
+
+
+class TrainState(dict):
+    """Everything a checkpoint holds, each under its one key (Lightning Fabric's ``state``).
+
+    Values are either stateful objects (``state_dict`` / ``load_state_dict``: the model,
+    optimiser, streams, ...), saved as their state, or plain values (step, counters), saved
+    as they are and replaced on load. The checkpoint file is the flat dict of those keys, so
+    checkpoints of earlier versions (same keys) load unchanged; a file with a missing or an
+    extra key is refused by name rather than resumed half-way.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's content: each value's ``state_dict()``, or the value itself."""
+        return {k: v.state_dict() if _stateful(v) else v for k, v in self.items()}
+
+    def load_state_dict(self, saved: dict[str, Any], source: Path) -> None:
+        """Restore every key from ``saved`` (read from ``source``); strict on keys."""
+        missing, extra = sorted(set(self) - set(saved)), sorted(set(saved) - set(self))
+        if missing or extra:
+            problems = [
+                f"{what} keys {keys}"
+                for what, keys in (("missing", missing), ("unknown", extra))
+                if keys
+            ]
+            raise ConfigError(
+                f"{source} does not match this engine's checkpoint ({', '.join(problems)}); "
+                "delete it to start over"
+            )
+        for key, value in self.items():
+            if _stateful(value):
+                value.load_state_dict(saved[key])
+            else:
+                self[key] = saved[key]
+
+    def save(self, path: Path) -> None:
+        """Write the checkpoint atomically: a reader sees the previous file or this one."""
+        _atomic_torch_save(self.state_dict(), path)
+
+
+def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: str) -> TrainState:
+    """The one list of what a checkpoint holds, at the start of a run (step 0); loading
+    restores the keys in this order."""
+    return TrainState(
+        step=0,
+        config_hash=run_hash,
+        model=training.model,
+        ema=training.ema,
+        optimizer=training.optimizer,
+        scheduler=training.scheduler,
+        streams=_StatefulGroup(training.streams),
+        method=training.method,
+        diagnostics=diagnostics,
+        # Restored after every object above (keys load in this order), so nothing that loads
+        # later can move the global RNGs it sets.
+        rng=_GlobalRng(),
+        elapsed=0.0,  # training seconds so far (data + steps, not evaluation)
+        images_seen=0,
+        evaluations=[],  # test metrics of every periodic evaluation, in order
+    )
+
+
+def resume(state: TrainState, path: Path, device: torch.device) -> bool:
+    """Load ``path`` into ``state`` if it exists (True), after checking it belongs to this
+    run's config; False when there is nothing to resume."""
+    if not path.exists():
+        return False
+    try:
+        saved = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise ConfigError(
+            f"cannot read checkpoint {path} ({err}); delete it to start over"
+        ) from err
+    if not isinstance(saved, dict) or saved.get("config_hash") != state["config_hash"]:
+        raise ConfigError(f"{path} belongs to a different config; delete it to start over")
+    state.load_state_dict(saved, source=path)
+    return True
+
+
+class _RunLog:
+    """``metrics.jsonl`` (one JSON record a line, appended) and the progress bar."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        settings: EngineSettings,
+        start_step: int,
+        console: Console,
+        show: bool,
+    ) -> None:
+        total_steps = settings.total_steps
+        self.file = open_step_log(run_dir / LOG_NAME, tensorboard=settings.tensorboard)
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show,
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            str(run_dir.name)[:40], total=total_steps, completed=start_step, info=""
+        )
+        self.window_start, self.window_images = time.perf_counter(), 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (flushed with the checkpoint, and on close)."""
+        self.file.write(json.dumps(record) + "\n")
+
+    def train(self, step: int, lr: float, diagnostics: dict[str, Any], top1: float | None) -> None:
+        """Log the training record of ``step`` with the images/s since the last one."""
+        now = time.perf_counter()
+        rate = self.window_images / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_images = now, 0
+        self.write({"step": step, "lr": lr, "images_per_s": round(rate, 1), **diagnostics})
+        info = f"loss {diagnostics['loss']:.3f} · {rate:.0f} img/s"
+        if top1 is not None:
+            info += f" · top1 {top1:.1f}%"
+        self.progress.update(self.task, info=info)
+
+    def evaluation(self, metrics: dict[str, Any], total_steps: int) -> None:
+        """Log an evaluation of the EMA model."""
+        self.write({"event": "eval", **metrics})
+        self.console.log(
+            f"step {metrics['step']}/{total_steps}: EMA top-1 {metrics['top1']:.2f}%, "
+            f"mean class acc {metrics['mean_class_acc']:.2f}%"
+        )
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def fit(
     cfg: dict[str, Any],
     model: nn.Module,
@@ -245,259 +656,106 @@ def fit(
     saved and :class:`TrainingStopped` raised (a scheduler is about to end the job).
     """
     console = console or Console(stderr=True)
-    train_cfg, data_cfg = cfg["train"], cfg["data"]
-    device = select_device(str(train_cfg["device"]))
-    if train_cfg.get("threads"):
-        torch.set_num_threads(int(train_cfg["threads"]))
-    amp = _flag(train_cfg["amp"], device)
-    channels_last = _flag(train_cfg["channels_last"], device)
-    total_steps = int(train_cfg["steps"])
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    model = method.wrap_model(model).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = build_ema(model, cfg["ema"])
-    if warning := ema_horizon_warning(cfg["ema"], total_steps):
+    training = build_training(cfg, model, method, data)
+    settings = training.settings
+    diagnostics = _DiagnosticMeans()
+    state = initial_state(training, diagnostics, run_hash)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    resumed_from = state["step"] if resume(state, checkpoint, settings.device) else None
+    if warning := ema_horizon_warning(cfg["ema"], settings.total_steps):
         console.log(f"[bold yellow]warning:[/] {warning}")
-    student = torch.compile(model) if train_cfg.get("compile") else model
-    optimizer = build_optimizer(model, cfg["optim"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        cosine_with_warmup(
-            int(cfg["sched"]["warmup_steps"]), total_steps, float(cfg["sched"]["num_cycles"])
-        ),
-    )
-    image_size = int(data_cfg["image_size"])
-    workers = int(data_cfg["num_workers"])
-    batch_size = int(data_cfg["batch_size"])
-    seed = int(cfg["seed"])
-    streams: dict[str, BatchStream] = {
-        "labelled": BatchStream(
-            data.train_images,
-            data.train_targets,
-            StreamSpec(
-                "labelled",
-                data.labelled,
-                batch_size,
-                ("weak",),
-                balanced=bool(data_cfg["balanced_sampling"]),
-                seed=seed,
-            ),
-            image_size,
-            num_workers=workers,
-        )
-    }
-    if method.uses_unlabelled:
-        streams["unlabelled"] = BatchStream(
-            data.train_images,
-            data.train_targets,
-            StreamSpec(
-                "unlabelled",
-                data.unlabelled,
-                batch_size * int(data_cfg["unlabelled_ratio"]),
-                ("weak", "strong"),
-                seed=seed,
-            ),
-            image_size,
-            strong=dict(
-                ops=int(data_cfg["strong_augment"]["randaugment_ops"]),
-                magnitude=int(data_cfg["strong_augment"]["randaugment_magnitude"]),
-                cutout=float(data_cfg["strong_augment"]["cutout"]),
-            ),
-            num_workers=workers,
-        )
-
-    evaluations: list[dict[str, Any]] = []
-    diag_means = _DiagnosticMeans()
-    start_step, elapsed, images_seen = 0, 0.0, 0
-    resumed_from: int | None = None
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if state["config_hash"] != run_hash:
-            raise ConfigError(
-                f"{checkpoint_path} belongs to a different config; delete it to start over"
-            )
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for name, stream in streams.items():
-            stream.load_state_dict(state["streams"][name])
-        method.load_state_dict(state["method"])
-        diag_means.load_state_dict(state["diagnostics"])
-        set_rng_state(state["rng"])
-        start_step, elapsed = state["step"], state["elapsed"]
-        images_seen, evaluations = state["images_seen"], state["evaluations"]
-        resumed_from = start_step
-        console.log(f"resumed from {checkpoint_path} at step {start_step}/{total_steps}")
-
-    def save_checkpoint(next_step: int) -> None:
-        _atomic_torch_save(
-            {
-                "step": next_step,
-                "config_hash": run_hash,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "streams": {n: s.state_dict() for n, s in streams.items()},
-                "method": method.state_dict(),
-                "diagnostics": diag_means.state_dict(),
-                "rng": rng_state(),
-                "elapsed": elapsed,
-                "images_seen": images_seen,
-                "evaluations": evaluations,
-            },
-            checkpoint_path,
-        )
-
-    def evaluate(step: int, evaluated: nn.Module | None = None) -> dict[str, Any]:
-        """Test-set metrics of the EMA model (or of ``evaluated``)."""
-        # Evaluation must not move the training RNGs, or resumed runs would drift.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            preds = predict(
-                ema.module if evaluated is None else evaluated,
-                data.test_images,
-                data.test_targets,
-                int(data_cfg["eval_batch_size"]),
-                device,
-                channels_last,
-                amp,
-            )
-        metrics = classification_metrics(data.test_targets, preds, data.class_names)
-        return {"step": step, **metrics}
-
-    def labelled_eval_batches() -> Iterator[LabelledBatch]:
-        subset_images = _Subset(data.train_images, data.labelled)
-        subset_targets = data.train_targets[data.labelled]
-        for images, targets in eval_batches(
-            subset_images, subset_targets, int(data_cfg["eval_batch_size"])
-        ):
-            yield LabelledBatch(to_model_input(images, device, channels_last), targets.to(device))
-
-    log_file = open_step_log(run_dir / LOG_NAME, tensorboard=bool(train_cfg["tensorboard"]))
+    log = _RunLog(run_dir, settings, state["step"], console, show_progress)
     if resumed_from is not None:
-        log_file.write(json.dumps({"event": "resume", "step": resumed_from}) + "\n")
-    eval_every = int(train_cfg["eval_every"])
-    ckpt_every = int(train_cfg["checkpoint_every"])
-    log_every = int(train_cfg["log_every"])
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    )
-    task = progress.add_task(
-        str(run_dir.name)[:40], total=total_steps, completed=start_step, info=""
-    )
-    model.train()
-    window_start, window_images = time.perf_counter(), 0
+        console.log(f"resumed from {checkpoint} at step {resumed_from}/{settings.total_steps}")
+        log.write({"event": "resume", "step": resumed_from})
+    training.model.train()
     try:
-        with progress:
-            for step in range(start_step, total_steps):
-                tick = time.perf_counter()
-                if method.interval_steps and step % method.interval_steps == 0:
-                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                        method.on_interval(ema.module, labelled_eval_batches, step)
-                lb = next(streams["labelled"])
-                labelled = LabelledBatch(
-                    to_model_input(lb.views[0], device, channels_last), lb.targets.to(device)
-                )
-                unlabelled = None
-                step_images = len(lb.targets)
-                if "unlabelled" in streams:
-                    ub = next(streams["unlabelled"])
-                    unlabelled = UnlabelledBatch(
-                        weak=to_model_input(ub.views[0], device, channels_last),
-                        strong=to_model_input(ub.views[1], device, channels_last),
-                        indices=ub.indices.to(device),
-                        hidden_targets=ub.targets.to(device),
-                    )
-                    step_images += 2 * len(ub.targets)
-                ctx = StepContext(
-                    student=student,
-                    teacher=ema.module,
-                    labelled=labelled,
-                    unlabelled=unlabelled,
-                    step=step,
-                    total_steps=total_steps,
-                    num_classes=len(data.class_names),
-                )
-                with _autocast(device, amp):
-                    out = method.training_loss(ctx)
-                if not torch.isfinite(out.loss):
-                    raise FloatingPointError(f"loss is {out.loss.item()} at step {step}")
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
-                scheduler.step()
-                ema.update(model, step=step)
-                elapsed += time.perf_counter() - tick
-                images_seen += step_images
-                window_images += step_images
-                diagnostics = {"loss": out.loss.item(), **_scalar_diagnostics(out.diagnostics)}
-                diag_means.add(diagnostics)
-                done = step + 1
-                if done % log_every == 0 or done == total_steps:
-                    now = time.perf_counter()
-                    rate = window_images / max(now - window_start, 1e-9)
-                    window_start, window_images = now, 0
-                    record = {
-                        "step": done,
-                        "lr": scheduler.get_last_lr()[0],
-                        "images_per_s": round(rate, 1),
-                        **diagnostics,
-                    }
-                    log_file.write(json.dumps(record) + "\n")
-                    info = f"loss {diagnostics['loss']:.3f} · {rate:.0f} img/s"
-                    if evaluations:
-                        info += f" · top1 {evaluations[-1]['top1']:.1f}%"
-                    progress.update(task, info=info)
-                if done % eval_every == 0 or done == total_steps:
-                    evaluations.append(evaluate(done))
-                    log_file.write(json.dumps({"event": "eval", **evaluations[-1]}) + "\n")
-                    console.log(
-                        f"step {done}/{total_steps}: EMA top-1 {evaluations[-1]['top1']:.2f}%, "
-                        f"mean class acc {evaluations[-1]['mean_class_acc']:.2f}%"
-                    )
-                stopping = stop_requested is not None and done < total_steps and stop_requested()
-                if (done % ckpt_every == 0 and done < total_steps) or stopping:
-                    save_checkpoint(done)
-                    log_file.flush()
-                progress.advance(task)
-                if stopping:
-                    log_file.write(json.dumps({"event": "stop", "step": done}) + "\n")
-                    console.log(f"stop requested: checkpoint saved at step {done}/{total_steps}")
-                    raise TrainingStopped(done)
+        with log.progress:
+            for step in range(state["step"], settings.total_steps):
+                _train_one(training, state, diagnostics, log, step)
+                _checkpoint_or_stop(state, checkpoint, log, step + 1, settings, stop_requested)
     finally:
-        log_file.close()
+        log.close()
+    return _result(training, state, diagnostics, resumed_from)
 
+
+def _train_one(
+    training: Training,
+    state: TrainState,
+    diagnostics: _DiagnosticMeans,
+    log: _RunLog,
+    step: int,
+) -> None:
+    """Step ``step`` with its bookkeeping: timing, counters, logging and due evaluation."""
+    settings = training.settings
+    tick = time.perf_counter()
+    num_images, values = engine_step(training, step)
+    state["elapsed"] += time.perf_counter() - tick
+    state["images_seen"] += num_images
+    log.window_images += num_images
+    diagnostics.add(values)
+    done = state["step"] = step + 1
+    evaluations = state["evaluations"]
+    if done % settings.log_every == 0 or done == settings.total_steps:
+        top1 = evaluations[-1]["top1"] if evaluations else None
+        log.train(done, training.scheduler.get_last_lr()[0], values, top1)
+    if done % settings.eval_every == 0 or done == settings.total_steps:
+        evaluations.append(evaluate(training, done))
+        log.evaluation(evaluations[-1], settings.total_steps)
+
+
+def _checkpoint_or_stop(
+    state: TrainState,
+    path: Path,
+    log: _RunLog,
+    done: int,
+    settings: EngineSettings,
+    stop_requested: Callable[[], bool] | None,
+) -> None:
+    """After step ``done``: save the periodic checkpoint, or, when a stop is requested, save
+    this step's and raise :class:`TrainingStopped`. The last step saves none (the result will)."""
+    stopping = stop_requested is not None and done < settings.total_steps and stop_requested()
+    if (done % settings.checkpoint_every == 0 and done < settings.total_steps) or stopping:
+        state.save(path)
+        log.flush()
+    log.progress.advance(log.task)
+    if stopping:
+        log.write({"event": "stop", "step": done})
+        log.console.log(f"stop requested: checkpoint saved at step {done}/{settings.total_steps}")
+        raise TrainingStopped(done)
+
+
+def _result(
+    training: Training, state: TrainState, diagnostics: _DiagnosticMeans, resumed_from: int | None
+) -> FitResult:
+    """Final metrics: the EMA model's (from the last evaluation when it was at the last step)
+    and the student's, with the run's history and timing."""
+    total, evaluations = training.settings.total_steps, state["evaluations"]
     final = (
         evaluations[-1]
-        if evaluations and evaluations[-1]["step"] == total_steps
-        else evaluate(total_steps)
+        if evaluations and evaluations[-1]["step"] == total
+        else evaluate(training, total)
     )
-    student_metrics = evaluate(total_steps, model)
+    student_metrics = evaluate(training, total, training.model)
     student_metrics.pop("step")
+    device = training.settings.device
     return FitResult(
         metrics={k: v for k, v in final.items() if k != "step"},
         student_metrics=student_metrics,
         evaluations=evaluations,
-        method_summary=method.summary(),
-        diagnostics=diag_means.means(),
-        steps=total_steps,
-        train_seconds=elapsed,
-        images_per_second=images_seen / max(elapsed, 1e-9),
+        method_summary=training.method.summary(),
+        diagnostics=diagnostics.means(),
+        steps=total,
+        train_seconds=state["elapsed"],
+        images_per_second=state["images_seen"] / max(state["elapsed"], 1e-9),
         resumed_from_step=resumed_from,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(),
-        final_states={"ema": ema.module.state_dict(), "student": model.state_dict()},
+        final_states={
+            "ema": training.ema.module.state_dict(),
+            "student": training.model.state_dict(),
+        },
     )
 
 

@@ -70,3 +70,14 @@ def plugin_site() -> Path:
     """A folder holding the method plugin ``entmin`` from another package, installed as pip
     would (tests/plugin_package.py): put it on PYTHONPATH to have it found."""
     return _plugin_site()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu``, in any file, skip with the reason when no CUDA device is visible
+    (so a CPU machine runs the whole suite without them, and ``-m gpu`` says why)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: run scripts/gpu_check.sh on a GPU node")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
