@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
@@ -79,5 +80,8 @@ def ema_horizon_warning(ema_cfg: Mapping[str, Any], total_steps: int) -> str | N
 
 
 def build_decay_probe(ema_cfg: Mapping[str, Any]) -> ModelEmaV3:
-    """An EMA of a one-weight model: only its :meth:`get_decay` schedule is of use."""
-    return build_ema(nn.Linear(1, 1), ema_cfg)
+    """An EMA of a one-weight model: only its :meth:`get_decay` schedule is of use. Built under
+    a forked RNG: initialising the weight must not move the global RNG, or a run that computes
+    the warning after restoring a checkpoint would not resume exactly."""
+    with torch.random.fork_rng(devices=[]):
+        return build_ema(nn.Linear(1, 1), ema_cfg)

@@ -659,12 +659,12 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     training = build_training(cfg, model, method, data)
     settings = training.settings
+    if warning := ema_horizon_warning(cfg["ema"], settings.total_steps):
+        console.log(f"[bold yellow]warning:[/] {warning}")
     diagnostics = _DiagnosticMeans()
     state = initial_state(training, diagnostics, run_hash)
     checkpoint = run_dir / CHECKPOINT_NAME
     resumed_from = state["step"] if resume(state, checkpoint, settings.device) else None
-    if warning := ema_horizon_warning(cfg["ema"], settings.total_steps):
-        console.log(f"[bold yellow]warning:[/] {warning}")
     log = _RunLog(run_dir, settings, state["step"], console, show_progress)
     if resumed_from is not None:
         console.log(f"resumed from {checkpoint} at step {resumed_from}/{settings.total_steps}")

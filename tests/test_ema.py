@@ -74,3 +74,11 @@ def test_a_short_schedule_evaluates_a_trained_ema_model(
         assert abs(ema - student) <= 5
     else:
         assert ema < student - 40, "without the warm-up the evaluated model did not learn"
+
+
+def test_horizon_warning_draws_nothing_from_the_global_rng() -> None:
+    """The engine computes the warning after a resumed run's RNG state is restored: drawing
+    from it (a probe model's weight initialisation) broke exact resume once."""
+    before = torch.get_rng_state()
+    assert ema_horizon_warning({"decay": 0.999, "warmup": True, "warmup_power": 2 / 3}, 600)
+    assert torch.equal(before, torch.get_rng_state())
