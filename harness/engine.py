@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
 from harness.errors import ConfigError
@@ -294,11 +295,7 @@ def fit(
                 seed=seed,
             ),
             image_size,
-            strong=dict(
-                ops=int(data_cfg["strong_augment"]["randaugment_ops"]),
-                magnitude=int(data_cfg["strong_augment"]["randaugment_magnitude"]),
-                cutout=float(data_cfg["strong_augment"]["cutout"]),
-            ),
+            strong=StrongPolicy.from_config(data_cfg["strong_augment"]),
             num_workers=workers,
         )
 

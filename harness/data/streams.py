@@ -5,8 +5,11 @@ All randomness of a stream is a pure function of ``(seed, stream name, epoch, po
 * the order of epoch ``e`` (a permutation of the subset, or class-balanced draws with
   replacement) and one augmentation seed per position both come from
   ``np.random.default_rng([seed, crc32(name), e])``;
-* each sample is augmented under ``torch.random.fork_rng`` after seeding torch's CPU generator
-  with its augmentation seed, so neither the caller's RNG nor worker seeding matters.
+* each sample's views are a pure function of its augmentation seed: the parameters of USB's
+  policy (``data.strong_augment.policy=usb``) are drawn from the seed's SplitMix64 stream
+  (:mod:`harness.data.randaugment`); torchvision's transforms (``policy=torchvision``) run under
+  ``torch.random.fork_rng`` after seeding torch's CPU generator with it. Neither the caller's
+  RNG nor worker seeding matters.
 
 A stream's state is therefore just ``(epoch, position)`` of the next sample it will return, and a
 resumed stream yields bit-identical batches to an uninterrupted one, with or without workers.
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from harness.data.randaugment import StrongPolicy, apply_view_one, draw_view_params
 from harness.data.transforms import eval_view, strong_view, weak_view
 from harness.errors import ConfigError
 from harness.interrupts import ctrl_c_held
@@ -159,10 +163,10 @@ class _StreamDataset(Dataset):
         images: Sequence[Any],
         targets: np.ndarray,
         subset: np.ndarray,
-        transforms: list[Callable[[torch.Tensor], torch.Tensor]],
+        augment: Callable[[torch.Tensor, int], list[torch.Tensor]],
     ) -> None:
         self.images, self.targets, self.subset = images, targets, subset
-        self.transforms = transforms
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.subset)
@@ -171,14 +175,43 @@ class _StreamDataset(Dataset):
         position, aug_seed = item
         index = int(self.subset[position])
         image = _as_chw(self.images[index])
+        return self.augment(image, aug_seed), int(self.targets[index]), position
+
+
+class _TorchvisionViews:
+    """Views from torchvision transforms drawing from torch's global CPU generator, seeded per
+    sample (``policy=torchvision``)."""
+
+    def __init__(self, transforms: list[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, image: torch.Tensor, aug_seed: int) -> list[torch.Tensor]:
         # fork_rng restores the caller's CPU RNG afterwards (matters when num_workers=0).
         # Seed only the CPU generator: torch.manual_seed would also reseed CUDA's generators,
         # which fork_rng(devices=[]) does not restore.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(aug_seed)
             # Views are consecutive draws from one seeded generator: independent, deterministic.
-            views = [transform(image) for transform in self.transforms]
-        return views, int(self.targets[index]), position
+            return [transform(image) for transform in self.transforms]
+
+
+class _USBViews:
+    """Views whose parameters are drawn from the sample's seed (:mod:`harness.data.randaugment`),
+    applied one sample at a time."""
+
+    def __init__(self, views: tuple[str, ...], size: int, strong: StrongPolicy | None) -> None:
+        self.views, self.size, self.strong = views, size, strong
+
+    def __call__(self, image: torch.Tensor, aug_seed: int) -> list[torch.Tensor]:
+        seeds = np.array([aug_seed], dtype=np.int64)
+        out = []
+        for k, view in enumerate(self.views):
+            if view == "strong" and self.strong is not None:
+                params = draw_view_params(seeds, k, self.size, self.strong.ops, self.strong.cutout)
+            else:
+                params = draw_view_params(seeds, k, self.size, 0, None)
+            out.append(apply_view_one(image, params, 0))
+        return out
 
 
 def _collate(samples: list[tuple[list[torch.Tensor], int, int]]) -> Batch:
@@ -192,8 +225,8 @@ class BatchStream:
     """An infinite, exactly resumable iterator of :class:`Batch` over one subset of images.
 
     ``images`` is anything indexable giving H×W×3 uint8 arrays at ``image_size`` (an (N, H, W, 3)
-    array, a memmap, a lazy decoder). ``strong`` holds keyword arguments for
-    :func:`~harness.data.transforms.strong_view` (``ops``, ``magnitude``, ``cutout``).
+    array, a memmap, a lazy decoder). ``strong`` is the strong view's policy (required when
+    ``spec.views`` has a strong view).
     With ``num_workers > 0`` augmentation runs in DataLoader worker processes; the state still
     counts only batches returned to the caller, never what workers prefetched.
     """
@@ -204,7 +237,7 @@ class BatchStream:
         targets: np.ndarray,
         spec: StreamSpec,
         image_size: int,
-        strong: dict[str, Any] | None = None,
+        strong: StrongPolicy | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -218,12 +251,8 @@ class BatchStream:
             )
         self.images, self.targets, self.spec = images, np.asarray(targets), spec
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        makers = {
-            "weak": lambda: weak_view(image_size),
-            "strong": lambda: strong_view(image_size, **(strong or {})),
-        }
         self._dataset = _StreamDataset(
-            images, self.targets, subset, [makers[v]() for v in spec.views]
+            images, self.targets, subset, _views(spec.views, image_size, strong)
         )
         self._epoch, self._position = 0, 0
         self._iter: Iterator[Batch] | None = None  # started lazily, so a resume costs no workers
@@ -279,6 +308,23 @@ class BatchStream:
             # the caller's global RNG (our augmentation never uses worker seeds anyway).
             generator=torch.Generator(),
         )
+
+
+def _views(
+    views: tuple[str, ...], size: int, strong: StrongPolicy | None
+) -> Callable[[torch.Tensor, int], list[torch.Tensor]]:
+    """The per-sample augmentation of a stream's views under the strong policy."""
+    if "strong" in views and strong is None:
+        raise ValueError("a stream with a strong view needs its StrongPolicy")
+    if strong is None or strong.policy == "usb":
+        return _USBViews(views, size, strong)
+    makers = {
+        "weak": lambda: weak_view(size),
+        "strong": lambda: strong_view(
+            size, ops=strong.ops, magnitude=strong.magnitude, cutout=strong.cutout
+        ),
+    }
+    return _TorchvisionViews([makers[v]() for v in views])
 
 
 def _start(loader: DataLoader) -> Iterator[Any]:
