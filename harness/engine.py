@@ -398,15 +398,17 @@ def fit(
                         method.on_interval(ema.module, labelled_eval_batches, step)
                 lb = next(streams["labelled"])
                 labelled = LabelledBatch(
-                    to_model_input(lb.views[0], device, channels_last), lb.targets.to(device)
+                    to_model_input(lb.device_views(device)[0], device, channels_last),
+                    lb.targets.to(device),
                 )
                 unlabelled = None
                 step_images = len(lb.targets)
                 if "unlabelled" in streams:
                     ub = next(streams["unlabelled"])
+                    weak, strong = ub.device_views(device)
                     unlabelled = UnlabelledBatch(
-                        weak=to_model_input(ub.views[0], device, channels_last),
-                        strong=to_model_input(ub.views[1], device, channels_last),
+                        weak=to_model_input(weak, device, channels_last),
+                        strong=to_model_input(strong, device, channels_last),
                         indices=ub.indices.to(device),
                         hidden_targets=ub.targets.to(device),
                     )

@@ -7,9 +7,10 @@ All randomness of a stream is a pure function of ``(seed, stream name, epoch, po
   ``np.random.default_rng([seed, crc32(name), e])``;
 * each sample's views are a pure function of its augmentation seed: the parameters of USB's
   policy (``data.strong_augment.policy=usb``) are drawn from the seed's SplitMix64 stream
-  (:mod:`harness.data.randaugment`); torchvision's transforms (``policy=torchvision``) run under
-  ``torch.random.fork_rng`` after seeding torch's CPU generator with it. Neither the caller's
-  RNG nor worker seeding matters.
+  (:mod:`harness.data.randaugment`) when a batch is collated, and applied to the whole batch on
+  the training device (:meth:`Batch.device_views`); torchvision's transforms
+  (``policy=torchvision``) run per sample under ``torch.random.fork_rng`` after seeding torch's
+  CPU generator with it. Neither the caller's RNG nor worker seeding matters.
 
 A stream's state is therefore just ``(epoch, position)`` of the next sample it will return, and a
 resumed stream yields bit-identical batches to an uninterrupted one, with or without workers.
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from harness.data.randaugment import StrongPolicy, apply_view_one, draw_view_params
+from harness.data.augment import apply_view
+from harness.data.randaugment import StrongPolicy, ViewParams, draw_view_params
 from harness.data.transforms import eval_view, strong_view, weak_view
 from harness.errors import ConfigError
 from harness.interrupts import ctrl_c_held
@@ -78,12 +80,27 @@ class StreamSpec:
 
 @dataclass
 class Batch:
-    """One training batch: a uint8 B×3×H×W tensor per requested view (in ``spec.views`` order),
-    int64 targets, and int64 positions of the samples within ``spec.subset``."""
+    """One training batch: int64 targets, int64 positions of the samples within
+    ``spec.subset``, and its views (in ``spec.views`` order), read with :meth:`device_views`.
+
+    Under USB's policy the loader only gathers the uint8 rows (``images``) and draws each view's
+    per-sample parameters (``params``); :meth:`device_views` applies them batched on the
+    training device (:mod:`harness.data.augment`). Under ``policy=torchvision`` the loader
+    augments each sample and ``views`` holds the finished views.
+    """
 
     views: list[torch.Tensor]
     targets: torch.Tensor
     indices: torch.Tensor
+    images: torch.Tensor | None = None
+    params: tuple[ViewParams, ...] = ()
+
+    def device_views(self, device: torch.device | str) -> list[torch.Tensor]:
+        """Every view as a uint8 B×3×H×W tensor on ``device`` (the uint8 rows move once)."""
+        if self.images is None:
+            return [v.to(device, non_blocking=True) for v in self.views]
+        images = self.images.to(device, non_blocking=True)
+        return [apply_view(images, p) for p in self.params]
 
     def pin_memory(self) -> Batch:
         """Page-locked copy; the DataLoader calls this when ``pin_memory=True``."""
@@ -91,6 +108,8 @@ class Batch:
             views=[v.pin_memory() for v in self.views],
             targets=self.targets.pin_memory(),
             indices=self.indices.pin_memory(),
+            images=None if self.images is None else self.images.pin_memory(),
+            params=self.params,
         )
 
 
@@ -156,14 +175,15 @@ def _as_chw(image: Any) -> torch.Tensor:
 
 
 class _StreamDataset(Dataset):
-    """Map-style dataset whose keys are ``(subset position, augmentation seed)`` pairs."""
+    """Map-style dataset whose keys are ``(subset position, augmentation seed)`` pairs; an item
+    is ``(views, target, position, seed)``, its views the raw image alone without ``augment``."""
 
     def __init__(
         self,
         images: Sequence[Any],
         targets: np.ndarray,
         subset: np.ndarray,
-        augment: Callable[[torch.Tensor, int], list[torch.Tensor]],
+        augment: Callable[[torch.Tensor, int], list[torch.Tensor]] | None,
     ) -> None:
         self.images, self.targets, self.subset = images, targets, subset
         self.augment = augment
@@ -171,11 +191,12 @@ class _StreamDataset(Dataset):
     def __len__(self) -> int:
         return len(self.subset)
 
-    def __getitem__(self, item: _Item) -> tuple[list[torch.Tensor], int, int]:
+    def __getitem__(self, item: _Item) -> tuple[list[torch.Tensor], int, int, int]:
         position, aug_seed = item
         index = int(self.subset[position])
         image = _as_chw(self.images[index])
-        return self.augment(image, aug_seed), int(self.targets[index]), position
+        views = [image] if self.augment is None else self.augment(image, aug_seed)
+        return views, int(self.targets[index]), position, aug_seed
 
 
 class _TorchvisionViews:
@@ -195,30 +216,30 @@ class _TorchvisionViews:
             return [transform(image) for transform in self.transforms]
 
 
-class _USBViews:
-    """Views whose parameters are drawn from the sample's seed (:mod:`harness.data.randaugment`),
-    applied one sample at a time."""
+class _Collate:
+    """Stack samples into a :class:`Batch`; under USB's policy, draw each view's parameters
+    from the samples' seeds (vectorised) for :meth:`Batch.device_views` to apply."""
 
     def __init__(self, views: tuple[str, ...], size: int, strong: StrongPolicy | None) -> None:
         self.views, self.size, self.strong = views, size, strong
+        self.on_device = strong is None or strong.policy == "usb"
 
-    def __call__(self, image: torch.Tensor, aug_seed: int) -> list[torch.Tensor]:
-        seeds = np.array([aug_seed], dtype=np.int64)
-        out = []
-        for k, view in enumerate(self.views):
-            if view == "strong" and self.strong is not None:
-                params = draw_view_params(seeds, k, self.size, self.strong.ops, self.strong.cutout)
-            else:
-                params = draw_view_params(seeds, k, self.size, 0, None)
-            out.append(apply_view_one(image, params, 0))
-        return out
+    def __call__(self, samples: list[tuple[list[torch.Tensor], int, int, int]]) -> Batch:
+        targets = torch.tensor([s[1] for s in samples], dtype=torch.int64)
+        indices = torch.tensor([s[2] for s in samples], dtype=torch.int64)
+        if not self.on_device:
+            views = [torch.stack([s[0][v] for s in samples]) for v in range(len(samples[0][0]))]
+            return Batch(views=views, targets=targets, indices=indices)
+        seeds = np.array([s[3] for s in samples], dtype=np.int64)
+        params = tuple(self._params(seeds, k, view) for k, view in enumerate(self.views))
+        images = torch.stack([s[0][0] for s in samples])
+        return Batch(views=[], targets=targets, indices=indices, images=images, params=params)
 
-
-def _collate(samples: list[tuple[list[torch.Tensor], int, int]]) -> Batch:
-    views = [torch.stack([s[0][v] for s in samples]) for v in range(len(samples[0][0]))]
-    targets = torch.tensor([s[1] for s in samples], dtype=torch.int64)
-    indices = torch.tensor([s[2] for s in samples], dtype=torch.int64)
-    return Batch(views=views, targets=targets, indices=indices)
+    def _params(self, seeds: np.ndarray, k: int, view: str) -> ViewParams:
+        # Views are numbered: view k of a sample draws from its own block of the seed's stream.
+        if view == "strong" and self.strong is not None:
+            return draw_view_params(seeds, k, self.size, self.strong.ops, self.strong.cutout)
+        return draw_view_params(seeds, k, self.size, 0, None)
 
 
 class BatchStream:
@@ -251,9 +272,13 @@ class BatchStream:
             )
         self.images, self.targets, self.spec = images, np.asarray(targets), spec
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self._dataset = _StreamDataset(
-            images, self.targets, subset, _views(spec.views, image_size, strong)
+        if "strong" in spec.views and strong is None:
+            raise ValueError("a stream with a strong view needs its StrongPolicy")
+        self._collate = _Collate(spec.views, image_size, strong)
+        augment = (
+            None if self._collate.on_device else _torchvision_views(spec.views, image_size, strong)
         )
+        self._dataset = _StreamDataset(images, self.targets, subset, augment)
         self._epoch, self._position = 0, 0
         self._iter: Iterator[Batch] | None = None  # started lazily, so a resume costs no workers
 
@@ -302,7 +327,7 @@ class BatchStream:
             self._dataset,
             batch_sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=self._collate,
             pin_memory=self.pin_memory,
             # Own generator: creating an iterator draws a base seed, which must not consume
             # the caller's global RNG (our augmentation never uses worker seeds anyway).
@@ -310,14 +335,10 @@ class BatchStream:
         )
 
 
-def _views(
-    views: tuple[str, ...], size: int, strong: StrongPolicy | None
-) -> Callable[[torch.Tensor, int], list[torch.Tensor]]:
-    """The per-sample augmentation of a stream's views under the strong policy."""
-    if "strong" in views and strong is None:
-        raise ValueError("a stream with a strong view needs its StrongPolicy")
-    if strong is None or strong.policy == "usb":
-        return _USBViews(views, size, strong)
+def _torchvision_views(
+    views: tuple[str, ...], size: int, strong: StrongPolicy
+) -> _TorchvisionViews:
+    """The per-sample views of ``policy=torchvision``."""
     makers = {
         "weak": lambda: weak_view(size),
         "strong": lambda: strong_view(
