@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data.augment import apply_step, apply_view, cutout_batch, weak_batch
+from harness.data.augment import (
+    _cutout_edges,
+    apply_step,
+    apply_view,
+    cutout_batch,
+    cutout_mask,
+    weak_batch,
+)
 from harness.data.randaugment import (
+    CUTOUT_FILL,
     GEOMETRIC_OPS,
     OPS,
     apply_op_one,
@@ -109,6 +117,15 @@ def test_whole_views_batched_equal_per_sample(device: str) -> None:
             # bin: compare per image, most must be identical.
             same = (batched == reference).flatten(1).all(1).float().mean()
             assert same > 0.9
+
+
+def test_cutout_mask_used_on_gpus_equals_the_cpu_fill() -> None:
+    images = _images(48)
+    params = draw_view_params(np.arange(B) * 13, 1, 48, 0, 0.5)
+    edges = _cutout_edges(params.cutout.numpy(), 48)
+    fill = torch.tensor(CUTOUT_FILL, dtype=torch.uint8).view(-1, 1, 1)
+    masked = torch.where(cutout_mask(edges, images.shape[-2:], images.device), fill, images)
+    assert torch.equal(masked, cutout_batch(images, params.cutout))
 
 
 def test_apply_view_rejects_mismatched_batches() -> None:
