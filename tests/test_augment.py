@@ -103,7 +103,7 @@ def test_weak_and_cutout_batched_equal_per_sample(size: int, device: str) -> Non
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_whole_views_batched_equal_per_sample(device: str) -> None:
-    size, n = 48, 64
+    size, n = 48, 150  # more than one CPU chunk of 64
     images = _images(size, n)
     seeds = np.arange(n, dtype=np.int64) * 7 + 3
     for k, (n_ops, cutout) in enumerate([(0, None), (3, 0.5), (2, 0.25)]):

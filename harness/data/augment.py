@@ -37,6 +37,9 @@ from torchvision.transforms.v2 import functional as F
 from harness.data.randaugment import CUTOUT_FILL, GEOMETRIC_OPS, OP_INDEX, OPS, ViewParams
 
 _GEOMETRIC_IDS = np.array(sorted(OP_INDEX[name] for name in GEOMETRIC_OPS))
+# On the CPU, views of 64 images at a time run ~20% faster than of 448 (measured at 112 px):
+# the intermediate tensors stay small enough to be reused instead of freshly mapped.
+_CPU_CHUNK = 64
 
 
 def apply_view(images: torch.Tensor, params: ViewParams) -> torch.Tensor:
@@ -52,6 +55,10 @@ def apply_view(images: torch.Tensor, params: ViewParams) -> torch.Tensor:
             f"{len(params)} view parameters of size {params.size} for a batch of shape "
             f"{tuple(images.shape)}"
         )
+    if images.device.type == "cpu" and len(images) > _CPU_CHUNK:
+        starts = range(0, len(images), _CPU_CHUNK)
+        chunks = [(images[a : a + _CPU_CHUNK], params.rows(a, a + _CPU_CHUNK)) for a in starts]
+        return torch.cat([apply_view(x, p) for x, p in chunks])
     out = weak_batch(images, params.flip, params.crop, params.pad)
     ops, magnitudes = params.ops.numpy(), params.magnitudes.numpy()
     for step in range(ops.shape[1]):

@@ -123,24 +123,10 @@ class ViewParams:
     def __len__(self) -> int:
         return len(self.flip)
 
-    def to(self, device: torch.device | str) -> ViewParams:
-        """The same parameters on ``device``."""
-        return ViewParams(
-            self.size,
-            self.pad,
-            *(t.to(device) for t in (self.flip, self.crop, self.ops, self.magnitudes, self.cutout)),
-        )
-
-    @staticmethod
-    def cat(parts: list[ViewParams]) -> ViewParams:
-        """Concatenate parameters of the same view for several sample groups."""
-        first = parts[0]
-        fields = ("flip", "crop", "ops", "magnitudes", "cutout")
-        return ViewParams(
-            first.size,
-            first.pad,
-            *(torch.cat([getattr(p, f) for p in parts]) for f in fields),
-        )
+    def rows(self, start: int, stop: int) -> ViewParams:
+        """The parameters of samples ``start .. stop-1``."""
+        tensors = (self.flip, self.crop, self.ops, self.magnitudes, self.cutout)
+        return ViewParams(self.size, self.pad, *(t[start:stop] for t in tensors))
 
 
 # SplitMix64 (Steele et al. 2014): the k-th output for seed s is mix(s + (k+1)·γ). It draws a
