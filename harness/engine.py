@@ -281,6 +281,7 @@ def fit(
             ),
             image_size,
             num_workers=workers,
+            views_in_loader=device.type == "cpu",  # CPU: the workers' cores augment
         )
     }
     if method.uses_unlabelled:
@@ -297,6 +298,7 @@ def fit(
             image_size,
             strong=StrongPolicy.from_config(data_cfg["strong_augment"]),
             num_workers=workers,
+            views_in_loader=device.type == "cpu",
         )
 
     evaluations: list[dict[str, Any]] = []

@@ -96,6 +96,19 @@ def test_resume_is_bit_identical_across_epoch_boundary(
     b.close()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_views_applied_in_the_loader_equal_views_applied_later(images, targets, workers):
+    # CPU training applies the batched views in the loader's workers; a GPU run applies them
+    # on the device: the same bits, whatever the worker count.
+    later = _take(_stream(images, targets, _spec(), SIZE), 3)
+    spec = _spec()
+    in_loader = _stream(images, targets, spec, SIZE, num_workers=workers, views_in_loader=True)
+    batches = _take(in_loader, 3)
+    assert all(b.images is None and len(b.views) == 2 for b in batches)
+    _assert_same(batches, later)
+    in_loader.close()
+
+
 def test_batch_larger_than_subset_spans_epochs(images, targets):
     spec = _spec(subset=np.arange(5), batch_size=8)
     stream = _stream(images, targets, spec, SIZE)

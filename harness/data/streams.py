@@ -218,11 +218,15 @@ class _TorchvisionViews:
 
 class _Collate:
     """Stack samples into a :class:`Batch`; under USB's policy, draw each view's parameters
-    from the samples' seeds (vectorised) for :meth:`Batch.device_views` to apply."""
+    from the samples' seeds (vectorised) for :meth:`Batch.device_views` to apply — or apply
+    them here, batched, with ``views_in_loader``."""
 
-    def __init__(self, views: tuple[str, ...], size: int, strong: StrongPolicy | None) -> None:
+    def __init__(
+        self, views: tuple[str, ...], size: int, strong: StrongPolicy | None, views_in_loader: bool
+    ) -> None:
         self.views, self.size, self.strong = views, size, strong
         self.on_device = strong is None or strong.policy == "usb"
+        self.views_in_loader = views_in_loader
 
     def __call__(self, samples: list[tuple[list[torch.Tensor], int, int, int]]) -> Batch:
         targets = torch.tensor([s[1] for s in samples], dtype=torch.int64)
@@ -233,6 +237,9 @@ class _Collate:
         seeds = np.array([s[3] for s in samples], dtype=np.int64)
         params = tuple(self._params(seeds, k, view) for k, view in enumerate(self.views))
         images = torch.stack([s[0][0] for s in samples])
+        if self.views_in_loader:
+            views = [apply_view(images, p) for p in params]
+            return Batch(views=views, targets=targets, indices=indices)
         return Batch(views=[], targets=targets, indices=indices, images=images, params=params)
 
     def _params(self, seeds: np.ndarray, k: int, view: str) -> ViewParams:
@@ -248,8 +255,13 @@ class BatchStream:
     ``images`` is anything indexable giving H×W×3 uint8 arrays at ``image_size`` (an (N, H, W, 3)
     array, a memmap, a lazy decoder). ``strong`` is the strong view's policy (required when
     ``spec.views`` has a strong view).
-    With ``num_workers > 0`` augmentation runs in DataLoader worker processes; the state still
-    counts only batches returned to the caller, never what workers prefetched.
+    Under USB's policy the loader gathers rows and draws parameters, and the views are applied
+    batched where :meth:`Batch.device_views` is called; with ``views_in_loader`` (for CPU
+    training, where the loader's worker processes are spare cores) the loader applies them,
+    batched, itself — the same bits either way. Under ``policy=torchvision`` the loader
+    augments each sample. With ``num_workers > 0`` the loader runs in DataLoader worker
+    processes; the state still counts only batches returned to the caller, never what workers
+    prefetched.
     """
 
     def __init__(
@@ -261,6 +273,7 @@ class BatchStream:
         strong: StrongPolicy | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        views_in_loader: bool = False,
     ) -> None:
         if len(targets) != len(images):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
@@ -274,7 +287,7 @@ class BatchStream:
         self.num_workers, self.pin_memory = num_workers, pin_memory
         if "strong" in spec.views and strong is None:
             raise ValueError("a stream with a strong view needs its StrongPolicy")
-        self._collate = _Collate(spec.views, image_size, strong)
+        self._collate = _Collate(spec.views, image_size, strong, views_in_loader)
         augment = (
             None if self._collate.on_device else _torchvision_views(spec.views, image_size, strong)
         )
