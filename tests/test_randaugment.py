@@ -135,6 +135,11 @@ def test_weak_parameters_flip_half_and_crop_uniform():
         assert len(counts) == 2 * pad + 1 and stats.chisquare(counts).pvalue > 1e-3
 
 
+def test_cutout_zero_turns_cutout_off():
+    params = draw_view_params(SEEDS[:10], 1, SIZE, 2, 0.0)
+    assert params.cutout.shape == (10, 0) and params.ops.shape == (10, 2)
+
+
 def test_parameters_are_a_pure_function_of_seed_and_view():
     seeds = SEEDS[:50]
     whole = draw_view_params(seeds, 1, SIZE, 3, 0.5)

@@ -157,7 +157,8 @@ def draw_view_params(
 ) -> ViewParams:
     """Parameters of view number ``view_index`` of each sample, from its augmentation seed.
 
-    The weak view is ``n_ops=0, cutout=None``; USB's strong view is ``n_ops=N, cutout=0.5``.
+    The weak view is ``n_ops=0, cutout=None``; USB's strong view is ``n_ops=N, cutout=0.5``
+    (``cutout=0`` turns Cutout off).
     Flip with probability 1/2; crop offsets uniform over the ``2·pad + 1`` positions (pad =
     size // 8, USB's 0.875 crop ratio); op ids uniform over :data:`OPS` with replacement;
     magnitudes uniform over each op's range; Cutout side uniform on ``[0, cutout·size)`` and its
@@ -174,7 +175,7 @@ def draw_view_params(
     low = np.array([lo for _, lo, _ in OPS])[ops]
     high = np.array([hi for _, _, hi in OPS])[ops]
     magnitudes = low + (high - low) * u[:, 3 + n_ops : 3 + 2 * n_ops]
-    if cutout is None:
+    if not cutout:  # None or 0: no Cutout (USB skips a side of 0 too)
         box = np.zeros((b, 0))
     else:
         c = u[:, 3 + 2 * n_ops :]
