@@ -8,8 +8,9 @@ Compares, on the same in-memory uint8 images (as the decoded cache holds them):
 * ``batched usb``: the loader gathers rows and draws parameters, ``Batch.device_views`` applies
   both views to the whole batch (here on the CPU) — the training path.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/augment_rate.py [--sizes 48 112] [--batch 448]``.
-Prints samples/s per path and the batched/per-sample ratio.
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/augment_rate.py [--sizes 48 112] [--batch 448]
+[--per-op]``. Prints samples/s per path and the batched/per-sample ratio; ``--per-op`` also
+prints the batched cost of each op (µs per image, every image of a 64-image chunk drawing it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from harness.data.randaugment import StrongPolicy, apply_view_one, draw_view_params
+from harness.data.augment import apply_step, weak_batch
+from harness.data.randaugment import OPS, StrongPolicy, apply_view_one, draw_view_params
 from harness.data.streams import BatchStream, StreamSpec
 
 USB = StrongPolicy(policy="usb", ops=3, magnitude=10, cutout=0.5)
@@ -67,11 +69,31 @@ def measure(size: int, batch: int, min_seconds: float) -> dict[str, float]:
     }
 
 
+def per_op(size: int, min_seconds: float) -> dict[str, float]:
+    """µs per image of the weak view and of each op, batched over a 64-image chunk."""
+    n = 64
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+    weak = draw_view_params(np.arange(n), 0, size, 0, None)
+    costs = {
+        "weak view": 1e6
+        / _rate(lambda: weak_batch(images, weak.flip, weak.crop, weak.pad), 1, min_seconds)
+        / n
+    }
+    for op, (name, low, high) in enumerate(OPS):
+        ops, v = np.full(n, op), rng.uniform(low, high, n)
+        costs[name] = (
+            1e6 / _rate(lambda ops=ops, v=v: apply_step(images, ops, v), 1, min_seconds) / n
+        )
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 112])
     parser.add_argument("--batch", type=int, default=448, help="unlabelled batch (64 × μ=7)")
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum time per path")
+    parser.add_argument("--per-op", action="store_true", help="also time each op, batched")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
@@ -81,6 +103,9 @@ def main() -> None:
             print(f"{size:4d} px  {name:24s} {rate:8.0f} samples/s")
         ratio = rates["batched usb"] / rates["per-sample torchvision"]
         print(f"{size:4d} px  batched usb / per-sample torchvision: {ratio:.1f}x")
+        if args.per_op:
+            for name, cost in per_op(size, args.seconds / 5).items():
+                print(f"{size:4d} px  {name:24s} {cost:8.0f} us/image")
 
 
 if __name__ == "__main__":
