@@ -7,16 +7,16 @@ from its seed; :func:`apply_view` turns rows + parameters into the view, batched
 * each RandAugment step: one batched nearest-neighbour resampling for every sample whose op at
   that step is geometric (Rotate, ShearX/Y, TranslateX/Y), and one batched call per colour op
   over the samples that drew it, with per-sample factors;
-* Cutout: one batched mask.
+* Cutout: one batched mask (on the CPU, one slice fill per image).
 
 The ops run one step after the other, as USB applies them: they do not commute (a black corner
 left by Rotate is inverted by a later Solarize, counted by Equalize/AutoContrast and averaged by
 Contrast; nearest-neighbour rounding differs between one composed affine and two in a row), so
 fusing all geometric ops of a view into one affine would change the view. The results equal the
-per-sample reference :func:`~harness.data.randaugment.apply_view_one` bit for bit on the
-geometric ops and Cutout (Pillow's own fixed-point arithmetic, reproduced in integers) and within
-one grey level on the colour ops (torchvision's float formulas with per-sample factors), on CPU
-and CUDA (tests/test_augment.py).
+per-sample reference :func:`~harness.data.randaugment.apply_view_one`: geometric ops and Cutout
+bit for bit on any device (Pillow's own fixed-point arithmetic, reproduced in integers); colour
+ops (torchvision's float formulas, with one factor per image) bit for bit on the CPU and within
+one grey level on CUDA (tests/test_augment.py).
 
 Why not torchvision's or kornia's batched ops: torchvision v2's colour kernels take one factor for
 the whole batch, and its (and kornia's) affine warps sample with ``grid_sample``, whose rounding
