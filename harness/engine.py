@@ -32,6 +32,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
 from harness.ema import build_ema, ema_horizon_warning
@@ -308,18 +309,24 @@ def build_training(
         ema=ema,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        streams=build_streams(cfg, data, with_unlabelled=method.uses_unlabelled),
+        streams=build_streams(
+            cfg, data, with_unlabelled=method.uses_unlabelled, device=settings.device
+        ),
         method=method,
         data=data,
     )
 
 
 def build_streams(
-    cfg: dict[str, Any], data: TrainData, with_unlabelled: bool
+    cfg: dict[str, Any], data: TrainData, with_unlabelled: bool, device: torch.device
 ) -> dict[str, BatchStream]:
     """The labelled stream (weak view) and, for SSL methods, the unlabelled one (weak and
-    strong views, ``data.unlabelled_ratio`` times larger batches), both keyed by the run seed."""
+    strong views, ``data.unlabelled_ratio`` times larger batches), both keyed by the run seed.
+    On a CPU device the loader's workers compute the views (their cores augment); on a GPU the
+    loaders only gather rows and parameters, and the views are computed batched on the device
+    (:meth:`harness.data.streams.Batch.device_views`)."""
     data_cfg, seed = cfg["data"], int(cfg["seed"])
+    in_loader = device.type == "cpu"
     size, workers, batch = (int(data_cfg[k]) for k in ("image_size", "num_workers", "batch_size"))
     labelled = StreamSpec(
         "labelled",
@@ -331,11 +338,15 @@ def build_streams(
     )
     streams = {
         "labelled": BatchStream(
-            data.train_images, data.train_targets, labelled, size, num_workers=workers
+            data.train_images,
+            data.train_targets,
+            labelled,
+            size,
+            num_workers=workers,
+            views_in_loader=in_loader,
         )
     }
     if with_unlabelled:
-        strong_cfg = data_cfg["strong_augment"]
         unlabelled = StreamSpec(
             "unlabelled",
             data.unlabelled,
@@ -348,12 +359,9 @@ def build_streams(
             data.train_targets,
             unlabelled,
             size,
-            strong=dict(
-                ops=int(strong_cfg["randaugment_ops"]),
-                magnitude=int(strong_cfg["randaugment_magnitude"]),
-                cutout=float(strong_cfg["cutout"]),
-            ),
+            strong=StrongPolicy.from_config(data_cfg["strong_augment"]),
             num_workers=workers,
+            views_in_loader=in_loader,
         )
     return streams
 
@@ -373,14 +381,15 @@ def next_batches(training: Training) -> StepBatches:
     device, channels_last = training.settings.device, training.settings.channels_last
     lb = next(training.streams["labelled"])
     labelled = LabelledBatch(
-        to_model_input(lb.views[0], device, channels_last), lb.targets.to(device)
+        to_model_input(lb.device_views(device)[0], device, channels_last), lb.targets.to(device)
     )
     if "unlabelled" not in training.streams:
         return StepBatches(labelled, None, len(lb.targets))
     ub = next(training.streams["unlabelled"])
+    weak, strong = ub.device_views(device)
     unlabelled = UnlabelledBatch(
-        weak=to_model_input(ub.views[0], device, channels_last),
-        strong=to_model_input(ub.views[1], device, channels_last),
+        weak=to_model_input(weak, device, channels_last),
+        strong=to_model_input(strong, device, channels_last),
         indices=ub.indices.to(device),
         hidden_targets=ub.targets.to(device),
     )

@@ -5,8 +5,12 @@ All randomness of a stream is a pure function of ``(seed, stream name, epoch, po
 * the order of epoch ``e`` (a permutation of the subset, or class-balanced draws with
   replacement) and one augmentation seed per position both come from
   ``np.random.default_rng([seed, crc32(name), e])``;
-* each sample is augmented under ``torch.random.fork_rng`` after seeding torch's CPU generator
-  with its augmentation seed, so neither the caller's RNG nor worker seeding matters.
+* each sample's views are a pure function of its augmentation seed: the parameters of USB's
+  policy (``data.strong_augment.policy=usb``) are drawn from the seed's SplitMix64 stream
+  (:mod:`harness.data.randaugment`) when a batch is collated, and applied to the whole batch on
+  the training device (:meth:`Batch.device_views`); torchvision's transforms
+  (``policy=torchvision``) run per sample under ``torch.random.fork_rng`` after seeding torch's
+  CPU generator with it. Neither the caller's RNG nor worker seeding matters.
 
 A stream's state is therefore just ``(epoch, position)`` of the next sample it will return, and a
 resumed stream yields bit-identical batches to an uninterrupted one, with or without workers.
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from harness.data.augment import apply_view
+from harness.data.randaugment import StrongPolicy, ViewParams, draw_view_params
 from harness.data.transforms import eval_view, strong_view, weak_view
 from harness.errors import ConfigError
 from harness.interrupts import ctrl_c_held
@@ -74,12 +80,27 @@ class StreamSpec:
 
 @dataclass
 class Batch:
-    """One training batch: a uint8 B×3×H×W tensor per requested view (in ``spec.views`` order),
-    int64 targets, and int64 positions of the samples within ``spec.subset``."""
+    """One training batch: int64 targets, int64 positions of the samples within
+    ``spec.subset``, and its views (in ``spec.views`` order), read with :meth:`device_views`.
+
+    Under USB's policy the loader only gathers the uint8 rows (``images``) and draws each view's
+    per-sample parameters (``params``); :meth:`device_views` applies them batched on the
+    training device (:mod:`harness.data.augment`). Under ``policy=torchvision`` the loader
+    augments each sample and ``views`` holds the finished views.
+    """
 
     views: list[torch.Tensor]
     targets: torch.Tensor
     indices: torch.Tensor
+    images: torch.Tensor | None = None
+    params: tuple[ViewParams, ...] = ()
+
+    def device_views(self, device: torch.device | str) -> list[torch.Tensor]:
+        """Every view as a uint8 B×3×H×W tensor on ``device`` (the uint8 rows move once)."""
+        if self.images is None:
+            return [v.to(device, non_blocking=True) for v in self.views]
+        images = self.images.to(device, non_blocking=True)
+        return [apply_view(images, p) for p in self.params]
 
     def pin_memory(self) -> Batch:
         """Page-locked copy; the DataLoader calls this when ``pin_memory=True``."""
@@ -87,6 +108,8 @@ class Batch:
             views=[v.pin_memory() for v in self.views],
             targets=self.targets.pin_memory(),
             indices=self.indices.pin_memory(),
+            images=None if self.images is None else self.images.pin_memory(),
+            params=self.params,
         )
 
 
@@ -152,50 +175,93 @@ def _as_chw(image: Any) -> torch.Tensor:
 
 
 class _StreamDataset(Dataset):
-    """Map-style dataset whose keys are ``(subset position, augmentation seed)`` pairs."""
+    """Map-style dataset whose keys are ``(subset position, augmentation seed)`` pairs; an item
+    is ``(views, target, position, seed)``, its views the raw image alone without ``augment``."""
 
     def __init__(
         self,
         images: Sequence[Any],
         targets: np.ndarray,
         subset: np.ndarray,
-        transforms: list[Callable[[torch.Tensor], torch.Tensor]],
+        augment: Callable[[torch.Tensor, int], list[torch.Tensor]] | None,
     ) -> None:
         self.images, self.targets, self.subset = images, targets, subset
-        self.transforms = transforms
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.subset)
 
-    def __getitem__(self, item: _Item) -> tuple[list[torch.Tensor], int, int]:
+    def __getitem__(self, item: _Item) -> tuple[list[torch.Tensor], int, int, int]:
         position, aug_seed = item
         index = int(self.subset[position])
         image = _as_chw(self.images[index])
+        views = [image] if self.augment is None else self.augment(image, aug_seed)
+        return views, int(self.targets[index]), position, aug_seed
+
+
+class _TorchvisionViews:
+    """Views from torchvision transforms drawing from torch's global CPU generator, seeded per
+    sample (``policy=torchvision``)."""
+
+    def __init__(self, transforms: list[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, image: torch.Tensor, aug_seed: int) -> list[torch.Tensor]:
         # fork_rng restores the caller's CPU RNG afterwards (matters when num_workers=0).
         # Seed only the CPU generator: torch.manual_seed would also reseed CUDA's generators,
         # which fork_rng(devices=[]) does not restore.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(aug_seed)
             # Views are consecutive draws from one seeded generator: independent, deterministic.
-            views = [transform(image) for transform in self.transforms]
-        return views, int(self.targets[index]), position
+            return [transform(image) for transform in self.transforms]
 
 
-def _collate(samples: list[tuple[list[torch.Tensor], int, int]]) -> Batch:
-    views = [torch.stack([s[0][v] for s in samples]) for v in range(len(samples[0][0]))]
-    targets = torch.tensor([s[1] for s in samples], dtype=torch.int64)
-    indices = torch.tensor([s[2] for s in samples], dtype=torch.int64)
-    return Batch(views=views, targets=targets, indices=indices)
+class _Collate:
+    """Stack samples into a :class:`Batch`; under USB's policy, draw each view's parameters
+    from the samples' seeds (vectorised) for :meth:`Batch.device_views` to apply — or apply
+    them here, batched, with ``views_in_loader``."""
+
+    def __init__(
+        self, views: tuple[str, ...], size: int, strong: StrongPolicy | None, views_in_loader: bool
+    ) -> None:
+        self.views, self.size, self.strong = views, size, strong
+        self.on_device = strong is None or strong.policy == "usb"
+        self.views_in_loader = views_in_loader
+
+    def __call__(self, samples: list[tuple[list[torch.Tensor], int, int, int]]) -> Batch:
+        targets = torch.tensor([s[1] for s in samples], dtype=torch.int64)
+        indices = torch.tensor([s[2] for s in samples], dtype=torch.int64)
+        if not self.on_device:
+            views = [torch.stack([s[0][v] for s in samples]) for v in range(len(samples[0][0]))]
+            return Batch(views=views, targets=targets, indices=indices)
+        seeds = np.array([s[3] for s in samples], dtype=np.int64)
+        params = tuple(self._params(seeds, k, view) for k, view in enumerate(self.views))
+        images = torch.stack([s[0][0] for s in samples])
+        if self.views_in_loader:
+            views = [apply_view(images, p) for p in params]
+            return Batch(views=views, targets=targets, indices=indices)
+        return Batch(views=[], targets=targets, indices=indices, images=images, params=params)
+
+    def _params(self, seeds: np.ndarray, k: int, view: str) -> ViewParams:
+        # Views are numbered: view k of a sample draws from its own block of the seed's stream.
+        if view == "strong" and self.strong is not None:
+            return draw_view_params(seeds, k, self.size, self.strong.ops, self.strong.cutout)
+        return draw_view_params(seeds, k, self.size, 0, None)
 
 
 class BatchStream:
     """An infinite, exactly resumable iterator of :class:`Batch` over one subset of images.
 
     ``images`` is anything indexable giving H×W×3 uint8 arrays at ``image_size`` (an (N, H, W, 3)
-    array, a memmap, a lazy decoder). ``strong`` holds keyword arguments for
-    :func:`~harness.data.transforms.strong_view` (``ops``, ``magnitude``, ``cutout``).
-    With ``num_workers > 0`` augmentation runs in DataLoader worker processes; the state still
-    counts only batches returned to the caller, never what workers prefetched.
+    array, a memmap, a lazy decoder). ``strong`` is the strong view's policy (required when
+    ``spec.views`` has a strong view).
+    Under USB's policy the loader gathers rows and draws parameters, and the views are applied
+    batched where :meth:`Batch.device_views` is called; with ``views_in_loader`` (for CPU
+    training, where the loader's worker processes are spare cores) the loader applies them,
+    batched, itself — the same bits either way. Under ``policy=torchvision`` the loader
+    augments each sample. With ``num_workers > 0`` the loader runs in DataLoader worker
+    processes; the state still counts only batches returned to the caller, never what workers
+    prefetched.
     """
 
     def __init__(
@@ -204,9 +270,10 @@ class BatchStream:
         targets: np.ndarray,
         spec: StreamSpec,
         image_size: int,
-        strong: dict[str, Any] | None = None,
+        strong: StrongPolicy | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        views_in_loader: bool = False,
     ) -> None:
         if len(targets) != len(images):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
@@ -218,13 +285,13 @@ class BatchStream:
             )
         self.images, self.targets, self.spec = images, np.asarray(targets), spec
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        makers = {
-            "weak": lambda: weak_view(image_size),
-            "strong": lambda: strong_view(image_size, **(strong or {})),
-        }
-        self._dataset = _StreamDataset(
-            images, self.targets, subset, [makers[v]() for v in spec.views]
+        if "strong" in spec.views and strong is None:
+            raise ValueError("a stream with a strong view needs its StrongPolicy")
+        self._collate = _Collate(spec.views, image_size, strong, views_in_loader)
+        augment = (
+            None if self._collate.on_device else _torchvision_views(spec.views, image_size, strong)
         )
+        self._dataset = _StreamDataset(images, self.targets, subset, augment)
         self._epoch, self._position = 0, 0
         self._iter: Iterator[Batch] | None = None  # started lazily, so a resume costs no workers
 
@@ -273,12 +340,25 @@ class BatchStream:
             self._dataset,
             batch_sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=self._collate,
             pin_memory=self.pin_memory,
             # Own generator: creating an iterator draws a base seed, which must not consume
             # the caller's global RNG (our augmentation never uses worker seeds anyway).
             generator=torch.Generator(),
         )
+
+
+def _torchvision_views(
+    views: tuple[str, ...], size: int, strong: StrongPolicy
+) -> _TorchvisionViews:
+    """The per-sample views of ``policy=torchvision``."""
+    makers = {
+        "weak": lambda: weak_view(size),
+        "strong": lambda: strong_view(
+            size, ops=strong.ops, magnitude=strong.magnitude, cutout=strong.cutout
+        ),
+    }
+    return _TorchvisionViews([makers[v]() for v in views])
 
 
 def _start(loader: DataLoader) -> Iterator[Any]:

@@ -33,8 +33,9 @@ def weak_view(size: int) -> v2.Transform:
     )
 
 
-def strong_view(size: int, ops: int = 2, magnitude: int = 10, cutout: float = 0.5) -> v2.Transform:
-    """FixMatch's strong augmentation: the weak view, RandAugment(``ops``, ``magnitude``) and
+def strong_view(size: int, *, ops: int, magnitude: int, cutout: float) -> v2.Transform:
+    """``data.strong_augment.policy=torchvision``: the weak view, torchvision's
+    RandAugment(``ops``, ``magnitude``) at a fixed magnitude bin, and
     Cutout of one gray square of side ``cutout * size`` placed uniformly inside the image
     (``cutout=0`` disables Cutout)."""
     _check_size(size)
