@@ -123,15 +123,7 @@ def decoded_images(
     cached = _open_if_valid(final, shape)
     if cached is not None:
         return cached
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = (final.parent / f".{final.name}.lock").open("w")
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write the decoded-image cache in {final.parent} ({err}); "
-            "set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder, or data.cache=false"
-        ) from None
-    with lock_file, _locked(lock_file, final, progress):
+    with build_lock(final, progress, what="the decoded-image cache", or_else="data.cache=false"):
         # Another job may have built it while this one waited for the lock.
         cached = _open_if_valid(final, shape)
         if cached is None:
@@ -147,17 +139,22 @@ def decoded_images(
 
 
 @contextlib.contextmanager
-def build_lock(final: Path, progress: bool = True) -> Iterator[None]:
+def build_lock(
+    final: Path, progress: bool = True, what: str = "a cached file", or_else: str = ""
+) -> Iterator[None]:
     """Hold the exclusive lock (``.<name>.lock`` beside it) under which one process builds the
-    file ``final`` while others wait for it: the lock :func:`decoded_images` takes, for other
-    cached artefacts (pretrained weights) that several jobs may ask for at once."""
+    file ``final`` while others wait for it: the lock :func:`decoded_images` takes, and other
+    cached artefacts (pretrained weights) that several jobs may ask for at once. A folder that
+    cannot be written is a :class:`ConfigError` naming ``what`` and the keys that move it
+    (``or_else``: another way out, e.g. ``data.cache=false``)."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         lock_file = (final.parent / f".{final.name}.lock").open("w")
     except OSError as err:
+        alternative = f", or {or_else}" if or_else else ""
         raise ConfigError(
-            f"cannot write in the cache folder {final.parent} ({err}); "
-            "set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder"
+            f"cannot write {what} in {final.parent} ({err}); "
+            f"set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder{alternative}"
         ) from None
     with lock_file, _locked(lock_file, final, progress):
         yield
