@@ -286,7 +286,7 @@ def _fit_config(config: dict[str, Any], settings: PretrainSettings) -> dict[str,
         "data": data,
         "optim": dict(settings.optim),
         "sched": dict(settings.sched),
-        "ema": {"decay": 1 - EMA_TENTHS / max(settings.steps, 2 * EMA_TENTHS)},
+        "ema": {**config["ema"], "decay": 1 - EMA_TENTHS / max(settings.steps, 2 * EMA_TENTHS)},
         "method": method_settings("supervised"),
     }
 
