@@ -243,7 +243,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
         pytest.fail(f"the grid hung after Ctrl-C:\n{proc.communicate()[0]}")
     assert proc.returncode == 130, output
     assert "failed" not in output and "Traceback" not in output, output
-    assert "checkpoint saved" in output
+    assert "checkpoint saved" in output, output
     assert not list(results.glob("synthfer/*.json"))
 
     resumed = bench(*args, cwd=tmp_path)  # in one process: quicker, and the same runs
