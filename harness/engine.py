@@ -371,7 +371,8 @@ def fit(
         ):
             yield LabelledBatch(to_model_input(images, device, channels_last), targets.to(device))
 
-    log_file = (run_dir / LOG_NAME).open("a")
+    # Line-buffered: each line reaches the file as written (`tail -f`; a kill loses none).
+    log_file = (run_dir / LOG_NAME).open("a", buffering=1)
     if resumed_from is not None:
         log_file.write(json.dumps({"event": "resume", "step": resumed_from}) + "\n")
     eval_every = int(train_cfg["eval_every"])
