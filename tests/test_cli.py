@@ -134,8 +134,9 @@ def test_missing_dataset_folder_is_named(tmp_path: Path) -> None:
         "run", "--methods", "supervised", "--dataset", "rafdb",
         f"dataset.root={tmp_path / 'RAF-DB'}", "--results-dir", str(tmp_path), cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 1
-    assert "RAF-DB folder not found" in " ".join(proc.stdout.split())
+    # Before anything runs: a run's identity needs its dataset's content.
+    assert proc.returncode == 2
+    assert f"dataset folder not found: {tmp_path / 'RAF-DB'}" in " ".join(proc.stdout.split())
 
 
 def test_killed_process_resumes_and_matches(tiny: list[str], tmp_path: Path) -> None:

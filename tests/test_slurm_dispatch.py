@@ -201,10 +201,13 @@ def test_crashing_runs_show_as_failed_with_log_and_error(
     slurm_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "results"
-    # A dataset folder that is gone by the time the job starts.
+    # A dataset folder that is gone by the time the job starts (planning reads its content).
     gone = ["--methods", "supervised", "--dataset", "rafdb"]
     launcher = [o for o in slurm_args if o.startswith("launcher.")]
+    (tmp_path / "RAF-DB").mkdir()
+    launcher.append("+launcher.additional_parameters.begin=now+2")  # time to remove it
     assert bench_run(gone, results, [*launcher, f"dataset.root={tmp_path / 'RAF-DB'}"]) == 0
+    (tmp_path / "RAF-DB").rmdir()
     # An array whose second task asks for more labels than the training set has (only the run
     # can tell): it fails, the first task completes.
     grid = ["--methods", "supervised", "--labels", "10%,100000", "--seeds", "0"]
