@@ -32,6 +32,8 @@ def outcome_of(status: RunStatus, results_dir: Path, spec: RunSpec) -> RunOutcom
     if status.state == "done":
         top1 = load_result(result_path(results_dir, spec))["metrics"]["top1"]
         return RunOutcome(spec.run_id, "done", f"top-1 {top1:.2f}% (job {status.job_id})")
+    if status.stuck:
+        return RunOutcome(spec.run_id, "failed", f"job {status.job_id} {status.detail}")
     last = status.error[-1] if status.error else "no error text in the log"
     reason = status.detail or "ended without a result"
     return RunOutcome(
@@ -49,7 +51,8 @@ def follow(
     unknown_grace_s: float = UNKNOWN_GRACE_S,
 ) -> list[RunOutcome]:
     """Poll the result store and the scheduler every ``poll_s`` seconds until every run of
-    ``specs`` is done or failed; print each change of state. Outcomes in ``specs`` order."""
+    ``specs`` is done or failed, or pends for a reason that never clears (a failure: waiting
+    would never end); print each change of state. Outcomes in ``specs`` order."""
     started = time.monotonic()
     seen: dict[str, str] = {}
     progress = Progress(
@@ -67,6 +70,7 @@ def follow(
             lost = time.monotonic() - started > unknown_grace_s
             for s in statuses:
                 label = f"{s.state} ({s.scheduler_state})" if s.scheduler_state else s.state
+                label += f": {s.reason}" if s.reason and s.reason != "None" else ""
                 if seen.get(s.run_id) != label:
                     seen[s.run_id] = label
                     progress.console.print(
