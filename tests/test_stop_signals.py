@@ -148,3 +148,21 @@ def test_a_second_ctrl_c_aborts_with_one_line_and_exit_130(tiny: list[str], tmp_
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)], "workers left running"
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_failed_runs_error_is_printed_once(
+    parallel: int, tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A run that fails (more labels asked for than the training set has) is reported once, as
+    it fails; the summary at the end names it without repeating the error. Exit 1."""
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["run", "--methods", "supervised", "--labels", "100000", "--seeds", "0,1",
+            "--no-progress", "--results-dir", str(tmp_path), *tiny,
+            f"launcher.parallel={parallel}"]  # fmt: skip
+    assert main(args) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("the training set has only 280 images") == 2, out  # one per run
+    assert out.count("(the error is printed above)") == 2
+    assert "2 of 2 runs failed" in out
