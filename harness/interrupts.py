@@ -55,9 +55,10 @@ class StopAborted(KeyboardInterrupt):
     """A second stop signal: abort at once. A KeyboardInterrupt, so that no ``except
     Exception`` between the handler and the CLI can swallow it."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"aborted by a second {signal_name(signum)}")
+    def __init__(self, signum: int, line: str | None = None) -> None:
+        super().__init__(line or f"aborted by a second {signal_name(signum)}")
         self.signum = int(signum)
+        self.line = line  # what to tell the user instead of the generic abort line
 
 
 # The resource tracker's warning about semaphores that processes it serves did not release:
@@ -150,6 +151,8 @@ def abort_line(err: KeyboardInterrupt) -> tuple[str, int]:
     """The one line ``bench`` prints when a stop signal aborts it, and its exit status
     (128 + that signal's number)."""
     signum = err.signum if isinstance(err, StopAborted) else signal.SIGINT
+    if isinstance(err, StopAborted) and err.line:
+        return err.line, exit_code(signum)
     return (
         f"aborted ({signal_name(signum)}): finished results are kept; runs in training resume "
         "from their last checkpoint with the same command",

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from slurm_util import require_slurm
 from test_cli import bench
 
 from harness.cli import main
+from harness.interrupts import StopAborted, abort_line
+from harness.launchers.follow import follow
 from harness.launchers.partition import (
     PartitionLimits,
     parse_partition_limits,
@@ -141,3 +144,17 @@ def test_wait_stops_on_a_job_that_can_never_start_and_status_says_why(
     assert status.returncode == 0, status.stdout + status.stderr
     shown = " ".join(status.stdout.split())
     assert re.search(r"PENDING \(Partition\w+\): SLURM will never start it", shown), shown
+
+
+def test_ctrl_c_while_following_says_the_jobs_go_on(tmp_path: Path) -> None:
+    (spec,) = build_plan("supervised", "10%", "0", "synthfer", [])
+    write_record(tmp_path, SlurmRecord(spec.run_id, spec.dataset, spec.method_label, spec.labels,
+                                       spec.seed, "5", None, None, "o", "e", "t", "f"))  # fmt: skip
+
+    def query(job_ids: object) -> dict[str, str]:
+        raise KeyboardInterrupt  # Ctrl-C while asking the scheduler
+
+    with pytest.raises(StopAborted) as caught:
+        follow([spec], tmp_path, Console(), False, 0.01, query=query)
+    line, code = abort_line(caught.value)
+    assert code == 130 and "the submitted jobs go on" in line and "\n" not in line
