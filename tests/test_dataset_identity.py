@@ -119,3 +119,29 @@ def test_a_missing_root_is_named_before_anything_runs(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match=f"dataset folder not found: {tmp_path / 'gone'}"):
         build_plan("supervised", "10%", "0", "rafdb", [f"dataset.root={tmp_path / 'gone'}"])
+
+
+def test_a_checkpoint_made_on_one_copy_resumes_on_another(
+    rafdb_copies: tuple[Path, Path], tiny: list[str], tmp_path: Path
+) -> None:
+    from harness.engine import TrainingStopped
+    from harness.worker import run_spec
+
+    plain, odd = rafdb_copies
+    results = tmp_path / "results"
+    (on_odd,) = build_plan(
+        "supervised",
+        "25%",
+        "0",
+        "rafdb",
+        [*_tiny_rafdb(tiny), f"dataset.root={quote_value(str(odd))}"],
+    )
+    with pytest.raises(TrainingStopped):  # stopped after its first step, which is checkpointed
+        run_spec(on_odd, results, show_progress=False, stop_requested=lambda: True)
+    (on_plain,) = build_plan(
+        "supervised", "25%", "0", "rafdb", [*_tiny_rafdb(tiny), f"dataset.root={plain}"]
+    )
+    assert on_plain.run_id == on_odd.run_id
+    result = run_spec(on_plain, results, show_progress=False)
+    assert result["timing"]["resumed_from_step"] == 1
+    assert result["config"]["dataset"]["root"] == str(plain)
