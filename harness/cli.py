@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ EXAMPLES = """examples:
   bench run --methods supervised --labels 10%,100%
   bench run --methods dta_snl,fixmatch --labels 10% --seeds 0,1,2
   bench run --methods 'dta_snl,dta_snl[snl=false]' --labels 25/class --dataset rafdb \\
-      dataset.root=/data/RAF-DB optim.lr=0.01
+      --data-root '/data/RAF-DB (copy)' optim.lr=0.01
   bench run --launcher slurm launcher.partition=gpu launcher.gpus_per_node=1 train.device=cuda \\
       --methods fixmatch --labels 10% --seeds 0-4 --wait
   bench status --methods fixmatch --labels 10% --seeds 0-4
@@ -159,15 +160,30 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
     parser.add_argument(
         "--launcher", default=None, help="a config in configs/launcher/: local (default), slurm"
     )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="the dataset folder (dataset.root), any path as it is: spaces, accents, brackets, "
+        "commas, '=' need no Hydra quoting",
+    )
     parser.add_argument("--results-dir", default="results", type=Path)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optim.lr=0.01")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides, e.g. optim.lr=0.01; quote a value holding spaces, brackets, "
+        """commas or '=': 'key="a value"'""",
+    )
 
 
 def _plan(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs of the grid named by the command line."""
+    from harness.config import quote_value
     from harness.plan import build_plan
 
     overrides = list(args.overrides)
+    if args.data_root is not None:
+        root = os.path.abspath(os.path.expanduser(args.data_root))
+        overrides.append(f"dataset.root={quote_value(root)}")
     if args.launcher:
         overrides.append(f"launcher={args.launcher}")
     return build_plan(args.methods, args.labels, args.seeds, args.dataset, overrides)
@@ -220,6 +236,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for outcome in outcomes:
         colour = {"done": "green", "failed": "red"}.get(outcome.state, "yellow")
         detail = escape(outcome.detail.splitlines()[0] if outcome.detail else "")
+        if outcome.reported and outcome.state == "failed":
+            detail = "(the error is printed above)"  # each error once
         console.print(f"[{colour}]{outcome.state:>9}[/] {outcome.run_id} {detail}", soft_wrap=True)
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} runs failed[/]")
@@ -228,7 +246,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(
             "[yellow]stopped[/]: finished results are kept; the same command resumes the rest"
         )
-        return 130  # the shell's code for an interrupted command
+        from harness.interrupts import stop_exit_code
+
+        return stop_exit_code()  # 130 after Ctrl-C, 143 after SIGTERM, as shells report them
     if any(o.state == "submitted" for o in outcomes):
         console.print("follow them with `bench status` (same grid flags, or --all)")
     else:
@@ -358,6 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    except KeyboardInterrupt as err:  # a second stop signal, or Ctrl-C before any run started
+        from harness.interrupts import abort_line
+
+        line, code = abort_line(err)
+        console.print(f"[yellow]{line}[/]", highlight=False)
+        return code
 
 
 if __name__ == "__main__":

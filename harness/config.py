@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,31 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # What a `???` value means, for the datasets that need a path from the user.
 _MISSING_HINTS = {
-    "dataset.root": "the dataset folder on this machine, e.g. dataset.root=/data/RAF-DB "
+    "dataset.root": "the dataset folder on this machine, e.g. --data-root /data/RAF-DB "
     "(RAF-DB: the folder holding EmoLabel/ and Image/; AffectNet: the folder holding "
     "training.csv, validation.csv and Manually_Annotated_Images/)",
 }
+
+
+# What to do when Hydra's override grammar refuses a value (a path with a space, an accent, a
+# bracket, a comma, a quote, '=' or '#').
+QUOTING_HINT = (
+    "Hydra's override grammar refuses spaces, accents, brackets, commas, quotes, '=' and '#' in "
+    "a bare value: quote the value inside the override, e.g. 'dataset.root=\"/data/RAF DB\"' "
+    "(the outer quotes are for the shell), or give the dataset folder as --data-root PATH, "
+    "which takes any path as it is"
+)
+
+
+def quote_value(text: str) -> str:
+    """``text`` as a quoted Hydra override value that composes back to exactly ``text``,
+    whatever it holds (spaces, ``'``, ``\\``, ``[``, ``,``, ``=``, ``#``, ``${``, non-ASCII).
+
+    Hydra's grammar: inside ``'...'`` a quote is escaped as ``\\'`` and backslashes only
+    where they precede a quote or end the string; ``\\${`` keeps ``${`` from interpolating.
+    """
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def config_dir() -> Path:
@@ -47,7 +69,8 @@ def compose_config(overrides: Sequence[str]) -> dict[str, Any]:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
     except HydraException as err:
-        raise ConfigError(f"bad config override: {err}") from None
+        hint = f"\n{QUOTING_HINT}" if "grammar" in str(err) else ""
+        raise ConfigError(f"bad config override: {err}{hint}") from None
     for key in _missing_keys(cfg):
         hint = _MISSING_HINTS.get(key, f"set it on the command line: {key}=...")
         raise ConfigError(f"config value {key} is required: {hint}")

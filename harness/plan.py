@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from omegaconf import OmegaConf
 
 from harness.config import compose_config, group_options
+from harness.data.fingerprint import ContentPins
 from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.labels import parse_protocols
@@ -102,12 +103,12 @@ def build_plan(
     protocols = parse_protocols(labels)
     seed_list = parse_seeds(seeds)
     specs = []
+    contents = ContentPins()  # the dataset's identity by content, not by path
     for variant in variants:
         for protocol in protocols:
             for seed in seed_list:
-                config = pin_pretrain(
-                    _pin_generator(_run_config(variant, dataset, protocol.text, seed, overrides))
-                )
+                config = _run_config(variant, dataset, protocol.text, seed, overrides)
+                config = pin_pretrain(contents.pin(_pin_generator(config)))
                 specs.append(
                     RunSpec(
                         dataset=config["dataset"]["name"],

@@ -24,8 +24,16 @@ NON_SEMANTIC_KEYS = (
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the resolved config, minus the keys that do not change the result."""
+    """SHA-256 (hex) of the resolved config, minus the keys that do not change the result.
+
+    A dataset identified by its content (``dataset.content``, see
+    :mod:`harness.data.fingerprint`) is hashed without its path (``dataset.root``): the same
+    data in another folder is the same run. Configs without it (synthfer generated into the
+    cache, results written before content fingerprints) hash as they always did.
+    """
     pruned = json.loads(json.dumps(config))  # deep copy of plain data
+    if isinstance(pruned.get("dataset"), dict) and pruned["dataset"].get("content"):
+        pruned["dataset"].pop("root", None)
     for path in NON_SEMANTIC_KEYS:
         node = pruned
         for key in path[:-1]:

@@ -48,7 +48,8 @@ class StepLog:
     each complete JSON line is also handed, parsed, to every sink."""
 
     def __init__(self, path: Path, sinks: list[Sink]) -> None:
-        self._file = Path(path).open("a")  # noqa: SIM115 (open for the whole run; close())
+        # Line-buffered: each line reaches the file as written (`tail -f`; a kill loses none).
+        self._file = Path(path).open("a", buffering=1)  # noqa: SIM115 (open for the run; close())
         self._sinks = sinks
         self._pending = ""
 

@@ -134,8 +134,9 @@ def test_missing_dataset_folder_is_named(tmp_path: Path) -> None:
         "run", "--methods", "supervised", "--dataset", "rafdb",
         f"dataset.root={tmp_path / 'RAF-DB'}", "--results-dir", str(tmp_path), cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 1
-    assert "RAF-DB folder not found" in " ".join(proc.stdout.split())
+    # Before anything runs: a run's identity needs its dataset's content.
+    assert proc.returncode == 2
+    assert f"dataset folder not found: {tmp_path / 'RAF-DB'}" in " ".join(proc.stdout.split())
 
 
 def test_killed_process_resumes_and_matches(tiny: list[str], tmp_path: Path) -> None:
@@ -243,7 +244,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
         pytest.fail(f"the grid hung after Ctrl-C:\n{proc.communicate()[0]}")
     assert proc.returncode == 130, output
     assert "failed" not in output and "Traceback" not in output, output
-    assert "checkpoint saved" in output
+    assert "checkpoint saved" in output, output
     assert not list(results.glob("synthfer/*.json"))
 
     resumed = bench(*args, cwd=tmp_path)  # in one process: quicker, and the same runs

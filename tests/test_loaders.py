@@ -355,7 +355,7 @@ def test_generic_class_folders_errors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- decoding one face
 
 
-def test_load_face_crops_clamps_and_resizes(tmp_path: Path) -> None:
+def test_load_face_crops_and_resizes(tmp_path: Path) -> None:
     canvas = Image.new("RGB", (40, 30), (0, 0, 255))
     canvas.paste((255, 0, 0), (30, 20, 40, 30))  # red bottom-right corner 10×10
     path = tmp_path / "photo.png"  # lossless, so colours are exact
@@ -363,10 +363,13 @@ def test_load_face_crops_clamps_and_resizes(tmp_path: Path) -> None:
     red = load_face(path, np.array([30, 20, 10, 10]), 4)
     assert red.shape == (4, 4, 3) and red.dtype == np.uint8
     assert (red == (255, 0, 0)).all()
-    # A box running off the image is clamped to it: same corner.
-    assert (load_face(path, np.array([30, 20, 25, 25]), 4) == (255, 0, 0)).all()
-    # -1 row, or a box wholly outside the image: the whole image.
-    for box in (np.array([-1, -1, -1, -1]), np.array([100, 100, 5, 5]), None):
+    # A box running off the image, or wholly outside it, is an error: cropping it would train
+    # on something else than the face (tests/test_affectnet_boxes.py: the file and line).
+    for box in (np.array([30, 20, 25, 25]), np.array([100, 100, 5, 5])):
+        with pytest.raises(DatasetError, match="the face box lies outside image"):
+            load_face(path, box, 4)
+    # -1 row, or no box: the whole image.
+    for box in (np.array([-1, -1, -1, -1]), None):
         whole = load_face(path, box, 8)
         assert (whole[0, 0] == (0, 0, 255)).all() and (whole[7, 7] == (255, 0, 0)).all()
 

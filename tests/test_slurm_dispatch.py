@@ -201,10 +201,13 @@ def test_crashing_runs_show_as_failed_with_log_and_error(
     slurm_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "results"
-    # A dataset folder that is gone by the time the job starts.
+    # A dataset folder that is gone by the time the job starts (planning reads its content).
     gone = ["--methods", "supervised", "--dataset", "rafdb"]
     launcher = [o for o in slurm_args if o.startswith("launcher.")]
+    (tmp_path / "RAF-DB").mkdir()
+    launcher.append("+launcher.additional_parameters.begin=now+2")  # time to remove it
     assert bench_run(gone, results, [*launcher, f"dataset.root={tmp_path / 'RAF-DB'}"]) == 0
+    (tmp_path / "RAF-DB").rmdir()
     # An array whose second task asks for more labels than the training set has (only the run
     # can tell): it fails, the first task completes.
     grid = ["--methods", "supervised", "--labels", "10%,100000", "--seeds", "0"]
@@ -238,9 +241,16 @@ def test_crashing_runs_show_as_failed_with_log_and_error(
 def test_a_refused_submission_is_a_clear_error(
     slurm_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The node has no GPU: sbatch refuses the array, and the error says which options to check.
+    # The node has no GPU: the request is refused before sbatch sees it, naming the option.
     grid = ["--methods", "supervised", "--seeds", "0,1"]
     assert bench_run(grid, tmp_path / "results", [*slurm_args, "launcher.gpus_per_node=1"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "launcher.gpus_per_node=1 but its nodes have no GPU" in out, out
+    assert find_records(tmp_path / "results") == []
+    # What the check does not cover (an sbatch option of its own) sbatch refuses, and the error
+    # says which options to check.
+    bad = [*slurm_args, "+launcher.additional_parameters.gres=gpu:1"]
+    assert bench_run(grid, tmp_path / "results", bad) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "sbatch refused the job array" in out and "gres" in out and "launcher.*" in out
     assert find_records(tmp_path / "results") == []

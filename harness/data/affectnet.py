@@ -53,19 +53,23 @@ def _first_bad_line(frame: pd.DataFrame, bad: pd.Series) -> tuple[int, int]:
     return position, int(frame.index[position]) + 2
 
 
-def read_split(csv_path: Path, num_classes: int) -> pd.DataFrame:
-    """The rows of one CSV whose expression code is a kept class, with integer columns.
+def read_split(csv_path: Path, num_classes: int, boxes: bool = True) -> pd.DataFrame:
+    """The rows of one CSV whose expression code is a kept class, with integer columns and
+    each row's ``line`` in the file.
 
-    Missing columns, non-integer values and codes outside 0..10 raise :class:`DatasetError`
-    naming the file and the line.
+    Missing columns, non-integer values, codes outside 0..10 and (``boxes``) a face box that
+    is not a box (a negative corner, a width or height ≤ 0) raise :class:`DatasetError`
+    naming the file, the line and the field. Without ``boxes`` (``dataset.crop=false``) the
+    box columns are not read at all.
     """
+    wanted = COLUMNS if boxes else (COLUMNS[0], COLUMNS[-1])
     if not csv_path.is_file():
         raise DatasetError(f"AffectNet file not found: {csv_path} (expected {LAYOUT})")
     try:
         # Only the needed columns: the long landmark strings are skipped, not stored.
         frame = pd.read_csv(
             csv_path,
-            usecols=lambda column: column.strip() in COLUMNS,
+            usecols=lambda column: column.strip() in wanted,
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=False,  # keep row i on line i + 2, so messages point at the line
@@ -73,7 +77,7 @@ def read_split(csv_path: Path, num_classes: int) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DatasetError(f"{csv_path}: not a readable CSV ({err})") from None
     frame.columns = [c.strip() for c in frame.columns]
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise DatasetError(f"{csv_path}: missing columns {missing} (expected {LAYOUT})")
     # Short rows give NaN; blank lines (kept above for the line count) are dropped here.
@@ -84,7 +88,7 @@ def read_split(csv_path: Path, num_classes: int) -> pd.DataFrame:
         _, line = _first_bad_line(frame, blank)
         raise DatasetError(f"{csv_path}, line {line}: subDirectory_filePath is empty")
     out = pd.DataFrame({"subDirectory_filePath": frame["subDirectory_filePath"]})
-    for column in COLUMNS[1:]:
+    for column in wanted[1:]:
         numeric = pd.to_numeric(frame[column], errors="coerce")
         bad = numeric.isna() | (numeric % 1 != 0)
         if bad.any():
@@ -94,6 +98,9 @@ def read_split(csv_path: Path, num_classes: int) -> pd.DataFrame:
                 f"got {frame[column].iloc[position]!r}"
             )
         out[column] = numeric.astype(np.int64)
+    if boxes:
+        _check_boxes(out, csv_path)
+    out["line"] = out.index + 2  # the header is line 1 (blank lines were kept above)
     codes = out["expression"]
     unknown = ~codes.between(0, MAX_CODE)
     if unknown.any():
@@ -103,6 +110,24 @@ def read_split(csv_path: Path, num_classes: int) -> pd.DataFrame:
             f"got {codes.iloc[position]}"
         )
     return out[codes < num_classes].reset_index(drop=True)
+
+
+def _check_boxes(frame: pd.DataFrame, csv_path: Path) -> None:
+    """A face box must be one: corner ≥ 0, width and height > 0 (whether it also lies inside
+    its image is checked as the image is decoded, see :func:`harness.data.images.load_face`)."""
+    for column, low, what in (
+        ("face_x", 0, "≥ 0"),
+        ("face_y", 0, "≥ 0"),
+        ("face_width", 1, "> 0"),
+        ("face_height", 1, "> 0"),
+    ):
+        bad = frame[column] < low
+        if bad.any():
+            position, line = _first_bad_line(frame, bad)
+            raise DatasetError(
+                f"{csv_path}, line {line}: {column} must be {what}, got "
+                f"{frame[column].iloc[position]} (a face box; dataset.crop=false ignores boxes)"
+            )
 
 
 def files_under(folder: Path) -> set[str]:
@@ -149,9 +174,12 @@ def _crop_setting(crop: str | bool) -> str:
 def _table(frame: pd.DataFrame, image_root: Path, crop: bool, csv_path: Path) -> ImageTable:
     if frame.empty:
         raise DatasetError(f"{csv_path}: no rows with a kept expression code (expected {LAYOUT})")
-    boxes = frame[list(BOX_COLUMNS)].to_numpy(np.int64) if crop else None
     paths = tuple(image_root / rel for rel in frame["subDirectory_filePath"])
-    return ImageTable(paths, frame["expression"].to_numpy(np.int64), boxes)
+    labels = frame["expression"].to_numpy(np.int64)
+    if not crop:
+        return ImageTable(paths, labels)
+    boxes = frame[list(BOX_COLUMNS)].to_numpy(np.int64)
+    return ImageTable(paths, labels, boxes, csv_path, frame["line"].to_numpy(np.int64))
 
 
 def load_affectnet(
@@ -171,7 +199,10 @@ def load_affectnet(
     if not root.is_dir():
         raise DatasetError(f"AffectNet folder not found: {root} (expected {LAYOUT})")
     image_root = root / IMAGE_DIR
-    frames = {split: read_split(root / file, num_classes) for split, file in SPLIT_FILES}
+    read_boxes = setting != "false"  # crop=false: boxes are not read, nor checked
+    frames = {
+        split: read_split(root / file, num_classes, read_boxes) for split, file in SPLIT_FILES
+    }
     if not image_root.is_dir():
         raise DatasetError(f"AffectNet image folder not found: {image_root} (expected {LAYOUT})")
     on_disk = files_under(image_root)

@@ -210,7 +210,12 @@ def _check_space(folder: Path, shape: tuple[int, ...]) -> None:
 
 
 def _decode_into(
-    target: Path, start: int, paths: tuple[Path, ...], boxes: np.ndarray | None, size: int
+    target: Path,
+    start: int,
+    paths: tuple[Path, ...],
+    boxes: np.ndarray | None,
+    size: int,
+    wheres: tuple[str | None, ...] = (),
 ) -> int:
     """Decode ``paths`` into rows ``start..`` of the ``.npy`` at ``target``; returns the count.
 
@@ -219,7 +224,8 @@ def _decode_into(
     """
     array = np.load(target, mmap_mode="r+")
     for i, path in enumerate(paths):
-        array[start + i] = load_face(path, None if boxes is None else boxes[i], size)
+        box = None if boxes is None else boxes[i]
+        array[start + i] = load_face(path, box, size, wheres[i] if wheres else None)
     array.flush()
     return len(paths)
 
@@ -239,6 +245,7 @@ def _build(table: ImageTable, size: int, final: Path, workers: int, progress: bo
                 table.paths[start : start + chunk],
                 None if table.boxes is None else table.boxes[start : start + chunk],
                 size,
+                tuple(table.box_origin(i) for i in range(start, min(start + chunk, len(table)))),
             )
             for start in range(0, len(table), chunk)
         ]

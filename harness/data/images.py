@@ -27,17 +27,47 @@ def _scaled_box(
     return round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))
 
 
-def load_face(path: Path, box: np.ndarray | None, size: int) -> np.ndarray:
+def box_outside(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
+    """What makes face box ``box`` (x, y, w, h) leave an image of ``image_size`` (w, h), naming
+    the field; None when it lies inside."""
+    x, y, w, h = (int(v) for v in box)
+    width, height = image_size
+    for field, value, limit, what in (
+        ("face_x", x, 0, None),
+        ("face_y", y, 0, None),
+        ("face_width", x + w, width, f"face_x + face_width = {x + w} > image width {width}"),
+        ("face_height", y + h, height, f"face_y + face_height = {y + h} > image height {height}"),
+    ):
+        if what is None and value < limit:
+            return f"{field} = {value} < 0"
+        if what is not None and value > limit:
+            return f"{field}: {what}"
+    return None
+
+
+def load_face(
+    path: Path, box: np.ndarray | None, size: int, where: str | None = None
+) -> np.ndarray:
     """The face in ``path`` as a uint8 (size, size, 3) RGB array.
 
-    ``box`` is x, y, width, height in the image's pixels (a row of -1, or None: no crop). The
-    box is clamped to the image; a box wholly outside it keeps the whole image. Resizing is
-    bilinear with antialiasing. A missing or undecodable file raises :class:`DatasetError`.
+    ``box`` is x, y, width, height in the image's pixels (a row of -1, or None: no crop). A box
+    that does not lie inside the image raises :class:`DatasetError` naming ``where`` it was
+    read (file and line), the field and the image: cropping it would silently train on
+    something else than the face. Resizing is bilinear with antialiasing. A missing or
+    undecodable file raises :class:`DatasetError`.
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
             full = image.size
+            if box is not None and box[2] > 0 and box[3] > 0:
+                problem = box_outside(box, full)
+                if problem is not None:
+                    raise DatasetError(
+                        f"{where or path}: the face box lies outside image {path} "
+                        f"({full[0]}x{full[1]}): {problem} (fix the row, or set "
+                        "dataset.crop=false to use the images uncropped)"
+                    )
             box_w, box_h = full if box is None or box[2] <= 0 or box[3] <= 0 else box[2:4]
             # JPEG draft: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the face stays at
             # least `size` px; decoding large AffectNet photos in full would dominate the cost.
@@ -89,7 +119,7 @@ class LazyImages(Sequence[np.ndarray]):
         if not 0 <= index < len(self):
             raise IndexError(f"image index {index} out of range 0..{len(self) - 1}")
         box = None if self.table.boxes is None else self.table.boxes[index]
-        return load_face(self.table.paths[index], box, self.size)
+        return load_face(self.table.paths[index], box, self.size, self.table.box_origin(index))
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -28,11 +28,21 @@ class ImageTable:
 
     ``boxes`` is None when every image is already a cropped face; otherwise an (N, 4) int
     array of x, y, width, height, with a row of -1 where that image needs no crop.
+    ``box_file`` and ``box_lines``: where each box was read (the file, and its line per row),
+    so that a box that misses its image is reported where it can be fixed.
     """
 
     paths: tuple[Path, ...]
     labels: np.ndarray
     boxes: np.ndarray | None = None
+    box_file: Path | None = None
+    box_lines: np.ndarray | None = None
+
+    def box_origin(self, index: int) -> str | None:
+        """``<file>, line <n>`` of row ``index``'s box; None where unknown."""
+        if self.box_file is None or self.box_lines is None:
+            return None
+        return f"{self.box_file}, line {int(self.box_lines[index])}"
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):

@@ -25,8 +25,9 @@ class RunOutcome:
     """What became of one launched run."""
 
     run_id: str
-    state: str  # "done" | "failed" | "submitted" | "stopped" (Ctrl-C; resumable)
+    state: str  # "done" | "failed" | "submitted" | "stopped" (a stop signal; resumable)
     detail: str = ""
+    reported: bool = False  # the launcher already printed ``detail`` (print each error once)
 
 
 class Launcher(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.interrupts import StopAborted
 from harness.launchers import RunOutcome
 from harness.launchers.scheduler import query_states
 from harness.launchers.status import (
@@ -32,6 +34,8 @@ def outcome_of(status: RunStatus, results_dir: Path, spec: RunSpec) -> RunOutcom
     if status.state == "done":
         top1 = load_result(result_path(results_dir, spec))["metrics"]["top1"]
         return RunOutcome(spec.run_id, "done", f"top-1 {top1:.2f}% (job {status.job_id})")
+    if status.stuck:
+        return RunOutcome(spec.run_id, "failed", f"job {status.job_id} {status.detail}")
     last = status.error[-1] if status.error else "no error text in the log"
     reason = status.detail or "ended without a result"
     return RunOutcome(
@@ -49,9 +53,8 @@ def follow(
     unknown_grace_s: float = UNKNOWN_GRACE_S,
 ) -> list[RunOutcome]:
     """Poll the result store and the scheduler every ``poll_s`` seconds until every run of
-    ``specs`` is done or failed; print each change of state. Outcomes in ``specs`` order."""
-    started = time.monotonic()
-    seen: dict[str, str] = {}
+    ``specs`` is done or failed, or pends for a reason that never clears (a failure: waiting
+    would never end); print each change of state. Outcomes in ``specs`` order."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -60,6 +63,28 @@ def follow(
         console=console,
         disable=not show_progress,
     )
+    try:
+        statuses = _poll(specs, results_dir, progress, poll_s, query, unknown_grace_s)
+    except KeyboardInterrupt:  # Ctrl-C while following: the jobs are SLURM's, they go on
+        raise StopAborted(
+            signal.SIGINT,
+            "stopped following (Ctrl-C); the submitted jobs go on: `bench status` shows them, "
+            "the same `bench run ... --wait` follows them again",
+        ) from None
+    return [outcome_of(s, results_dir, spec) for s, spec in zip(statuses, specs, strict=True)]
+
+
+def _poll(
+    specs: Sequence[RunSpec],
+    results_dir: Path,
+    progress: Progress,
+    poll_s: float,
+    query: StateQuery,
+    unknown_grace_s: float,
+) -> list[RunStatus]:
+    """The loop of :func:`follow`: the statuses once every run has ended."""
+    started = time.monotonic()
+    seen: dict[str, str] = {}
     with progress:
         bar = progress.add_task("waiting", total=len(specs))
         while True:
@@ -67,6 +92,7 @@ def follow(
             lost = time.monotonic() - started > unknown_grace_s
             for s in statuses:
                 label = f"{s.state} ({s.scheduler_state})" if s.scheduler_state else s.state
+                label += f": {s.reason}" if s.reason and s.reason != "None" else ""
                 if seen.get(s.run_id) != label:
                     seen[s.run_id] = label
                     progress.console.print(
@@ -80,6 +106,5 @@ def follow(
                 description=", ".join(f"{n} {state}" for state, n in counts.items() if n),
             )
             if len(ended) == len(statuses):
-                break
+                return statuses
             time.sleep(poll_s)
-    return [outcome_of(s, results_dir, spec) for s, spec in zip(statuses, specs, strict=True)]

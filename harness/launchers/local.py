@@ -1,9 +1,10 @@
 """``--launcher local``: the grid on this machine, one run after another in this process, or
 ``launcher.parallel=N`` runs at a time in worker processes.
 
-Ctrl-C stops a grid cleanly: each run in training finishes its step and saves a checkpoint of
-it, no further run starts, and the same command resumes. A second Ctrl-C aborts at once (the
-runs then resume from their last periodic checkpoint).
+A stop signal (Ctrl-C = SIGINT, or SIGTERM), sent to the process group or to this process
+alone, stops a grid cleanly: each run in training finishes its step and saves a checkpoint of
+it, no further run starts, and the same command resumes. A second one aborts at once (the
+runs then resume from their last periodic checkpoint); see :mod:`harness.interrupts`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import threading
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,46 +25,30 @@ from rich.markup import escape
 
 from harness.engine import TrainingStopped
 from harness.errors import BenchError, ConfigError
-from harness.interrupts import ctrl_c_held, release_ctrl_c
+from harness.interrupts import (
+    StopSignals,
+    ctrl_c_held,
+    release_ctrl_c,
+    signal_name,
+    start_resource_tracker,
+)
 from harness.launchers import RunOutcome
 from harness.spec import RunSpec
 from harness.worker import run_spec
 
-NOT_STARTED = "not started: the grid was stopped (Ctrl-C)"
+NOT_STARTED = "not started: the grid was stopped (stop signal)"
 
 
-class StopOnCtrlC:
-    """While active, the first SIGINT only sets :meth:`requested` (the engine then checkpoints
-    and stops after its step); the second raises KeyboardInterrupt as usual. Does nothing
-    outside the main thread, where Python cannot install signal handlers."""
+def _announce(console: Console) -> Callable[[int], None]:
+    """What the grid's process says at the first stop signal."""
 
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console
-        self._requested = False
-        self._previous: Any = None
-        self._active = threading.current_thread() is threading.main_thread()
+    def say(signum: int) -> None:
+        console.print(
+            f"[yellow]{signal_name(signum)}: finishing the step in progress and saving a "
+            "checkpoint; no further run starts (a second stop signal aborts at once)[/]"
+        )
 
-    def __enter__(self) -> StopOnCtrlC:
-        if self._active:
-            self._previous = signal.signal(signal.SIGINT, self._first)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._active:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def requested(self) -> bool:
-        """True once Ctrl-C was pressed."""
-        return self._requested
-
-    def _first(self, signum: int, frame: object) -> None:
-        self._requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if self.console is not None:
-            self.console.print(
-                "[yellow]Ctrl-C: finishing the step in progress and saving a checkpoint; "
-                "no further run starts (Ctrl-C again aborts at once)[/]"
-            )
+    return say
 
 
 def run_one(
@@ -94,24 +79,45 @@ def run_one(
     return RunOutcome(spec.run_id, "done", f"top-1 {result['metrics']['top1']:.2f}%")
 
 
-# A worker process's Ctrl-C state: the terminal sends SIGINT to the workers too.
-_worker_ctrl_c: StopOnCtrlC | None = None
+# A worker process's stop state: its own signals (a terminal's Ctrl-C reaches the workers too)
+# and the parent's event (a stop sent to the parent alone).
+_worker_stop: StopSignals | None = None
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_stop: Any) -> None:
     """Share the CPU cores among the parallel runs (a run's own ``train.threads`` still wins);
-    take Ctrl-C the way a sequential grid does."""
+    take stop requests from the parent's ``parent_stop`` event, in a process group of its own.
+
+    The own group lets an abort end the worker together with everything it started
+    (:func:`_kill_workers`): a killed worker's render or decode pool would otherwise live on,
+    waiting on a queue whose other end it holds itself. A terminal's Ctrl-C then reaches only
+    the parent, which passes it on through the event; a stop signal sent to the worker itself
+    still counts, and a repeated one is ignored (the parent decides when to abort).
+    """
     import torch
 
-    global _worker_ctrl_c
+    global _worker_stop
     torch.set_num_threads(threads)
-    _worker_ctrl_c = StopOnCtrlC().__enter__()  # for the life of the worker process
-    release_ctrl_c()  # started under ctrl_c_held: from now on a Ctrl-C is a stop request
+    os.setpgrp()
+    # For the life of the worker process.
+    _worker_stop = StopSignals(escalate=False, also=parent_stop.is_set).__enter__()
+    release_ctrl_c()  # started under ctrl_c_held: from now on a stop signal is a stop request
 
 
 def _run_in_worker(spec: RunSpec, results_dir: Path, force: bool) -> RunOutcome:
-    stop = _worker_ctrl_c.requested if _worker_ctrl_c is not None else None
+    stop = _worker_stop.requested if _worker_stop is not None else None
     return run_one(spec, results_dir, force, False, stop)
+
+
+def _kill_workers() -> None:
+    """Abort: end this process's worker processes and everything they started, at once
+    (SIGKILL: SIGTERM is a stop request to them). Their runs resume from their last periodic
+    checkpoint."""
+    for child in multiprocessing.active_children():
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # the worker's own group (_init_worker)
+        except (ProcessLookupError, PermissionError):  # still starting: no group yet
+            child.kill()
 
 
 def parallel_of(config: dict[str, Any]) -> int:
@@ -123,6 +129,16 @@ def parallel_of(config: dict[str, Any]) -> int:
             f"whole number ≥ 1, got {value!r}"
         )
     return value
+
+
+def _outcome_of(future: Future[RunOutcome], spec: RunSpec) -> RunOutcome:
+    """The outcome of a parallel run's future, whatever became of it."""
+    try:
+        return future.result()
+    except CancelledError:
+        return RunOutcome(spec.run_id, "stopped", NOT_STARTED)
+    except BrokenProcessPool as err:  # a worker was killed (e.g. out of memory)
+        return RunOutcome(spec.run_id, "failed", f"worker process died: {err}")
 
 
 class LocalLauncher:
@@ -150,17 +166,29 @@ class LocalLauncher:
             return self._sequential(specs, results_dir, force)
         return self._parallel(specs, results_dir, force)
 
+    def _report(self, outcome: RunOutcome, count: int, total: int) -> None:
+        """One line as a parallel run ends; the failure's whole text (a bug's traceback) too."""
+        colour = {"done": "green", "stopped": "yellow"}.get(outcome.state, "red")
+        first, *rest = outcome.detail.splitlines() or [""]
+        self.console.print(
+            f"[{colour}]{outcome.state}[/] [{count}/{total}] {outcome.run_id} {escape(first)}",
+            soft_wrap=True,
+        )
+        if outcome.state == "failed" and rest:
+            self.console.print(escape("\n".join(rest)), soft_wrap=True)
+
     def _sequential(
         self, specs: Sequence[RunSpec], results_dir: Path, force: bool
     ) -> list[RunOutcome]:
         outcomes = []
-        with StopOnCtrlC(self.console) as ctrl_c:
+        with StopSignals(_announce(self.console)) as ctrl_c:
             for index, spec in enumerate(specs, 1):
                 if not ctrl_c.requested():
                     self.console.rule(f"run {index}/{len(specs)}: {spec.run_id}")
                 outcome = run_one(spec, results_dir, force, self.show_progress, ctrl_c.requested)
                 if outcome.state == "failed":
                     self.console.print(f"[red]failed[/] {spec.run_id}: {escape(outcome.detail)}")
+                    outcome = replace(outcome, reported=True)
                 outcomes.append(outcome)
         return outcomes
 
@@ -173,31 +201,36 @@ class LocalLauncher:
         outcomes: dict[str, RunOutcome] = {}
         # spawn: a fresh interpreter per worker, never a fork of a process holding torch threads.
         context = multiprocessing.get_context("spawn")
-        with (
-            StopOnCtrlC(self.console) as ctrl_c,
-            ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool,
-        ):
-            with ctrl_c_held():  # submitting starts the worker processes
-                futures = {
-                    pool.submit(_run_in_worker, spec, Path(results_dir), force): spec
-                    for spec in specs
-                }
-            for future in as_completed(futures):
-                spec = futures[future]
-                if ctrl_c.requested():  # start nothing more
-                    for waiting in futures:
-                        waiting.cancel()
-                try:
-                    outcome = future.result()
-                except CancelledError:
-                    outcome = RunOutcome(spec.run_id, "stopped", NOT_STARTED)
-                except BrokenProcessPool as err:  # a worker was killed (e.g. out of memory)
-                    outcome = RunOutcome(spec.run_id, "failed", f"worker process died: {err}")
-                outcomes[spec.run_id] = outcome
-                colour = "green" if outcome.state == "done" else "red"
-                first_line = outcome.detail.splitlines()[0] if outcome.detail else ""
-                self.console.print(
-                    f"[{colour}]{outcome.state}[/] [{len(outcomes)}/{len(specs)}] "
-                    f"{spec.run_id} {escape(first_line)}"
-                )
+        start_resource_tracker()  # before the event below registers with it
+        parent_stop = context.Event()
+        announce = _announce(self.console)
+
+        def on_first(signum: int) -> None:
+            # The workers hear of a stop sent to this process alone. Safe in a signal handler:
+            # this process never holds the event's lock otherwise (it never reads the event).
+            parent_stop.set()
+            announce(signum)
+
+        pool = ProcessPoolExecutor(workers, context, _init_worker, (threads, parent_stop))
+        try:
+            with StopSignals(on_first) as stop:
+                with ctrl_c_held():  # submitting starts the worker processes
+                    futures = {
+                        pool.submit(_run_in_worker, spec, Path(results_dir), force): spec
+                        for spec in specs
+                    }
+                for future in as_completed(futures):
+                    spec = futures[future]
+                    if stop.requested():  # start nothing more
+                        for waiting in futures:
+                            waiting.cancel()
+                    outcomes[spec.run_id] = outcome = _outcome_of(future, spec)
+                    self._report(outcome, len(outcomes), len(specs))
+                    if outcome.state == "failed":
+                        outcomes[spec.run_id] = replace(outcome, reported=True)
+        except KeyboardInterrupt:  # a second stop signal: abort now, without waiting for runs
+            _kill_workers()
+            pool.shutdown(cancel_futures=True)  # quick: no worker is left to wait for
+            raise
+        pool.shutdown()
         return [outcomes[spec.run_id] for spec in specs]

@@ -35,6 +35,21 @@ FAILED_STATES = frozenset(
 )
 FINAL_STATES = FAILED_STATES | {"COMPLETED"}
 
+# SLURM's reasons for a pending job that no amount of waiting clears: the request exceeds what
+# the partition, the QOS or the account allows per job, or names what does not exist.
+NEVER_CLEARING_REASONS = frozenset(
+    {
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "DependencyNeverSatisfied",
+    }
+)
+_PER_JOB_LIMIT = re.compile(r"^(?:QOS|Assoc)(?:Max\w*PerJob|Min)\w*$")
+
 _ARRAY_RANGE = re.compile(r"^(?P<job>\d+)_\[(?P<tasks>[^\]]+)\]$")
 COMMAND_TIMEOUT_S = 30
 
@@ -118,3 +133,24 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
         )
         states.update({j: accounted[j] for j in rest if j in accounted})
     return {j: states[j] for j in wanted if j in states}
+
+
+def never_clears(reason: str | None) -> bool:
+    """Whether a pending job's reason keeps it pending for ever (until it is cancelled or the
+    cluster is reconfigured): a partition limit, a per-job QOS/account limit, a bad constraint
+    or dependency. Waiting reasons (Resources, Priority, a group's running jobs, ...) clear."""
+    if not reason:
+        return False
+    return reason in NEVER_CLEARING_REASONS or _PER_JOB_LIMIT.match(reason) is not None
+
+
+def query_reasons(job_ids: Iterable[str]) -> dict[str, str]:
+    """SLURM's reason (``squeue`` ``%r``: Resources, Priority, PartitionConfig, ...) for each
+    of ``job_ids`` that is pending now."""
+    wanted = sorted(set(job_ids))
+    if not wanted:
+        return {}
+    bases = ",".join(sorted({base_job_id(j) for j in wanted}))
+    text = _run(["squeue", "-h", "--array", "-t", "PENDING", "-o", "%i|%r", "-j", bases])
+    reasons = parse_states(text)  # the same JOBID|WORD lines
+    return {j: reasons[j] for j in wanted if j in reasons}

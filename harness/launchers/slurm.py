@@ -31,6 +31,7 @@ from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
 from harness.engine import TrainingStopped
 from harness.errors import ConfigError
 from harness.launchers import RunOutcome
+from harness.launchers.partition import check_request, partition_limits
 from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
@@ -319,6 +320,9 @@ class SlurmLauncher:
         results_dir = Path(results_dir).resolve()
         folder = log_folder(self.settings, results_dir)
         executor = self._executor(folder)
+        s = self.settings  # a request SLURM would leave pending for ever is refused here
+        check_request(s.cpus_per_task, s.mem_gb, s.gpus_per_node, s.time_min,
+                      partition_limits(s.partition))  # fmt: skip
         # Half the warning the signal gives, so the save and the requeue fit in the rest.
         job = SlurmRun(force=force, stop_grace_s=max(1, self.settings.signal_delay_s // 2))
         outcomes = []

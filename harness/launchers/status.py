@@ -23,6 +23,8 @@ from harness.launchers.scheduler import (
     FINAL_STATES,
     PENDING_STATES,
     RUNNING_STATES,
+    never_clears,
+    query_reasons,
     query_states,
 )
 from harness.spec import RunSpec
@@ -53,6 +55,12 @@ class RunStatus:
     log_path: str | None = None  # the job's stderr (SLURM runs)
     error: tuple[str, ...] = ()  # the last lines of that log (failed runs)
     detail: str = ""
+    reason: str | None = None  # SLURM's reason a pending job waits (Resources, PartitionConfig)
+
+    @property
+    def stuck(self) -> bool:
+        """Pending for a reason that never clears by itself (it will never start)."""
+        return self.state == "pending" and never_clears(self.reason)
 
     @property
     def live(self) -> bool:
@@ -107,6 +115,15 @@ def last_step(run_dir: Path) -> int | None:
     return None
 
 
+def stuck_detail(job_id: str | None, reason: str) -> str:
+    """What to say of a job that waits for ``reason`` and never will start."""
+    return (
+        f"PENDING ({reason}): SLURM will never start it, the request exceeds what the "
+        f"partition, QOS or account allows; cancel it (scancel {job_id}) and submit a request "
+        "they can satisfy"
+    )
+
+
 def _status(
     run_id: str,
     results_dir: Path,
@@ -114,12 +131,17 @@ def _status(
     record: SlurmRecord | None,
     scheduler_state: str | None,
     meta: dict[str, Any],
+    reason: str | None = None,
 ) -> RunStatus:
     state = classify(done, record, scheduler_state)
     work_dir = Path(results_dir) / RUNS_DIR / run_id
     step = None if state == "done" else last_step(work_dir)
     if state == "missing" and record is not None:
         detail = "completed, result gone" if scheduler_state else "unknown to the scheduler"
+    elif state == "pending" and never_clears(reason):
+        detail = stuck_detail(record.job_id if record else None, str(reason))
+    elif state == "pending" and reason and reason != "None":
+        detail = f"{scheduler_state} ({reason})"
     elif state in ("failed", "running", "pending"):
         detail = str(scheduler_state)
     else:
@@ -135,6 +157,7 @@ def _status(
         log_path=record.stderr if record else None,
         error=tail_lines(record.stderr) if state == "failed" and record else (),
         detail=detail,
+        reason=reason if state == "pending" else None,
         **meta,
     )
 
@@ -144,8 +167,22 @@ def _scheduler_states(records: Iterable[SlurmRecord | None], query: StateQuery) 
     return query(job_ids) if job_ids else {}
 
 
+def _pending_reasons(
+    states: dict[str, str], query: StateQuery, reasons: StateQuery | None
+) -> dict[str, str]:
+    """SLURM's reasons for the pending jobs among ``states``. Asked of the scheduler only with
+    the real state query: a test's made-up job ids must not meet real jobs."""
+    if reasons is None:
+        reasons = query_reasons if query is query_states else None
+    pending = [job for job, state in states.items() if state in PENDING_STATES]
+    return reasons(pending) if reasons is not None and pending else {}
+
+
 def grid_statuses(
-    specs: Sequence[RunSpec], results_dir: Path, query: StateQuery = query_states
+    specs: Sequence[RunSpec],
+    results_dir: Path,
+    query: StateQuery = query_states,
+    reasons: StateQuery | None = None,
 ) -> list[RunStatus]:
     """The status of every run of a grid, in the grid's order.
 
@@ -155,6 +192,7 @@ def grid_statuses(
     done = {s.run_id: has_result(results_dir, s) for s in specs}
     records = {s.run_id: read_record(record_path(results_dir, s.run_id)) for s in specs}
     states = _scheduler_states((r for r in records.values() if r and not done[r.run_id]), query)
+    why = _pending_reasons(states, query, reasons)
     statuses = []
     for spec in specs:
         record = records[spec.run_id]
@@ -165,13 +203,18 @@ def grid_statuses(
             "seed": spec.seed,
         }
         scheduler_state = states.get(record.job_id) if record else None
+        reason = why.get(record.job_id) if record else None
         statuses.append(
-            _status(spec.run_id, results_dir, done[spec.run_id], record, scheduler_state, meta)
+            _status(
+                spec.run_id, results_dir, done[spec.run_id], record, scheduler_state, meta, reason
+            )
         )
     return statuses
 
 
-def all_statuses(results_dir: Path, query: StateQuery = query_states) -> list[RunStatus]:
+def all_statuses(
+    results_dir: Path, query: StateQuery = query_states, reasons: StateQuery | None = None
+) -> list[RunStatus]:
     """The status of every run the results tree knows: finished results, submitted runs and
     runs with a working folder (e.g. interrupted local runs), sorted by dataset and run id."""
     results_dir = Path(results_dir)
@@ -203,11 +246,15 @@ def all_statuses(results_dir: Path, query: StateQuery = query_states) -> list[Ru
     for path in sorted(runs_root.glob(f"*/{CHECKPOINT_NAME}")):
         metas.setdefault(path.parent.name, {})
     states = _scheduler_states((r for r in records.values() if r.run_id not in done), query)
+    why = _pending_reasons(states, query, reasons)
     statuses = []
     for run_id, meta in metas.items():
         record = records.get(run_id)
         scheduler_state = states.get(record.job_id) if record else None
-        statuses.append(_status(run_id, results_dir, run_id in done, record, scheduler_state, meta))
+        reason = why.get(record.job_id) if record else None
+        statuses.append(
+            _status(run_id, results_dir, run_id in done, record, scheduler_state, meta, reason)
+        )
     return sorted(statuses, key=lambda s: (s.dataset, s.run_id))
 
 
@@ -218,8 +265,9 @@ def needs_launch(status: RunStatus, force: bool = False) -> bool:
 
 
 def is_final(status: RunStatus) -> bool:
-    """Whether the run will not change any more without a new submission."""
-    if status.state in ("done", "failed"):
+    """Whether the run will not change any more without a new submission (or a cancellation:
+    a job pending for a reason that never clears)."""
+    if status.state in ("done", "failed") or status.stuck:
         return True
     return status.state == "missing" and status.scheduler_state in FINAL_STATES
 
