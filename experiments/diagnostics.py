@@ -1,7 +1,8 @@
 """Why a method scored what it did: its pseudo-labelling diagnostics beside its accuracy.
 
-Reads the result store and each run's step log (``results/runs/<run>/metrics.jsonl``) and prints,
-per method variant and label setting (mean over seeds), the final top-1 and the diagnostics the
+Reads the result store and each run's step log (the compact copy beside its result, else
+``results/runs/<run>/metrics.jsonl``) and prints, per tag, method variant and label setting
+(mean over seeds), the final top-1 and the diagnostics the
 methods report, both over the whole run and over its last quarter (where the thresholds have
 settled): share of unlabelled samples used, accuracy of their pseudo-labels, mean per-class
 threshold, and for SNL the complementary labels per step and how often one was wrong.
@@ -12,29 +13,25 @@ threshold, and for SNL the complementary labels per step and how often one was w
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness.engine import LOG_NAME
+from harness.steplog import copy_path, training_steps
 from harness.store import load_results
 
 SIGNALS = ("mask_rate", "pseudo_label_acc", "threshold", "neg_pairs", "neg_error_rate")
 
 
 def step_log(path: Path) -> pd.DataFrame:
-    """The training steps of a step log as a frame, one row per step (the last entry wins
-    where a resumed run logged a step twice); empty when the file is missing."""
-    if not path.is_file():
-        return pd.DataFrame()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    frame = pd.DataFrame(rows)
+    """The training steps of a step log (plain or the gzipped compact copy) as a frame, one row
+    per step (the last entry wins where a resumed run logged a step twice), thresholds averaged
+    over the classes; empty when the file is missing."""
+    frame = pd.DataFrame(training_steps(path))
     if frame.empty or "step" not in frame:
         return pd.DataFrame()
-    if "event" in frame:  # evaluations share the file; keep the training steps
-        frame = frame[frame["event"].isna()]
-    frame = frame.drop_duplicates("step", keep="last").sort_values("step")
     if "threshold" in frame:
         frame["threshold"] = frame["threshold"].map(
             lambda t: sum(t) / len(t) if isinstance(t, list) and t else t
@@ -42,16 +39,24 @@ def step_log(path: Path) -> pd.DataFrame:
     return frame
 
 
-def run_row(result: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+def log_path(result: dict[str, Any], results_dir: Path) -> Path:
+    """A run's step log: the compact copy kept beside its result (committed), else the full
+    one in ``runs/<run>/`` (this machine's only)."""
+    beside = copy_path(results_dir / result["dataset"] / f"{result['run_id']}.json")
+    return beside if beside.is_file() else results_dir / "runs" / result["run_id"] / LOG_NAME
+
+
+def run_row(result: dict[str, Any], results_dir: Path) -> dict[str, Any]:
     """One run's accuracy, whole-run diagnostic means and last-quarter means."""
     row: dict[str, Any] = {
+        "tag": result.get("tag") or "",
         "method": result["method_label"],
         "labels": result["labels"],
         "seed": result["seed"],
         "top1": result["metrics"]["top1"],
     }
     whole = result.get("diagnostics") or {}
-    log = step_log(runs_dir / result["run_id"] / "metrics.jsonl")
+    log = step_log(log_path(result, results_dir))
     last = log[log["step"] >= 0.75 * log["step"].max()] if not log.empty else log
     for name in SIGNALS:
         row[name] = whole.get(name)
@@ -67,18 +72,18 @@ def main() -> None:
     results = [r for r in load_results(args.results_dir) if r["dataset"] == args.dataset]
     if not results:
         raise SystemExit(f"no {args.dataset} results under {args.results_dir}")
-    frame = pd.DataFrame([run_row(r, args.results_dir / "runs") for r in results])
-    signals = frame.columns.drop(["method", "labels"])
+    frame = pd.DataFrame([run_row(r, args.results_dir) for r in results])
+    signals = frame.columns.drop(["tag", "method", "labels"])
     frame[signals] = frame[signals].apply(pd.to_numeric, errors="coerce")
-    table = frame.drop(columns="seed").groupby(["labels", "method"]).mean(numeric_only=True)
-    table.insert(0, "seeds", frame.groupby(["labels", "method"]).size())
+    table = frame.drop(columns="seed").groupby(["tag", "labels", "method"]).mean(numeric_only=True)
+    table.insert(0, "seeds", frame.groupby(["tag", "labels", "method"]).size())
     for name in ("mask_rate", "pseudo_label_acc", "threshold", "neg_error_rate"):
         for column in (name, f"{name} (last 1/4)"):
             table[column] = table[column] * 100
     print("Rates, accuracies and thresholds in %; neg_pairs per step.\n")
     print(table.dropna(axis=1, how="all").round(1).reset_index().to_markdown(index=False))
     # The spread behind each mean: a method whose seeds disagree by 10 points is not ranked.
-    per_seed = frame.pivot_table(index=["labels", "method"], columns="seed", values="top1")
+    per_seed = frame.pivot_table(index=["tag", "labels", "method"], columns="seed", values="top1")
     per_seed.columns = [f"top1 seed {seed}" for seed in per_seed.columns]
     print("\nTop-1 (%) per seed.\n")
     print(per_seed.round(1).reset_index().to_markdown(index=False))

@@ -43,15 +43,39 @@ def test_run_row_reads_whole_run_and_last_quarter(tmp_path: Path) -> None:
     )
     result = {
         "run_id": "r1",
+        "dataset": "synthfer",
         "method_label": "dta_snl",
         "labels": "5%",
         "seed": 0,
         "metrics": {"top1": 61.0},
         "diagnostics": {"mask_rate": 0.55},
     }
-    row = diagnostics.run_row(result, tmp_path / "runs")
+    row = diagnostics.run_row(result, tmp_path)
     assert row["top1"] == 61.0 and row["mask_rate"] == 0.55
     # Last quarter: steps >= 75, i.e. 80, 90, 100.
     assert abs(row["mask_rate (last 1/4)"] - 0.9) < 1e-9
     assert row["neg_pairs (last 1/4)"] == 4.0
     assert row["pseudo_label_acc"] is None
+
+
+def test_run_row_prefers_the_compact_copy_beside_the_result(tmp_path: Path) -> None:
+    """The committed copy (``<dataset>/<run>.steps.jsonl.gz``) is read where it exists, so the
+    diagnostics of committed runs can be recomputed on any clone."""
+    import gzip
+
+    (tmp_path / "synthfer").mkdir()
+    with gzip.open(tmp_path / "synthfer/r1.steps.jsonl.gz", "wt") as file:
+        file.write("".join(json.dumps({"step": s, "mask_rate": 0.5}) + "\n" for s in (10, 20)))
+    _write_log(tmp_path / "runs/r1/metrics.jsonl", [{"step": 10, "mask_rate": 0.1}])
+    result = {
+        "run_id": "r1",
+        "dataset": "synthfer",
+        "tag": "fidelity",
+        "method_label": "fixmatch",
+        "labels": "5%",
+        "seed": 0,
+        "metrics": {"top1": 50.0},
+        "diagnostics": {},
+    }
+    row = diagnostics.run_row(result, tmp_path)
+    assert row["mask_rate (last 1/4)"] == 0.5 and row["tag"] == "fidelity"
