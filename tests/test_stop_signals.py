@@ -61,7 +61,7 @@ def test_sigterm_checkpoints_the_step_and_resumes_to_the_same_result(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert main([*args, "--results-dir", str(tmp_path / "straight")]) == 0
     (a,) = (json.loads(p.read_text()) for p in (stopped / "synthfer").glob("*.json"))
-    (b,) = (json.loads(p.read_text()) for p in (tmp_path / "straight" / "synthfer").glob("*"))
+    (b,) = (json.loads(p.read_text()) for p in (tmp_path / "straight" / "synthfer").glob("*.json"))
     assert a["timing"]["resumed_from_step"] == step
     assert a["metrics"] == b["metrics"] and a["evaluations"] == b["evaluations"]
 
