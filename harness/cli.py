@@ -99,13 +99,28 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
         "--launcher", default=None, help="a config in configs/launcher/: local (default), slurm"
     )
     parser.add_argument("--results-dir", default="results", type=Path)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optim.lr=0.01")
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        type=Path,
+        default=[],
+        help="a folder of your own configs (dataset/, method/, ... as in the built-in ones), "
+        "searched first; may be repeated",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides, e.g. optim.lr=0.01; a comma list sweeps: optim.lr=0.01,0.03",
+    )
 
 
 def _plan(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs of the grid named by the command line."""
+    from harness.config import add_config_dir
     from harness.plan import build_plan
 
+    for folder in args.config_dir:
+        add_config_dir(folder)
     overrides = list(args.overrides)
     if args.launcher:
         overrides.append(f"launcher={args.launcher}")
@@ -121,18 +136,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     statuses = grid_statuses(specs, args.results_dir)
     pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
     to_run = {s.run_id for s in pending}
-    table = Table(title=f"{len(specs)} runs, {len(pending)} to run", show_lines=False)
-    for column in ("run", "method", "labels", "seed", "status"):
-        table.add_column(column)
-    for spec, status in zip(specs, statuses, strict=True):
-        table.add_row(
-            spec.run_id,
-            spec.method_label,
-            spec.labels,
-            str(spec.seed),
-            _plan_note(status, spec.run_id in to_run),
+    console.print(
+        plan_table(
+            specs,
+            [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)],
+            len(pending),
         )
-    console.print(table)
+    )
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
@@ -175,6 +185,35 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             "results in", str(args.results_dir), "— tabulate them with `bench leaderboard`"
         )
     return 0
+
+
+def plan_table(specs: Sequence[RunSpec], notes: Sequence[str], to_run: int) -> Table:
+    """``bench run``'s grid: one row per run, with the images its label setting labels (in
+    total and per class) and what each configuration of a sweep changes."""
+    from harness.plan_view import labelled_images, protocol_meaning
+    from harness.spec import row_label
+
+    configurations = len({s.sweep for s in specs})
+    sweep = f", {configurations} configurations swept" if configurations > 1 else ""
+    table = Table(title=f"{len(specs)} runs{sweep}, {to_run} to run", show_lines=False)
+    images = labelled_images(specs)
+    for column in ("run", "method", "labels", "labelled", images.per_class_header, "seed"):
+        table.add_column(column)
+    table.add_column("status")
+    for spec, note in zip(specs, notes, strict=True):
+        total, per_class = images.cells(spec)
+        table.add_row(
+            spec.run_id,
+            row_label(spec.method_label, spec.sweep),
+            protocol_meaning(spec.labels),
+            total,
+            per_class,
+            str(spec.seed),
+            note,
+        )
+    if images.problem:
+        table.caption = f"labelled images unknown: {images.problem}"
+    return table
 
 
 def _plan_note(status: RunStatus, to_run: bool) -> str:
@@ -244,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args, console)
     except BenchError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
 
 

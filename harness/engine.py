@@ -31,9 +31,7 @@ from harness.data.transforms import to_model_input
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, StepContext, UnlabelledBatch
 from harness.metrics import classification_metrics
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "metrics.jsonl"
+from harness.store import CHECKPOINT_NAME, LOG_NAME
 
 
 class TrainingStopped(Exception):

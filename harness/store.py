@@ -27,6 +27,10 @@ from harness.errors import BenchError
 from harness.spec import RunSpec
 
 RUNS_DIR = "runs"
+# A run's working folder <results_dir>/runs/<run_id>/ holds these (named here, not in the
+# engine, so that `bench status` can look for them without importing torch).
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "metrics.jsonl"
 SUPERSEDED_DIR = "superseded"
 LOCK_NAME = "lock"
 # What the leaderboard needs from a result; a JSON file without these is not one.

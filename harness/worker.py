@@ -129,6 +129,7 @@ def _train_and_record(
         "dataset": spec.dataset,
         "method": spec.method,
         "method_label": spec.method_label,
+        "sweep": list(spec.sweep),  # what this point of a sweep changes: names its row
         "labels": spec.labels,
         "seed": spec.seed,
         "tag": cfg.get("tag", ""),

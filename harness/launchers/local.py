@@ -22,12 +22,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from harness.engine import TrainingStopped
 from harness.errors import BenchError, ConfigError
 from harness.interrupts import ctrl_c_held, release_ctrl_c
 from harness.launchers import RunOutcome
 from harness.spec import RunSpec
-from harness.worker import run_spec
 
 NOT_STARTED = "not started: the grid was stopped (Ctrl-C)"
 
@@ -77,6 +75,10 @@ def run_one(
     the rest of the grid goes on. ``stop_requested``: see :func:`harness.engine.fit`."""
     if stop_requested is not None and stop_requested():
         return RunOutcome(spec.run_id, "stopped", NOT_STARTED)
+    # Here, not at the top: `bench run --dry-run` and `bench status` need no torch (~3 s).
+    from harness.engine import TrainingStopped
+    from harness.worker import run_spec
+
     try:
         result = run_spec(
             spec,

@@ -23,19 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import submitit
-import torch
 from rich.console import Console
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
 
-from harness.engine import TrainingStopped
 from harness.errors import ConfigError
 from harness.launchers import RunOutcome
 from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
-from harness.worker import run_spec
 
 # The checkout this harness runs from: array tasks import the same code (see python_path_line).
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -242,6 +239,12 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.stop_grace_s = stop_grace_s
 
     def __call__(self, spec: RunSpec, results_dir: str) -> dict[str, Any]:
+        # Here, not at the top: `bench run --dry-run` and `bench status` need no torch (~3 s).
+        import torch
+
+        from harness.engine import TrainingStopped
+        from harness.worker import run_spec
+
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
         if cpus.isdigit() and not spec.config["train"].get("threads"):
             # Without CPU binding on the node, torch would start a thread per core of the node

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.engine import CHECKPOINT_NAME, LOG_NAME
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -26,7 +25,7 @@ from harness.launchers.scheduler import (
     query_states,
 )
 from harness.spec import RunSpec
-from harness.store import RUNS_DIR, has_result, load_results
+from harness.store import CHECKPOINT_NAME, LOG_NAME, RUNS_DIR, has_result, load_results
 
 STATES = ("done", "running", "pending", "failed", "missing")
 COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
