@@ -34,7 +34,7 @@ from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
 
-# The checkout this harness runs from: array tasks import the same code (see python_path_line).
+# The folder holding the harness package: a checkout, or site-packages for an installed wheel.
 CODE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = "slurm"  # under <results_dir>/runs/
 
@@ -143,10 +143,13 @@ def settings_from_config(cfg: dict[str, Any]) -> SlurmSettings:
     return SlurmSettings(**values)
 
 
-def python_path_line() -> str:
-    """A setup line that lets the array tasks import this very checkout of the harness."""
+def python_path_line() -> list[str]:
+    """A setup line that lets the array tasks import this very checkout of the harness; none
+    for an installed (non-editable) harness, which the same interpreter imports anyway."""
+    if not (CODE_ROOT / "pyproject.toml").is_file():
+        return []
     root = shlex.quote(str(CODE_ROOT))
-    return f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"
+    return [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def python_command(settings: SlurmSettings) -> str:
@@ -174,7 +177,7 @@ def sbatch_parameters(settings: SlurmSettings) -> dict[str, Any]:
         "array_parallelism": settings.array_parallelism,
         "signal_delay_s": settings.signal_delay_s,
         "use_srun": settings.use_srun,
-        "setup": [python_path_line(), *settings.setup],
+        "setup": [*python_path_line(), *settings.setup],
     }
     for key in ("partition", "account", "qos"):
         if getattr(settings, key):
