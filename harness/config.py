@@ -2,8 +2,9 @@
 
 The built-in configs are found beside the code: ``harness/configs/`` in an installed wheel
 (``configs/`` is shipped there as package data), ``configs/`` at the top of a checkout. Folders
-added with :func:`add_config_dir` (``bench run --config-dir``) come first: their groups add
-options (a new dataset, a new method) and replace built-in ones of the same name.
+added with :func:`add_config_dir` (``bench run --config-dir``) add options to the groups (a
+new dataset, a new method, a cluster's launcher settings); Hydra searches them after the
+built-in folder, so a name the harness already has is refused rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -52,19 +53,26 @@ def config_dir() -> Path:
 
 
 def add_config_dir(path: Path | str) -> None:
-    """Search ``path`` before the built-in configs (``--config-dir``); it may hold any of the
-    config groups (``dataset/``, ``method/``, ...) and a ``config.yaml``."""
+    """Search ``path`` for config group options too (``--config-dir``): ``dataset/*.yaml``,
+    ``method/*.yaml``, ... laid out as the built-in ones, with names of their own."""
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"--config-dir {path}: no such folder")
+    for option in sorted(folder.glob("*/*.yaml")):
+        twin = config_dir() / option.parent.name / option.name
+        if twin.is_file():
+            raise ConfigError(
+                f"--config-dir: {option} has the name of a built-in config ({twin}); "
+                "give it a name of its own (e.g. --dataset mydata, method=mymethod)"
+            )
     if folder not in _user_dirs:
         _user_dirs.append(folder)
         _base_config.cache_clear()
 
 
 def config_dirs() -> list[Path]:
-    """Every config folder, in search order: the user's first, then the built-in one."""
-    return [*_user_dirs, config_dir()]
+    """Every config folder, in search order: the built-in one, then the user's."""
+    return [config_dir(), *_user_dirs]
 
 
 def group_options(group: str) -> list[str]:
