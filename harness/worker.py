@@ -88,6 +88,8 @@ def _train_and_record(
 
     seed_everything(spec.seed)
     backbone = cfg["backbone"]
+    if backbone.get("weights"):
+        console.log(f"loading backbone weights {_sized(Path(backbone['weights']))} ...")
     model, weights_report = build_model(
         backbone["name"],
         dataset.num_classes,
@@ -111,6 +113,8 @@ def _train_and_record(
         f"[bold]{spec.run_id}[/]: {dataset.name} ({len(dataset.train)} train / "
         f"{len(dataset.test)} test), {len(labelled)} labelled, method {spec.method_label}"
     )
+    if (work_dir / CHECKPOINT_NAME).is_file():  # the engine says "resumed ..." once loaded
+        console.log(f"loading checkpoint {_sized(work_dir / CHECKPOINT_NAME)} ...")
     outcome = fit(
         cfg,
         model,
@@ -170,6 +174,14 @@ def _train_and_record(
         f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
     )
     return result
+
+
+def _sized(path: Path) -> str:
+    """``path (123.4 MB)``: what a log line before a long load names."""
+    try:
+        return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+    except OSError:
+        return str(path)
 
 
 def _best(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:
