@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args, console)
     except BenchError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escape: a message quoting name[key=value] is not rich markup.
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
 
 

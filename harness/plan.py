@@ -224,10 +224,10 @@ def _check_variant_keys(variant: MethodVariant) -> None:
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
                 close = difflib.get_close_matches(key.lstrip("+"), list(settings), n=2)
-                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
                 raise ConfigError(
                     f"method variant {variant.label!r}: {variant.name} has no setting {key!r}; "
-                    f"{hint}its settings: {known}"
+                    f"its settings: {known}{hint}"
                 )
             node = node[part]
 
