@@ -231,7 +231,7 @@ def _plan_note(status: RunStatus, to_run: bool) -> str:
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """``bench status``: the state of each run, and why the failed ones failed."""
     from harness.errors import ConfigError
-    from harness.launchers.status import all_statuses, grid_statuses, print_failures, status_table
+    from harness.launchers.status import all_statuses, grid_statuses, print_failures, print_statuses
 
     if args.all == bool(args.methods):
         raise ConfigError(
@@ -242,7 +242,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         statuses = all_statuses(args.results_dir)
     else:
         statuses = grid_statuses(_plan(args), args.results_dir)
-    console.print(status_table(statuses))
+    print_statuses(console, statuses)
     print_failures(console, statuses)
     return 0
 

@@ -103,8 +103,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
 def result_row_label(result: dict[str, Any]) -> str:
     """The row a result belongs to: its method variant, and for one configuration of a sweep
     what that configuration changes (``fixmatch (optim.lr=0.01)``), as stored in the result."""
-    sweep = result.get("sweep")
-    return row_label(result["method_label"], sweep if isinstance(sweep, list) else None)
+    return row_label(result["method_label"], result.get("sweep"))
 
 
 def _command(argv: Any) -> str:

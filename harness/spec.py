@@ -40,10 +40,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("_")
 
 
-def row_label(method_label: str, sweep: list[str] | tuple[str, ...] | None) -> str:
+def row_label(method_label: str, sweep: object) -> str:
     """A leaderboard row's name: ``fixmatch``, or ``fixmatch (optim.lr=0.01, ema.decay=0.99)``
-    for one configuration of a sweep."""
-    return f"{method_label} ({', '.join(sweep)})" if sweep else method_label
+    for one configuration of a sweep (``sweep``: what it changes; anything but a non-empty
+    list of them, e.g. a result written before sweeps existed, names no configuration)."""
+    if isinstance(sweep, list | tuple) and sweep:
+        return f"{method_label} ({', '.join(map(str, sweep))})"
+    return method_label
 
 
 @dataclass(frozen=True)

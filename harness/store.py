@@ -230,8 +230,13 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every result ``<results_dir>/<dataset>/*.json`` (not the ``runs/`` working folders),
     sorted by path. A file that is not a result is skipped with a warning naming it, so one
     bad file cannot stop the leaderboard."""
+    return list(iter_results(results_dir))
+
+
+def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:
+    """:func:`load_results` one at a time: a caller that keeps a few fields of each does not
+    hold 10,000 results in memory (nor pay the garbage collector for scanning them)."""
     root = Path(results_dir)
-    results = []
     for path in sorted(root.glob("*/*.json")):
         if path.parent.name == RUNS_DIR or path.name.startswith("."):
             continue
@@ -243,5 +248,4 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
         if (problem := _problem(result)) is not None:
             warnings.warn(f"skipping {path}: not a fer-bench result ({problem})", stacklevel=2)
             continue
-        results.append(result)
-    return results
+        yield result
