@@ -134,3 +134,30 @@ def test_each_configuration_of_a_sweep_is_its_own_leaderboard_row(
             label = f"supervised (train.steps={steps}, optim.lr={lr})"
             rows = [line for line in board.splitlines() if line.startswith(f"| {label} ")]
             assert rows and "(1)" in rows[0], (label, board)
+
+
+def test_the_plan_table_reads_a_folder_datasets_class_sizes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "faces"
+    for split, sizes in (("train", {"calm": 9, "glad": 4, "sour": 2}), ("test", {"calm": 1})):
+        for name, count in sizes.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8)).save(root / split / name / f"{i}.jpg")
+    proc = bench(
+        "run", "--methods", "supervised", "--labels", "50%,3", "--dataset", "folder",
+        f"dataset.root={root}", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "per class (cal/gla/sou)" in proc.stdout
+    half = next(line for line in proc.stdout.splitlines() if "__50pct__" in line)
+    assert "│ 7 " in half and "4/2/1" in half  # round(4.5)=4 (half to even), round(1)=1
+    three = next(line for line in proc.stdout.splitlines() if "__3__" in line)
+    assert "3 images in total" in three and "1/1/1" in three
+    gone = bench(
+        "run", "--methods", "supervised", "--dataset", "folder",
+        f"dataset.root={tmp_path / 'nowhere'}", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert gone.returncode == 0, "a dry run on a login node need not see the data"
+    assert "labelled images unknown:" in gone.stdout and "nowhere" in gone.stdout
