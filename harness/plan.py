@@ -32,6 +32,13 @@ from harness.labels import parse_protocols
 from harness.registry import get_method
 from harness.spec import RunSpec, config_hash
 
+# Set by the grid's flags, per run: an override of them would contradict the run's name.
+_GRID_FLAGS = {
+    "method": "--methods",
+    "dataset": "--dataset",
+    "labels": "--labels",
+    "seed": "--seeds",
+}
 _VARIANT = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<args>[^\[\]]*)\])?$")
 
 
@@ -170,8 +177,12 @@ def build_plan(
 
 
 def _check_override_keys(variant: MethodVariant, dataset: str, overrides: Sequence[str]) -> None:
-    """Refuse overrides whose key the configs this run composes do not define."""
+    """Refuse overrides whose key the configs this run composes do not define, and those that
+    would change what the grid's flags set (the run would then not be the cell it is named)."""
     parsed = parse_overrides(overrides)
+    for override in parsed:
+        if flag := _GRID_FLAGS.get(override.key_or_group):
+            raise ConfigError(f"override {override.input_line!r}: the grid sets it; use {flag}")
     has_file = variant.name in group_options("method")
     selections = [
         f"method={variant.name if has_file else 'supervised'}",

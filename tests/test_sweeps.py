@@ -51,6 +51,12 @@ def test_keys_are_checked_against_the_configs_the_run_composes() -> None:
         )
 
 
+@pytest.mark.parametrize("override", ["seed=3", "labels=5%", "method=fixmatch", "dataset=rafdb"])
+def test_what_the_grid_flags_set_is_not_an_override(override: str) -> None:
+    with pytest.raises(ConfigError, match=r"the grid sets it; use --"):
+        build_plan("supervised", "10%", "0", "synthfer", [override])
+
+
 def test_a_free_form_namespace_takes_any_key() -> None:
     (spec,) = build_plan(
         "supervised", "10%", "0", "synthfer",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -94,5 +95,7 @@ def test_the_installed_bench_runs_from_any_folder(
     (path,) = (work / "results" / "synthfer").glob("supervised__25pct__seed0__*.json")
     result = json.loads(path.read_text())
     assert result["timing"]["steps"] == 6 and 0 <= result["metrics"]["top1"] <= 100
+    (version,) = re.findall(r'(?m)^version = "(.+)"$', (ROOT / "pyproject.toml").read_text())
+    assert result["provenance"]["packages"]["fer-bench"] == version  # no git here: the version
     status = _run(installed / "bench", "status", "--all", cwd=work, env=env).stdout
     assert path.stem in status and "done" in status
