@@ -7,7 +7,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rich.markup import escape
+
 from harness.data.census import ClassCounts, train_class_counts
+from harness.errors import LabelProtocolError
 from harness.labels import class_quotas, parse_protocol
 from harness.spec import RunSpec
 
@@ -45,7 +48,10 @@ class LabelledImages:
         known = self.counts[_dataset_key(spec)]
         if not known.counts:
             return "?", "?"
-        quotas = class_quotas(list(known.counts), parse_protocol(spec.labels))
+        try:
+            quotas = class_quotas(list(known.counts), parse_protocol(spec.labels))
+        except LabelProtocolError as err:  # the run will fail and say so; the grid goes on
+            return "[red]none[/]", f"[red]{escape(str(err).split(': ', 1)[-1])}[/]"
         return str(int(quotas.sum())), "/".join(str(int(q)) for q in quotas)
 
 
