@@ -104,8 +104,8 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
         action="append",
         type=Path,
         default=[],
-        help="a folder of your own configs (dataset/, method/, ... as in the built-in ones), "
-        "searched first; may be repeated",
+        help="a folder of your own config options (dataset/NAME.yaml, launcher/NAME.yaml, ... "
+        "as the built-in ones, with names of their own); may be repeated",
     )
     parser.add_argument(
         "overrides",
@@ -136,13 +136,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     statuses = grid_statuses(specs, args.results_dir)
     pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
     to_run = {s.run_id for s in pending}
-    console.print(
-        plan_table(
-            specs,
-            [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)],
-            len(pending),
-        )
-    )
+    notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
+    print_plan(console, specs, notes, len(pending))
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
@@ -187,33 +182,32 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def plan_table(specs: Sequence[RunSpec], notes: Sequence[str], to_run: int) -> Table:
+def print_plan(
+    console: Console, specs: Sequence[RunSpec], notes: Sequence[str], to_run: int
+) -> None:
     """``bench run``'s grid: one row per run, with the images its label setting labels (in
     total and per class) and what each configuration of a sweep changes."""
     from harness.plan_view import labelled_images, protocol_meaning
     from harness.spec import row_label
+    from harness.tables import print_table
 
     configurations = len({s.sweep for s in specs})
     sweep = f", {configurations} configurations swept" if configurations > 1 else ""
-    table = Table(title=f"{len(specs)} runs{sweep}, {to_run} to run", show_lines=False)
     images = labelled_images(specs)
-    for column in ("run", "method", "labels", "labelled", images.per_class_header, "seed"):
-        table.add_column(column)
-    table.add_column("status")
-    for spec, note in zip(specs, notes, strict=True):
-        total, per_class = images.cells(spec)
-        table.add_row(
+    columns = ("run", "method", "labels", "labelled", images.per_class_header, "seed", "status")
+    rows = [
+        [
             spec.run_id,
             row_label(spec.method_label, spec.sweep),
             protocol_meaning(spec.labels),
-            total,
-            per_class,
+            *images.cells(spec),
             str(spec.seed),
             note,
-        )
-    if images.problem:
-        table.caption = f"labelled images unknown: {images.problem}"
-    return table
+        ]
+        for spec, note in zip(specs, notes, strict=True)
+    ]
+    caption = f"labelled images unknown: {images.problem}" if images.problem else ""
+    print_table(console, f"{len(specs)} runs{sweep}, {to_run} to run", columns, rows, caption)
 
 
 def _plan_note(status: RunStatus, to_run: bool) -> str:

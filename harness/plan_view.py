@@ -7,8 +7,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rich.markup import escape
-
 from harness.data.census import ClassCounts, train_class_counts
 from harness.errors import LabelProtocolError
 from harness.labels import class_quotas, parse_protocol
@@ -51,7 +49,7 @@ class LabelledImages:
         try:
             quotas = class_quotas(list(known.counts), parse_protocol(spec.labels))
         except LabelProtocolError as err:  # the run will fail and say so; the grid goes on
-            return "[red]none[/]", f"[red]{escape(str(err).split(': ', 1)[-1])}[/]"
+            return "none", str(err).split(": ", 1)[-1]
         return str(int(quotas.sum())), "/".join(str(int(q)) for q in quotas)
 
 

@@ -26,14 +26,12 @@ from harness.launchers.scheduler import (
 )
 from harness.spec import RunSpec, row_label
 from harness.store import CHECKPOINT_NAME, LOG_NAME, RUNS_DIR, has_result, iter_results
+from harness.tables import RICH_ROWS, print_table, rich_table
 
 STATES = ("done", "running", "pending", "failed", "missing")
 COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
 ERROR_LINES = 8
 COLUMNS = ("run", "method", "labels", "seed", "state", "job", "step", "detail")
-# Rich measures every cell of a table: 13 ms a row, 130 s for 10,000 runs (cProfile of
-# `bench status --all`, 2 cores). Above this many rows, tabulate lays out the same columns.
-RICH_ROWS = 500
 # Enough of a log's end to hold a traceback's last lines, without reading a huge log.
 _TAIL_BYTES = 64 * 1024
 
@@ -250,9 +248,7 @@ def _cells(s: RunStatus) -> list[str]:
 
 def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Table:
     """A rich table of runs: id, method, labels, seed, state, job and what else is known."""
-    table = Table(title=title or _title(statuses))
-    for column in COLUMNS:
-        table.add_column(column, overflow="fold")
+    table = rich_table(title or _title(statuses), COLUMNS, [])
     for s in statuses:
         cells = [escape(cell) for cell in _cells(s)]
         cells[4] = f"[{COLOURS.get(s.state, 'white')}]{s.state}[/]"
@@ -261,15 +257,11 @@ def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Tab
 
 
 def print_statuses(console: Console, statuses: Sequence[RunStatus]) -> None:
-    """The status table; past :data:`RICH_ROWS` runs, as plain aligned text (fast)."""
+    """The status table, coloured; past :data:`RICH_ROWS` runs, as plain aligned text."""
     if len(statuses) <= RICH_ROWS:
         console.print(status_table(statuses))
-        return
-    from tabulate import tabulate
-
-    rows = [_cells(s) for s in statuses]
-    text = tabulate(rows, headers=COLUMNS, tablefmt="simple", disable_numparse=True)
-    console.file.write(f"{_title(statuses)}\n{text}\n")
+    else:
+        print_table(console, _title(statuses), COLUMNS, [_cells(s) for s in statuses])
 
 
 def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
