@@ -105,6 +105,8 @@ def _init_worker(threads: int) -> None:
     take Ctrl-C the way a sequential grid does."""
     import torch
 
+    import harness.worker  # noqa: F401  (see _parallel: run_one's imports, done before a Ctrl-C counts)
+
     global _worker_ctrl_c
     torch.set_num_threads(threads)
     _worker_ctrl_c = StopOnCtrlC().__enter__()  # for the life of the worker process
@@ -169,6 +171,12 @@ class LocalLauncher:
     def _parallel(
         self, specs: Sequence[RunSpec], results_dir: Path, force: bool
     ) -> list[RunOutcome]:
+        # The engine (torch, timm) is imported before the pool starts, as it was when the CLI
+        # imported it at start-up. Without this, a Ctrl-C sent as the workers started made both
+        # runs of a 2-run grid "not started" in 2 of 6 tries (0 of 6 with it; the test
+        # tests/test_cli.py::test_ctrl_c_while_worker_processes_start...).
+        import harness.worker  # noqa: F401
+
         workers = min(self.parallel, len(specs))
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.console.print(f"{len(specs)} runs, {workers} at a time ({threads} threads each)")
