@@ -18,9 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.engine import LOG_NAME
 from harness.steplog import copy_path, training_steps
-from harness.store import load_results
+from harness.store import LOG_NAME, load_results
 
 SIGNALS = ("mask_rate", "pseudo_label_acc", "threshold", "neg_pairs", "neg_error_rate")
 

@@ -168,18 +168,28 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
     )
     parser.add_argument("--results-dir", default="results", type=Path)
     parser.add_argument(
+        "--config-dir",
+        action="append",
+        type=Path,
+        default=[],
+        help="a folder of your own config options (dataset/NAME.yaml, launcher/NAME.yaml, ... "
+        "as the built-in ones, with names of their own); may be repeated",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
-        help="Hydra overrides, e.g. optim.lr=0.01; quote a value holding spaces, brackets, "
-        """commas or '=': 'key="a value"'""",
+        help="Hydra overrides, e.g. optim.lr=0.01; a comma list sweeps: optim.lr=0.01,0.03; "
+        """quote a value holding spaces, brackets, commas or '=': 'key="a value"'""",
     )
 
 
 def _plan(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs of the grid named by the command line."""
-    from harness.config import quote_value
+    from harness.config import add_config_dir, quote_value
     from harness.plan import build_plan
 
+    for folder in args.config_dir:
+        add_config_dir(folder)
     overrides = list(args.overrides)
     if args.data_root is not None:
         root = os.path.abspath(os.path.expanduser(args.data_root))
@@ -198,18 +208,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     statuses = grid_statuses(specs, args.results_dir)
     pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
     to_run = {s.run_id for s in pending}
-    table = Table(title=f"{len(specs)} runs, {len(pending)} to run", show_lines=False)
-    for column in ("run", "method", "labels", "seed", "status"):
-        table.add_column(column)
-    for spec, status in zip(specs, statuses, strict=True):
-        table.add_row(
-            spec.run_id,
-            spec.method_label,
-            spec.labels,
-            str(spec.seed),
-            _plan_note(status, spec.run_id in to_run),
-        )
-    console.print(table)
+    notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
+    print_plan(console, specs, notes, len(pending))
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
@@ -258,6 +258,34 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def print_plan(
+    console: Console, specs: Sequence[RunSpec], notes: Sequence[str], to_run: int
+) -> None:
+    """``bench run``'s grid: one row per run, with the images its label setting labels (in
+    total and per class) and what each configuration of a sweep changes."""
+    from harness.plan_view import labelled_images, protocol_meaning
+    from harness.spec import row_label
+    from harness.tables import print_table
+
+    configurations = len({s.sweep for s in specs})
+    sweep = f", {configurations} configurations swept" if configurations > 1 else ""
+    images = labelled_images(specs)
+    columns = ("run", "method", "labels", "labelled", images.per_class_header, "seed", "status")
+    rows = [
+        [
+            spec.run_id,
+            row_label(spec.method_label, spec.sweep),
+            protocol_meaning(spec.labels),
+            *images.cells(spec),
+            str(spec.seed),
+            note,
+        ]
+        for spec, note in zip(specs, notes, strict=True)
+    ]
+    caption = f"labelled images unknown: {images.problem}" if images.problem else ""
+    print_table(console, f"{len(specs)} runs{sweep}, {to_run} to run", columns, rows, caption)
+
+
 def _plan_note(status: RunStatus, to_run: bool) -> str:
     """The status column of ``bench run``'s grid table."""
     job = f" (job {status.job_id})" if status.job_id else ""
@@ -273,7 +301,7 @@ def _plan_note(status: RunStatus, to_run: bool) -> str:
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """``bench status``: the state of each run, and why the failed ones failed."""
     from harness.errors import ConfigError
-    from harness.launchers.status import all_statuses, grid_statuses, print_failures, status_table
+    from harness.launchers.status import all_statuses, grid_statuses, print_failures, print_statuses
 
     if args.all == bool(args.methods):
         raise ConfigError(
@@ -284,7 +312,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         statuses = all_statuses(args.results_dir)
     else:
         statuses = grid_statuses(_plan(args), args.results_dir)
-    console.print(status_table(statuses))
+    print_statuses(console, statuses)
     print_failures(console, statuses)
     return 0
 
@@ -376,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args, console)
     except BenchError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        # escape: a message quoting name[key=value] is not rich markup.
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as err:  # a second stop signal, or Ctrl-C before any run started
         from harness.interrupts import abort_line

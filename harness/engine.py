@@ -40,9 +40,7 @@ from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, StepContext, StepOutput, UnlabelledBatch
 from harness.metrics import classification_metrics
 from harness.steplog import open_step_log
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "metrics.jsonl"
+from harness.store import CHECKPOINT_NAME, LOG_NAME
 
 
 class TrainingStopped(Exception):

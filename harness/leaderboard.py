@@ -33,7 +33,7 @@ import pandas as pd
 
 from harness.errors import BenchError, LabelProtocolError
 from harness.labels import parse_protocol
-from harness.spec import config_hash
+from harness.spec import config_hash, row_label
 from harness.stats import PairedDifference, format_difference, paired_difference
 from harness.store import atomic_write_text, load_results
 
@@ -102,7 +102,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "dataset": result["dataset"],
                 "tag": result.get("tag") or "",
                 "method": result.get("method") or result["method_label"],
-                "method_label": result["method_label"],
+                "method_label": result_row_label(result),
                 "labels": result["labels"],
                 "seed": result["seed"],
                 "config_hash": result.get("config_hash", ""),
@@ -118,6 +118,12 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def result_row_label(result: dict[str, Any]) -> str:
+    """The row a result belongs to: its method variant, and for one configuration of a sweep
+    what that configuration changes (``fixmatch (optim.lr=0.01)``), as stored in the result."""
+    return row_label(result["method_label"], result.get("sweep"))
 
 
 def _command(argv: Any) -> str:

@@ -1,18 +1,31 @@
-"""Turn a grid request (methods × label settings × seeds) into RunSpecs.
+"""Turn a grid request (methods × sweep configurations × label settings × seeds) into RunSpecs.
 
 A method may be a variant: ``dta_snl[snl=false,lambda_neg=0.5]`` runs ``dta_snl`` with
 ``method.snl=false method.lambda_neg=0.5`` and is its own leaderboard row under that name.
+An override holding a comma list (``optim.lr=0.01,0.03``) is swept like Hydra's multirun; each
+configuration is its own row, labelled by what it changes: ``fixmatch (optim.lr=0.01)``.
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from harness.config import compose_config, group_options
+from harness.config import (
+    check_override_keys,
+    compose_config,
+    compose_template,
+    config_keys,
+    group_options,
+    is_group_override,
+    parse_overrides,
+    resolve_config,
+)
 from harness.data.fingerprint import ContentPins
 from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
@@ -21,6 +34,13 @@ from harness.pretrain import pin_pretrain
 from harness.registry import get_method
 from harness.spec import RunSpec, config_hash
 
+# Set by the grid's flags, per run: an override of them would contradict the run's name.
+_GRID_FLAGS = {
+    "method": "--methods",
+    "dataset": "--dataset",
+    "labels": "--labels",
+    "seed": "--seeds",
+}
 _VARIANT = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<args>[^\[\]]*)\])?$")
 
 
@@ -85,6 +105,35 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """One point of a sweep: the overrides to apply, and the swept ones that name it."""
+
+    overrides: tuple[str, ...]
+    changes: tuple[str, ...] = ()  # e.g. ("optim.lr=0.01",): labels its leaderboard row
+
+
+def expand_sweeps(overrides: Sequence[str]) -> list[Configuration]:
+    """Hydra multirun's grid: every override holding a comma list (``optim.lr=0.01,0.03``,
+    or ``range(...)``/``choice(...)``) becomes one axis; the product of the axes, in the order
+    given, is the list of configurations. Quoted commas and lists (``[a,b]``) are values, as
+    Hydra reads them."""
+    axes: list[list[tuple[str, str | None]]] = []
+    for text, override in zip(overrides, parse_overrides(overrides), strict=True):
+        if override.is_sweep_override():
+            key, name = override.get_key_element(), override.key_or_group
+            values = list(override.sweep_string_iterator())
+            axes.append([(f"{key}={v}", f"{name}={v}") for v in values])
+        else:
+            axes.append([(text, None)])
+    return [
+        Configuration(
+            tuple(text for text, _ in point), tuple(change for _, change in point if change)
+        )
+        for point in itertools.product(*axes)
+    ]
+
+
 def build_plan(
     methods: str,
     labels: str,
@@ -92,7 +141,8 @@ def build_plan(
     dataset: str,
     overrides: Sequence[str] = (),
 ) -> list[RunSpec]:
-    """One RunSpec per (method variant, label setting, seed), in that nesting order."""
+    """One RunSpec per (method variant, sweep configuration, label setting, seed), in that
+    nesting order. Every override key is checked against the configs first."""
     if dataset not in group_options("dataset"):
         raise ConfigError(
             f"unknown dataset {dataset!r}; available: {', '.join(group_options('dataset'))}"
@@ -100,49 +150,73 @@ def build_plan(
     variants = parse_methods(methods)
     for variant in variants:
         _check_variant_keys(variant)
+    configurations = expand_sweeps(overrides)
     protocols = parse_protocols(labels)
     seed_list = parse_seeds(seeds)
     specs = []
     contents = ContentPins()  # the dataset's identity by content, not by path
     for variant in variants:
-        for protocol in protocols:
-            for seed in seed_list:
-                config = _run_config(variant, dataset, protocol.text, seed, overrides)
-                config = pin_pretrain(contents.pin(_pin_generator(config)))
-                specs.append(
-                    RunSpec(
-                        dataset=config["dataset"]["name"],
-                        method=variant.name,
-                        method_label=variant.label,
-                        labels=protocol.text,
-                        seed=seed,
-                        config=config,
-                        config_hash=config_hash(config),
+        for configuration in configurations:
+            _check_override_keys(variant, dataset, configuration.overrides)
+            template = _run_template(variant, dataset, configuration.overrides)
+            for protocol in protocols:
+                for seed in seed_list:
+                    config = resolve_config(template, {"labels": protocol.text, "seed": seed})
+                    config = pin_pretrain(contents.pin(_pin_generator(config)))
+                    specs.append(
+                        RunSpec(
+                            dataset=config["dataset"]["name"],
+                            method=variant.name,
+                            method_label=variant.label,
+                            labels=protocol.text,
+                            seed=seed,
+                            config=config,
+                            config_hash=config_hash(config),
+                            sweep=configuration.changes,
+                        )
                     )
-                )
     return specs
 
 
-def _run_config(
-    variant: MethodVariant, dataset: str, labels: str, seed: int, overrides: Sequence[str]
-) -> dict:
-    """The resolved config of one run; method overrides from the variant win over the CLI's."""
-    base = [f"dataset={dataset}", f"labels={labels}", f"seed={seed}", *overrides]
+def _check_override_keys(variant: MethodVariant, dataset: str, overrides: Sequence[str]) -> None:
+    """Refuse overrides whose key the configs this run composes do not define, and those that
+    would change what the grid's flags set (the run would then not be the cell it is named)."""
+    parsed = parse_overrides(overrides)
+    for override in parsed:
+        if flag := _GRID_FLAGS.get(override.key_or_group):
+            raise ConfigError(f"override {override.input_line!r}: the grid sets it; use {flag}")
+    has_file = variant.name in group_options("method")
+    selections = [
+        f"method={variant.name if has_file else 'supervised'}",
+        f"dataset={dataset}",
+        *(o.input_line for o in parsed if is_group_override(o)),
+    ]
+    known = config_keys(selections)
+    if not has_file:  # a plugin without a config file: its class's defaults are its keys
+        known = {k for k in known if not k.startswith("method.")}
+        known |= {f"method.{key}" for key in method_settings(variant.name)}
+    if "dataset.generate" in known:  # synthfer's settings are SynthConfig's fields
+        known |= {f"dataset.generate.{field}" for field in SynthConfig.__dataclass_fields__}
+    check_override_keys([o for o in parsed if not is_group_override(o)], known)
+
+
+def _run_template(variant: MethodVariant, dataset: str, overrides: Sequence[str]) -> DictConfig:
+    """The composed (unresolved) config shared by a variant's runs of one configuration;
+    method overrides from the variant win over the CLI's."""
+    base = [f"dataset={dataset}", *overrides]
     if variant.name in group_options("method"):
-        method_overrides = [
-            f"+method.{o[1:]}" if o.startswith("+") else f"method.{o}" for o in variant.overrides
-        ]
-        return compose_config([f"method={variant.name}", *base, *method_overrides])
+        method_overrides = [f"method.{o}" for o in variant.overrides]
+        return compose_template([f"method={variant.name}", *base, *method_overrides])
     # A plugin without a config file (e.g. from another package): its class carries defaults.
-    plain = [o for o in base if not o.startswith("method.")]
-    config = compose_config(["method=supervised", *plain])
+    plain = [o for o in base if not o.lstrip("+").startswith("method.")]
+    template = compose_template(["method=supervised", *plain])
     node = OmegaConf.create(method_settings(variant.name))
-    extra = [o.removeprefix("method.") for o in overrides if o.startswith("method.")]
+    extra = [o.lstrip("+").removeprefix("method.") for o in base if o not in plain]
     for item in [*extra, *variant.overrides]:
         key, value = item.split("=", 1)
-        OmegaConf.update(node, key.lstrip("+"), _yaml(value))
-    config["method"] = OmegaConf.to_container(node, resolve=True)
-    return config
+        OmegaConf.update(node, key, _yaml(value))
+    template.method = node
+    return template
 
 
 def method_settings(name: str) -> dict:
@@ -154,19 +228,19 @@ def method_settings(name: str) -> dict:
 
 def _check_variant_keys(variant: MethodVariant) -> None:
     """A variant may only change settings its method has: a misspelt key would otherwise make
-    a leaderboard row that claims an ablation it never ran. ``+key=value`` adds a new one."""
+    a leaderboard row that claims an ablation it never ran."""
     settings = method_settings(variant.name) if variant.overrides else {}
+    known = ", ".join(k for k in settings if k != "name") or "(none)"
     for override in variant.overrides:
         key = override.split("=", 1)[0].strip()
-        if key.startswith("+"):
-            continue
         node: object = settings
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
-                known = ", ".join(k for k in settings if k != "name") or "(none)"
+                close = difflib.get_close_matches(key.lstrip("+"), list(settings), n=2)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
                 raise ConfigError(
                     f"method variant {variant.label!r}: {variant.name} has no setting {key!r}; "
-                    f"its settings: {known} (+{key}=... adds a new one)"
+                    f"its settings: {known}{hint}"
                 )
             node = node[part]
 

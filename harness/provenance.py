@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 PACKAGES = (
+    "fer-bench",  # the code version of an installed (non-editable) harness, which has no git
     "torch",
     "torchvision",
     "timm",

@@ -14,27 +14,51 @@ An installed package adds methods by declaring, in its ``pyproject.toml``::
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
-from harness.method import Method
+
+if TYPE_CHECKING:
+    from harness.method import Method
 
 ENTRY_POINT_GROUP = "bench.methods"
+BUILTIN_PACKAGE = "methods"
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A registered method: its name, one-line description and class."""
+    """A registered method: its name, one-line description and the module that registers it.
+
+    Listing methods reads names and descriptions from the modules' source (:func:`discover`),
+    so ``bench methods`` and ``bench run --dry-run`` never import torch; ``cls`` imports the
+    module on first use.
+    """
 
     name: str
     description: str
-    cls: type[Method]
+    module: str
+
+    @property
+    def cls(self) -> type[Method]:
+        """The method's class (importing its module, and torch, the first time)."""
+        if self.name not in _CLASSES:
+            importlib.import_module(self.module)
+        if self.name not in _CLASSES:
+            raise BenchError(
+                f"method {self.name!r}: module {self.module} does not register it "
+                f"(@register_method({self.name!r}, ...))"
+            )
+        return _CLASSES[self.name]
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
+_CLASSES: dict[str, type[Method]] = {}
 _discovered = False
 
 
@@ -49,35 +73,83 @@ def register_method(name: str, description: str):
     """Class decorator: register a :class:`Method` subclass under ``name``."""
 
     def decorate(cls: type[Method]) -> type[Method]:
+        from harness.method import Method
+
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) expects a Method subclass, got {cls!r}")
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"method {name!r} is registered twice: {existing.cls} and {cls}")
-        _REGISTRY[name] = MethodInfo(name, description, cls)
+        existing = _CLASSES.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"method {name!r} is registered twice: {existing} and {cls}")
+        _CLASSES[name] = cls
+        _REGISTRY[name] = MethodInfo(name, description, cls.__module__)
         return cls
 
     return decorate
 
 
+def declared_methods(source: str) -> list[tuple[str, str]]:
+    """``(name, description)`` of every ``@register_method("name", "description")`` in a
+    module's source whose two arguments are literal strings (read, not run)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            if (
+                isinstance(deco, ast.Call)
+                and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register_method"
+                and len(deco.args) == 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in deco.args)
+            ):
+                found.append((deco.args[0].value, deco.args[1].value))
+    return found
+
+
+def _declare_module(module: str) -> bool:
+    """Record the methods ``module`` declares, without importing it; False when its source
+    cannot be read or declares none literally (the caller imports it instead)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return False
+    try:
+        with open(spec.origin, encoding="utf-8") as handle:
+            declared = declared_methods(handle.read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    for name, description in declared:
+        _REGISTRY.setdefault(name, MethodInfo(name, description, module))
+    return bool(declared)
+
+
+def _load_entry_point(entry: EntryPoint) -> None:
+    """An entry point naming a module is read like a built-in; one naming a class (or a module
+    whose registration is not literal) is imported, and a class registered under its name."""
+    if entry.attr is None and _declare_module(entry.module):
+        return
+    from harness.method import Method
+
+    loaded = entry.load()
+    if isinstance(loaded, type) and issubclass(loaded, Method) and entry.name not in _REGISTRY:
+        register_method(entry.name, (loaded.__doc__ or entry.name).strip().splitlines()[0])(loaded)
+
+
 def discover(refresh: bool = False) -> None:
-    """Import every built-in method module and every ``bench.methods`` entry point (once;
+    """Find every built-in method module and every ``bench.methods`` entry point (once;
     ``refresh`` looks again, e.g. after a package was installed into a running process)."""
     global _discovered
     if _discovered and not refresh:
         return
     importlib.invalidate_caches()
-    import methods
-
-    for module in pkgutil.iter_modules(methods.__path__):
-        importlib.import_module(f"methods.{module.name}")
+    builtin = importlib.import_module(BUILTIN_PACKAGE)
+    for module in pkgutil.iter_modules(builtin.__path__):
+        name = f"{BUILTIN_PACKAGE}.{module.name}"
+        if not _declare_module(name):
+            importlib.import_module(name)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = entry.load()
-        # An entry point may name a module (registers on import) or a Method class.
-        if isinstance(loaded, type) and issubclass(loaded, Method) and entry.name not in _REGISTRY:
-            register_method(entry.name, (loaded.__doc__ or entry.name).strip().splitlines()[0])(
-                loaded
-            )
+        _load_entry_point(entry)
     _discovered = True
 
 

@@ -50,12 +50,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("_")
 
 
+def row_label(method_label: str, sweep: object) -> str:
+    """A leaderboard row's name: ``fixmatch``, or ``fixmatch (optim.lr=0.01, ema.decay=0.99)``
+    for one configuration of a sweep (``sweep``: what it changes; anything but a non-empty
+    list of them, e.g. a result written before sweeps existed, names no configuration)."""
+    if isinstance(sweep, list | tuple) and sweep:
+        return f"{method_label} ({', '.join(map(str, sweep))})"
+    return method_label
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One (dataset, method variant, label setting, seed) run with its resolved config.
 
     ``method`` is the registry name; ``method_label`` is the variant as the user asked for it
-    (``dta_snl[snl=false]``) and names the leaderboard row.
+    (``dta_snl[snl=false]``); with ``sweep`` (``("optim.lr=0.01",)``, what this point of a sweep
+    changes) it names the leaderboard row: see :func:`row_label`. Neither enters the run's
+    identity, which is its resolved config.
     """
 
     dataset: str
@@ -65,6 +76,7 @@ class RunSpec:
     seed: int
     config: dict[str, Any]
     config_hash: str
+    sweep: tuple[str, ...] = ()  # the swept overrides of this run's configuration
 
     @property
     def run_id(self) -> str:

@@ -27,6 +27,10 @@ from harness.errors import BenchError
 from harness.spec import RunSpec
 
 RUNS_DIR = "runs"
+# A run's working folder <results_dir>/runs/<run_id>/ holds these (named here, not in the
+# engine, so that `bench status` can look for them without importing torch).
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "metrics.jsonl"
 SUPERSEDED_DIR = "superseded"
 LOCK_NAME = "lock"
 # What the leaderboard needs from a result; a JSON file without these is not one.
@@ -238,8 +242,13 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every result ``<results_dir>/<dataset>/*.json`` (not the ``runs/`` working folders),
     sorted by path. A file that is not a result is skipped with a warning naming it, so one
     bad file cannot stop the leaderboard."""
+    return list(iter_results(results_dir))
+
+
+def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:
+    """:func:`load_results` one at a time: a caller that keeps a few fields of each does not
+    hold 10,000 results in memory (nor pay the garbage collector for scanning them)."""
     root = Path(results_dir)
-    results = []
     for path in sorted(root.glob("*/*.json")):
         if path.parent.name == RUNS_DIR or path.name.startswith("."):
             continue
@@ -251,5 +260,4 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
         if (problem := _problem(result)) is not None:
             warnings.warn(f"skipping {path}: not a fer-bench result ({problem})", stacklevel=2)
             continue
-        results.append(result)
-    return results
+        yield result

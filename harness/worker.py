@@ -95,6 +95,8 @@ def _train_and_record(
 
         pretrained = ensure_pretrained(cfg, console, show_progress)
         weights = str(pretrained.path)
+    if weights:
+        console.log(f"loading backbone weights {_sized(Path(weights))} ...")
     seed_everything(spec.seed)
     model, weights_report = build_model(
         backbone["name"],
@@ -119,6 +121,8 @@ def _train_and_record(
         f"[bold]{spec.run_id}[/]: {dataset.name} ({len(dataset.train)} train / "
         f"{len(dataset.test)} test), {len(labelled)} labelled, method {spec.method_label}"
     )
+    if (work_dir / CHECKPOINT_NAME).is_file():  # the engine says "resumed ..." once loaded
+        console.log(f"loading checkpoint {_sized(work_dir / CHECKPOINT_NAME)} ...")
     outcome = fit(
         cfg,
         model,
@@ -144,6 +148,7 @@ def _train_and_record(
         "dataset": spec.dataset,
         "method": spec.method,
         "method_label": spec.method_label,
+        "sweep": list(spec.sweep),  # what this point of a sweep changes: names its row
         "labels": spec.labels,
         "seed": spec.seed,
         "tag": cfg["tag"],
@@ -192,6 +197,14 @@ def _train_and_record(
         f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
     )
     return result
+
+
+def _sized(path: Path) -> str:
+    """``path (123.4 MB)``: what a log line before a long load names."""
+    try:
+        return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+    except OSError:
+        return str(path)
 
 
 def _best(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:

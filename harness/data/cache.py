@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness.data.images import DECODE_VERSION, load_face
 from harness.data.table import ImageTable
 from harness.errors import ConfigError
 from harness.interrupts import ctrl_c_held
+from harness.progress import counted
 
 CHUNK = 256  # images per task sent to a decoding process
 HEADROOM = 256 * 2**20  # free bytes to leave on the cache disk beyond the array itself
@@ -249,20 +249,15 @@ def _build(table: ImageTable, size: int, final: Path, workers: int, progress: bo
             )
             for start in range(0, len(table), chunk)
         ]
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"decoding {final.stem}", total=len(table))
+        with counted(
+            f"decoding {final.stem} into the cache", len(table), enabled=progress
+        ) as advance:
             if workers <= 1 or len(jobs) == 1:
                 for job in jobs:
-                    bar.advance(task, _decode_into(*job))
+                    advance(_decode_into(*job))
             else:
                 for done in _run_pool(jobs, workers):
-                    bar.advance(task, done)
+                    advance(done)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -23,7 +23,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from harness.engine import TrainingStopped
 from harness.errors import BenchError, ConfigError
 from harness.interrupts import (
     StopSignals,
@@ -34,7 +33,6 @@ from harness.interrupts import (
 )
 from harness.launchers import RunOutcome
 from harness.spec import RunSpec
-from harness.worker import run_spec
 
 NOT_STARTED = "not started: the grid was stopped (stop signal)"
 
@@ -62,6 +60,10 @@ def run_one(
     the rest of the grid goes on. ``stop_requested``: see :func:`harness.engine.fit`."""
     if stop_requested is not None and stop_requested():
         return RunOutcome(spec.run_id, "stopped", NOT_STARTED)
+    # Here, not at the top: `bench run --dry-run` and `bench status` need no torch (~3 s).
+    from harness.engine import TrainingStopped
+    from harness.worker import run_spec
+
     try:
         result = run_spec(
             spec,
@@ -95,6 +97,8 @@ def _init_worker(threads: int, parent_stop: Any) -> None:
     still counts, and a repeated one is ignored (the parent decides when to abort).
     """
     import torch
+
+    import harness.worker  # noqa: F401  (see _parallel: run_one's imports, done before a stop counts)
 
     global _worker_stop
     torch.set_num_threads(threads)
@@ -195,6 +199,12 @@ class LocalLauncher:
     def _parallel(
         self, specs: Sequence[RunSpec], results_dir: Path, force: bool
     ) -> list[RunOutcome]:
+        # The engine (torch, timm) is imported before the pool starts, as it was when the CLI
+        # imported it at start-up. Without this, a Ctrl-C sent as the workers started made both
+        # runs of a 2-run grid "not started" in 2 of 6 tries (0 of 6 with it; the test
+        # tests/test_cli.py::test_ctrl_c_while_worker_processes_start...).
+        import harness.worker  # noqa: F401
+
         workers = min(self.parallel, len(specs))
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.console.print(f"{len(specs)} runs, {workers} at a time ({threads} threads each)")

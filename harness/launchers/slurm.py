@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import submitit
-import torch
 from rich.console import Console
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
 
-from harness.engine import TrainingStopped
 from harness.errors import ConfigError
 from harness.launchers import RunOutcome
 from harness.launchers.partition import check_request, partition_limits
@@ -36,9 +34,8 @@ from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
-from harness.worker import run_spec
 
-# The checkout this harness runs from: array tasks import the same code (see python_path_line).
+# The folder holding the harness package: a checkout, or site-packages for an installed wheel.
 CODE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = "slurm"  # under <results_dir>/runs/
 
@@ -147,10 +144,13 @@ def settings_from_config(cfg: dict[str, Any]) -> SlurmSettings:
     return SlurmSettings(**values)
 
 
-def python_path_line() -> str:
-    """A setup line that lets the array tasks import this very checkout of the harness."""
+def python_path_line() -> list[str]:
+    """A setup line that lets the array tasks import this very checkout of the harness; none
+    for an installed (non-editable) harness, which the same interpreter imports anyway."""
+    if not (CODE_ROOT / "pyproject.toml").is_file():
+        return []
     root = shlex.quote(str(CODE_ROOT))
-    return f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"
+    return [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def python_command(settings: SlurmSettings) -> str:
@@ -178,7 +178,7 @@ def sbatch_parameters(settings: SlurmSettings) -> dict[str, Any]:
         "array_parallelism": settings.array_parallelism,
         "signal_delay_s": settings.signal_delay_s,
         "use_srun": settings.use_srun,
-        "setup": [python_path_line(), *settings.setup],
+        "setup": [*python_path_line(), *settings.setup],
     }
     for key in ("partition", "account", "qos"):
         if getattr(settings, key):
@@ -243,6 +243,12 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.stop_grace_s = stop_grace_s
 
     def __call__(self, spec: RunSpec, results_dir: str) -> dict[str, Any]:
+        # Here, not at the top: `bench run --dry-run` and `bench status` need no torch (~3 s).
+        import torch
+
+        from harness.engine import TrainingStopped
+        from harness.worker import run_spec
+
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
         if cpus.isdigit() and not spec.config["train"].get("threads"):
             # Without CPU binding on the node, torch would start a thread per core of the node

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.engine import CHECKPOINT_NAME, LOG_NAME
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -27,12 +26,14 @@ from harness.launchers.scheduler import (
     query_reasons,
     query_states,
 )
-from harness.spec import RunSpec
-from harness.store import RUNS_DIR, has_result, load_results
+from harness.spec import RunSpec, row_label
+from harness.store import CHECKPOINT_NAME, LOG_NAME, RUNS_DIR, has_result, iter_results
+from harness.tables import RICH_ROWS, print_table, rich_table
 
 STATES = ("done", "running", "pending", "failed", "missing")
 COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
 ERROR_LINES = 8
+COLUMNS = ("run", "method", "labels", "seed", "state", "job", "step", "detail")
 # Enough of a log's end to hold a traceback's last lines, without reading a huge log.
 _TAIL_BYTES = 64 * 1024
 
@@ -198,7 +199,7 @@ def grid_statuses(
         record = records[spec.run_id]
         meta = {
             "dataset": spec.dataset,
-            "method_label": spec.method_label,
+            "method_label": row_label(spec.method_label, spec.sweep),
             "labels": spec.labels,
             "seed": spec.seed,
         }
@@ -220,14 +221,14 @@ def all_statuses(
     results_dir = Path(results_dir)
     metas: dict[str, dict[str, Any]] = {}
     done: set[str] = set()
-    for result in load_results(results_dir):
+    for result in iter_results(results_dir):
         run_id = str(result.get("run_id", ""))
         if not run_id:
             continue
         done.add(run_id)
         metas[run_id] = {
             "dataset": result["dataset"],
-            "method_label": result["method_label"],
+            "method_label": row_label(result["method_label"], result.get("sweep")),
             "labels": result["labels"],
             "seed": result["seed"],
         }
@@ -280,26 +281,35 @@ def count_states(statuses: Iterable[RunStatus]) -> dict[str, int]:
     return counts
 
 
-def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Table:
-    """A rich table of runs: id, method, labels, seed, state, job and what else is known."""
+def _title(statuses: Sequence[RunStatus]) -> str:
     counts = count_states(statuses)
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    table = Table(title=title or f"{len(statuses)} runs: {summary or 'none'}")
-    for column in ("run", "method", "labels", "seed", "state", "job", "step", "detail"):
-        table.add_column(column, overflow="fold")
+    return f"{len(statuses)} runs: {summary or 'none'}"
+
+
+def _cells(s: RunStatus) -> list[str]:
+    """One run's row, in :data:`COLUMNS` order (plain text)."""
+    seed = "" if s.seed is None else str(s.seed)
+    step = "" if s.step is None else str(s.step)
+    return [s.run_id, s.method_label, s.labels, seed, s.state, s.job_id or "", step, s.detail]
+
+
+def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Table:
+    """A rich table of runs: id, method, labels, seed, state, job and what else is known."""
+    table = rich_table(title or _title(statuses), COLUMNS, [])
     for s in statuses:
-        colour = COLOURS.get(s.state, "white")
-        table.add_row(
-            s.run_id,
-            s.method_label,
-            s.labels,
-            "" if s.seed is None else str(s.seed),
-            f"[{colour}]{s.state}[/]",
-            s.job_id or "",
-            "" if s.step is None else str(s.step),
-            escape(s.detail),
-        )
+        cells = [escape(cell) for cell in _cells(s)]
+        cells[4] = f"[{COLOURS.get(s.state, 'white')}]{s.state}[/]"
+        table.add_row(*cells)
     return table
+
+
+def print_statuses(console: Console, statuses: Sequence[RunStatus]) -> None:
+    """The status table, coloured; past :data:`RICH_ROWS` runs, as plain aligned text."""
+    if len(statuses) <= RICH_ROWS:
+        console.print(status_table(statuses))
+    else:
+        print_table(console, _title(statuses), COLUMNS, [_cells(s) for s in statuses])
 
 
 def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
