@@ -9,9 +9,7 @@ folder deeper, so nothing that reads training results mistakes it for one. It is
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.store import RUNS_DIR, SUPERSEDED_DIR, load_result, load_results
+from harness.store import RUNS_DIR, SUPERSEDED_DIR, load_result, load_results, read_json_files
 
 CROSS_DIR = "cross"
 METRICS = ("top1", "mean_class_acc", "macro_f1")
@@ -94,20 +92,19 @@ def select_runs(
 def load_cross_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every cross-dataset result under ``<results_dir>/*/cross/``, sorted by path; a file
     that is not one is skipped with a warning naming it."""
-    out = []
-    for path in sorted(Path(results_dir).glob(f"*/{CROSS_DIR}/*.json")):
-        if path.name.startswith("."):
-            continue
-        try:
-            result = load_result(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            warnings.warn(f"skipping {path}: not valid JSON ({err})", stacklevel=2)
-            continue
-        if not isinstance(result, dict) or result.get("kind") != "cross_dataset":
-            warnings.warn(f"skipping {path}: not a cross-dataset result", stacklevel=2)
-            continue
-        out.append(result)
-    return out
+    paths = (
+        path
+        for path in sorted(Path(results_dir).glob(f"*/{CROSS_DIR}/*.json"))
+        if not path.name.startswith(".")
+    )
+    return list(read_json_files(paths, _cross_problem, "a cross-dataset result"))
+
+
+def _cross_problem(result: Any) -> str | None:
+    """Why ``result`` is not a cross-dataset result (``bench eval``'s), or None if it is one."""
+    if not isinstance(result, dict) or result.get("kind") != "cross_dataset":
+        return "no kind: cross_dataset"
+    return None
 
 
 def _number(value: Any) -> float:

@@ -18,7 +18,7 @@ import os
 import socket
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -248,16 +248,27 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
 def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:
     """:func:`load_results` one at a time: a caller that keeps a few fields of each does not
     hold 10,000 results in memory (nor pay the garbage collector for scanning them)."""
-    root = Path(results_dir)
-    for path in sorted(root.glob("*/*.json")):
-        if path.parent.name == RUNS_DIR or path.name.startswith("."):
-            continue
+    paths = (
+        path
+        for path in sorted(Path(results_dir).glob("*/*.json"))
+        if path.parent.name != RUNS_DIR and not path.name.startswith(".")
+    )
+    yield from read_json_files(paths, _problem, "a fer-bench result")
+
+
+def read_json_files(
+    paths: Iterable[Path], problem: Callable[[Any], str | None], what: str
+) -> Iterator[dict[str, Any]]:
+    """The JSON files at ``paths`` that ``problem`` finds nothing wrong with, one at a time; a
+    file that is not valid JSON, or not ``what``, is skipped with a warning naming it, so one
+    bad file cannot stop a listing."""
+    for path in paths:
         try:
             result = load_result(path)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            warnings.warn(f"skipping {path}: not valid JSON ({err})", stacklevel=2)
+            warnings.warn(f"skipping {path}: not valid JSON ({err})", stacklevel=3)
             continue
-        if (problem := _problem(result)) is not None:
-            warnings.warn(f"skipping {path}: not a fer-bench result ({problem})", stacklevel=2)
+        if (reason := problem(result)) is not None:
+            warnings.warn(f"skipping {path}: not {what} ({reason})", stacklevel=3)
             continue
         yield result

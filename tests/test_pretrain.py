@@ -117,7 +117,7 @@ def test_the_key_enters_the_run_config_and_id(built: dict) -> None:
     assert len({scratch_id, pre_id, longer_id}) == 3
     with pytest.raises(ConfigError, match=r"backbone\.weights and pretrain are both set"):
         run_id("+pretrain=synth_faces", "backbone.weights=/some/file.pth")
-    with pytest.raises(ConfigError, match=r"pretrain: .*stepz"):
+    with pytest.raises(ConfigError, match=r"pretrain\.stepz.*did you mean pretrain\.steps"):
         run_id("+pretrain=synth_faces", "+pretrain.stepz=3")
 
 

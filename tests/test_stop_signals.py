@@ -163,6 +163,8 @@ def test_a_failed_runs_error_is_printed_once(
             f"launcher.parallel={parallel}"]  # fmt: skip
     assert main(args) == 1
     out = " ".join(capsys.readouterr().out.split())
-    assert out.count("the training set has only 280 images") == 2, out  # one per run
+    # One per run (the plan table's own "labelled" column names the shortfall without the
+    # "--labels" prefix, before anything runs).
+    assert out.count("--labels 100000: the training set has only 280 images") == 2, out
     assert out.count("(the error is printed above)") == 2
     assert "2 of 2 runs failed" in out

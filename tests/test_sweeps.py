@@ -165,5 +165,7 @@ def test_the_plan_table_reads_a_folder_datasets_class_sizes(tmp_path: Path) -> N
         "run", "--methods", "supervised", "--dataset", "folder",
         f"dataset.root={tmp_path / 'nowhere'}", "--dry-run", cwd=tmp_path,
     )  # fmt: skip
-    assert gone.returncode == 0, "a dry run on a login node need not see the data"
-    assert "labelled images unknown:" in gone.stdout and "nowhere" in gone.stdout
+    # A run's identity is its dataset's content (issue 15), so even a dry run must read the
+    # folder: a missing one is a config error naming it, not a plan with made-up ids.
+    assert gone.returncode == 2, gone.stdout + gone.stderr
+    assert "nowhere" in gone.stdout + gone.stderr and "Traceback" not in gone.stdout + gone.stderr
