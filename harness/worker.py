@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import torch
 from rich.console import Console
 
 from harness.data.datasets import load_dataset, split_images
-from harness.engine import CHECKPOINT_NAME, LOG_NAME, TrainData, fit, seed_everything
-from harness.labels import labelled_split, parse_protocol, split_summary
-from harness.method import MethodSetup
+from harness.engine import CHECKPOINT_NAME, LOG_NAME, FitResult, TrainData, fit, seed_everything
+from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
+from harness.method import Method, MethodSetup
 from harness.models import build_model
 from harness.provenance import collect_provenance
 from harness.registry import get_method
@@ -52,6 +53,16 @@ def run_spec(
         return _train_and_record(spec, results_dir, force, show_progress, stop_requested)
 
 
+@dataclass
+class _RunData:
+    """A run's data as the engine takes it, with what the result records about it."""
+
+    dataset: Any  # harness.data.datasets.Dataset
+    data: TrainData
+    protocol: LabelProtocol
+    seconds: float  # decoding (or reading the cache) of both splits
+
+
 def _train_and_record(
     spec: RunSpec,
     results_dir: Path,
@@ -59,7 +70,8 @@ def _train_and_record(
     show_progress: bool,
     stop_requested: Callable[[], bool] | None,
 ) -> dict[str, Any]:
-    """The body of :func:`run_spec`, run while holding the run's lock."""
+    """The body of :func:`run_spec`, run while holding the run's lock: data, model and method,
+    the engine, then the kept weights, the result and the clean-up, in that order."""
     console = Console(stderr=True)
     started = datetime.now(timezone.utc)
     provenance = collect_provenance(sys.argv)
@@ -67,28 +79,82 @@ def _train_and_record(
     work_dir = run_dir(results_dir, spec)
     if force and not (work_dir / CHECKPOINT_NAME).exists():
         # A forced rerun starts clean; an interrupted forced rerun still resumes.
-        (work_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (work_dir / LOG_NAME).unlink(missing_ok=True)
+    run = _load_run_data(spec)
+    model, weights_report, pretrained = _build_model(spec, run, console, show_progress)
+    method = _build_method(spec, run)
+    console.log(
+        f"[bold]{spec.run_id}[/]: {run.dataset.name} ({len(run.dataset.train)} train / "
+        f"{len(run.dataset.test)} test), {len(run.data.labelled)} labelled, "
+        f"method {spec.method_label}"
+    )
+    if (work_dir / CHECKPOINT_NAME).is_file():  # the engine says "resumed ..." once loaded
+        console.log(f"loading checkpoint {_sized(work_dir / CHECKPOINT_NAME)} ...")
+    outcome = fit(
+        cfg,
+        model,
+        method,
+        run.data,
+        work_dir,
+        run_hash=spec.config_hash,
+        console=console,
+        show_progress=show_progress,
+        stop_requested=stop_requested,
+    )
+    # Kept before the result is written: once the result exists the checkpoint goes.
+    saved_weights = keep_weights(
+        results_dir,
+        spec,
+        model_meta(spec, run.dataset.classes, len(run.data.unlabelled)),
+        outcome.final_states if cfg["train"]["save_weights"] else None,
+    )
+    result = _result(spec, run, outcome, started)
+    result["weights"] = weights_report.summary() if weights_report is not None else None
+    result["saved_weights"] = saved_weights
+    # What the training really ran on: train.threads is applied after provenance is taken.
+    result["provenance"] = {
+        **provenance,
+        "device": outcome.device,
+        "torch_threads": outcome.threads,
+        **({"pretrain": pretrained.provenance()} if pretrained else {}),
+    }
+    result["config"] = cfg
+    _store(result, spec, results_dir, work_dir, force)
+    console.log(
+        f"[green]done[/] {spec.run_id}: top-1 {outcome.metrics['top1']:.2f}%, "
+        f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
+    )
+    return result
 
+
+def _load_run_data(spec: RunSpec) -> _RunData:
+    """Both splits decoded (or read from the cache), the labelled subset of ``spec``'s label
+    setting and seed, and every training image as the unlabelled set (labels hidden)."""
     load_start = time.perf_counter()
-    dataset = load_dataset(cfg)
-    train_images = split_images(dataset.train, "train", dataset, cfg)
-    test_images = split_images(dataset.test, "test", dataset, cfg)
-    data_seconds = time.perf_counter() - load_start
-
+    dataset = load_dataset(spec.config)
+    train_images = split_images(dataset.train, "train", dataset, spec.config)
+    test_images = split_images(dataset.test, "test", dataset, spec.config)
+    seconds = time.perf_counter() - load_start
     protocol = parse_protocol(spec.labels)
-    labelled = labelled_split(dataset.train.labels, protocol, spec.seed, dataset.num_classes)
-    unlabelled = np.arange(len(dataset.train))  # every training image, labels hidden
     data = TrainData(
         train_images=train_images,
         train_targets=dataset.train.labels,
-        labelled=labelled,
-        unlabelled=unlabelled,
+        labelled=labelled_split(dataset.train.labels, protocol, spec.seed, dataset.num_classes),
+        unlabelled=np.arange(len(dataset.train)),
         test_images=test_images,
         test_targets=dataset.test.labels,
         class_names=dataset.classes,
     )
+    return _RunData(dataset, data, protocol, seconds)
 
-    backbone = cfg["backbone"]
+
+def _build_model(
+    spec: RunSpec, run: _RunData, console: Console, show_progress: bool
+) -> tuple[torch.nn.Module, Any, Any]:
+    """The backbone with its head, from ``backbone.weights`` or the pretraining the config
+    names (built once into the cache, reused after), under the run's seed. Returns the model,
+    the weights report (or None) and the pretraining used (or None)."""
+    cfg, backbone = spec.config, spec.config["backbone"]
     weights, pretrained = backbone.get("weights"), None
     if cfg.get("pretrain"):  # +pretrain=...: trained once into the cache, reused after
         from harness.pretrain import ensure_pretrained
@@ -100,48 +166,35 @@ def _train_and_record(
     seed_everything(spec.seed)
     model, weights_report = build_model(
         backbone["name"],
-        dataset.num_classes,
+        run.dataset.num_classes,
         weights=weights,
         pretrained=bool(backbone["pretrained"]),
         drop_rate=float(backbone["drop_rate"]),
     )
     if weights_report is not None:
         console.log(weights_report.summary())
-    method_info = get_method(spec.method)
-    method = method_info.cls(
-        dict(cfg["method"]),
+    return model, weights_report, pretrained
+
+
+def _build_method(spec: RunSpec, run: _RunData) -> Method:
+    """The method plugin of ``spec`` with its settings and what it may know of the data."""
+    labelled = run.data.labelled
+    return get_method(spec.method).cls(
+        dict(spec.config["method"]),
         MethodSetup(
-            num_classes=dataset.num_classes,
-            num_unlabelled=len(unlabelled),
-            labelled_targets=torch.as_tensor(dataset.train.labels[labelled], dtype=torch.int64),
-            total_steps=int(cfg["train"]["steps"]),
+            num_classes=run.dataset.num_classes,
+            num_unlabelled=len(run.data.unlabelled),
+            labelled_targets=torch.as_tensor(run.dataset.train.labels[labelled], dtype=torch.int64),
+            total_steps=int(spec.config["train"]["steps"]),
         ),
     )
-    console.log(
-        f"[bold]{spec.run_id}[/]: {dataset.name} ({len(dataset.train)} train / "
-        f"{len(dataset.test)} test), {len(labelled)} labelled, method {spec.method_label}"
-    )
-    if (work_dir / CHECKPOINT_NAME).is_file():  # the engine says "resumed ..." once loaded
-        console.log(f"loading checkpoint {_sized(work_dir / CHECKPOINT_NAME)} ...")
-    outcome = fit(
-        cfg,
-        model,
-        method,
-        data,
-        work_dir,
-        run_hash=spec.config_hash,
-        console=console,
-        show_progress=show_progress,
-        stop_requested=stop_requested,
-    )
-    # Kept before the result is written: once the result exists the checkpoint goes.
-    saved_weights = keep_weights(
-        results_dir,
-        spec,
-        model_meta(spec, dataset.classes, len(unlabelled)),
-        outcome.final_states if cfg["train"]["save_weights"] else None,
-    )
-    result = {
+
+
+def _result(spec: RunSpec, run: _RunData, outcome: FitResult, started: datetime) -> dict[str, Any]:
+    """The result record of a finished run: what it is, its split, its metrics and history,
+    and its timing (the caller adds weights, provenance and config)."""
+    dataset = run.dataset
+    return {
         "schema": 1,
         "run_id": spec.run_id,
         "config_hash": spec.config_hash,
@@ -151,11 +204,11 @@ def _train_and_record(
         "sweep": list(spec.sweep),  # what this point of a sweep changes: names its row
         "labels": spec.labels,
         "seed": spec.seed,
-        "tag": cfg["tag"],
+        "tag": spec.config["tag"],
         "split": {
-            "protocol": protocol.text,
-            **split_summary(labelled, dataset.train.labels, dataset.classes),
-            "num_unlabelled": len(unlabelled),
+            "protocol": run.protocol.text,
+            **split_summary(run.data.labelled, dataset.train.labels, dataset.classes),
+            "num_unlabelled": len(run.data.unlabelled),
             "num_train": len(dataset.train),
             "num_test": len(dataset.test),
         },
@@ -167,36 +220,25 @@ def _train_and_record(
         "diagnostics": outcome.diagnostics,
         "timing": {
             "train_seconds": round(outcome.train_seconds, 2),
-            "data_seconds": round(data_seconds, 2),
+            "data_seconds": round(run.seconds, 2),
             "images_per_second": round(outcome.images_per_second, 1),
             "steps": outcome.steps,
             "resumed_from_step": outcome.resumed_from_step,
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
-        "weights": weights_report.summary() if weights_report is not None else None,
-        "saved_weights": saved_weights,
-        # What the training really ran on: train.threads is applied after provenance is taken.
-        "provenance": {
-            **provenance,
-            "device": outcome.device,
-            "torch_threads": outcome.threads,
-            **({"pretrain": pretrained.provenance()} if pretrained else {}),
-        },
-        "config": cfg,
     }
+
+
+def _store(
+    result: dict[str, Any], spec: RunSpec, results_dir: Path, work_dir: Path, force: bool
+) -> None:
+    """Write the result (never over another unless ``force``, which archives it), its compact
+    step log beside it (committed with it, for figures); only then delete the checkpoint."""
     write_result(result_path(results_dir, spec), result, force=force)
-    # The step log's training steps, compact, beside the result: committed with it, for figures.
     keep_compact_copy(work_dir / LOG_NAME, result_path(results_dir, spec))
-    # The result is safely on disk: the checkpoint has served its purpose.
-    checkpoint = work_dir / CHECKPOINT_NAME
-    checkpoint.unlink(missing_ok=True)
+    (work_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     shutil.rmtree(work_dir / "tmp", ignore_errors=True)
-    console.log(
-        f"[green]done[/] {spec.run_id}: top-1 {outcome.metrics['top1']:.2f}%, "
-        f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
-    )
-    return result
 
 
 def _sized(path: Path) -> str:
