@@ -20,13 +20,16 @@ from harness.data.synthfer import SynthConfig, ensure_synthfer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def bench(*args: str, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess:
+    """The real ``bench`` in a subprocess (this checkout on its path); ``columns``: the
+    terminal width rich wraps its output to (tests that match whole lines set it)."""
+    width = {"COLUMNS": str(columns)} if columns is not None else {}
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **width},
         timeout=300,
     )
 
@@ -63,6 +66,15 @@ def spawned_grandchildren(pid: int) -> list[int]:
         except OSError:
             continue  # ended meanwhile
     return found
+
+
+def wait_for_spawned_grandchildren(proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    """Return as soon as ``proc``'s runs start their first worker process (still starting up);
+    fail with ``proc``'s output if it ends or ``timeout_s`` passes first."""
+    deadline = time.time() + timeout_s
+    while not spawned_grandchildren(proc.pid):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
 
 
 def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
@@ -232,10 +244,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
             "--no-progress", "--results-dir", str(results), *tiny, "data.num_workers=1",
             "train.steps=60", "train.checkpoint_every=100000", *dataset]  # fmt: skip
     proc = start_in_own_group(*args, "launcher.parallel=2", cwd=tmp_path)
-    deadline = time.time() + 240
-    while not spawned_grandchildren(proc.pid):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
+    wait_for_spawned_grandchildren(proc)
     os.killpg(proc.pid, signal.SIGINT)
     try:
         output = proc.communicate(timeout=180)[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import bench, spawned_grandchildren, start_in_own_group
+from test_cli import bench, start_in_own_group, wait_for_spawned_grandchildren
 
 from harness.cli import main
 
@@ -128,10 +128,7 @@ def test_a_second_ctrl_c_aborts_with_one_line_and_exit_130(tiny: list[str], tmp_
             "--no-progress", "--results-dir", str(results), *tiny,
             "dataset.generate.seed=987", "launcher.parallel=2"]  # fmt: skip
     proc = start_in_own_group(*args, cwd=tmp_path)
-    deadline = time.time() + 240
-    while not spawned_grandchildren(proc.pid):  # the runs render their dataset
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
+    wait_for_spawned_grandchildren(proc)  # the runs render their dataset
     workers = _children(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)

@@ -3,27 +3,19 @@ how many images each run labels."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli import bench as bench_at_width
 
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.plan import build_plan, expand_sweeps
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+# Rich wraps to the terminal width: a fixed one keeps each message on the lines asserted.
+bench = functools.partial(bench_at_width, columns=250)
 
 
 @pytest.mark.parametrize("override", ["optim.lrr=0.01", "+optim.lrr=0.01", "~optim.lrr"])
