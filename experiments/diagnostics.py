@@ -18,17 +18,22 @@ from typing import Any
 
 import pandas as pd
 
-from harness.steplog import copy_path, training_steps
-from harness.store import LOG_NAME, load_results
+from harness.steplog import run_step_log, training_steps
+from harness.store import load_results
 
 SIGNALS = ("mask_rate", "pseudo_label_acc", "threshold", "neg_pairs", "neg_error_rate")
 
 
 def step_log(path: Path) -> pd.DataFrame:
-    """The training steps of a step log (plain or the gzipped compact copy) as a frame, one row
-    per step (the last entry wins where a resumed run logged a step twice), thresholds averaged
-    over the classes; empty when the file is missing."""
-    frame = pd.DataFrame(training_steps(path))
+    """The training steps of a step log (plain or the gzipped compact copy) as a frame; see
+    :func:`steps_frame`."""
+    return steps_frame(training_steps(path))
+
+
+def steps_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Training-step records (one per step, as :mod:`harness.steplog` reads them) as a frame,
+    thresholds averaged over the classes; empty when there are none."""
+    frame = pd.DataFrame(records)
     if frame.empty or "step" not in frame:
         return pd.DataFrame()
     if "threshold" in frame:
@@ -36,13 +41,6 @@ def step_log(path: Path) -> pd.DataFrame:
             lambda t: sum(t) / len(t) if isinstance(t, list) and t else t
         )
     return frame
-
-
-def log_path(result: dict[str, Any], results_dir: Path) -> Path:
-    """A run's step log: the compact copy kept beside its result (committed), else the full
-    one in ``runs/<run>/`` (this machine's only)."""
-    beside = copy_path(results_dir / result["dataset"] / f"{result['run_id']}.json")
-    return beside if beside.is_file() else results_dir / "runs" / result["run_id"] / LOG_NAME
 
 
 def run_row(result: dict[str, Any], results_dir: Path) -> dict[str, Any]:
@@ -55,7 +53,8 @@ def run_row(result: dict[str, Any], results_dir: Path) -> dict[str, Any]:
         "top1": result["metrics"]["top1"],
     }
     whole = result.get("diagnostics") or {}
-    log = step_log(log_path(result, results_dir))
+    # The compact copy beside the result (committed), else the full log in runs/<run>/.
+    log = steps_frame(run_step_log(results_dir, result))
     last = log[log["step"] >= 0.75 * log["step"].max()] if not log.empty else log
     for name in SIGNALS:
         row[name] = whole.get(name)
