@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The methods experiment under the field's protocol (issue 14): face-recognition pretraining on
+# synthetic identities (`+pretrain=synth_faces`, docs/pretraining.md), then semi-supervised FER on
+# synthfer. Findings and the reasons for the schedule: docs/methods_experiment.md.
+#
+#   1. The supervised baseline at 5%, 10%, 25%, 100% labels, with and without the pretraining
+#      (tags `synth-faces` and `from-scratch`): what the pretraining is worth on its own.
+#   2. The six methods at 5%, 10%, 25% labels, the DTA+SNL ablations at 5%, supervised at 100%,
+#      all pretrained (tag `synth-faces`).
+#
+# One schedule for every run (PROTOCOL below), chosen from measured step costs to fit about
+# 8 CPU-hours on a 2-core machine with two runs at a time, one torch thread each.
+#
+# Rerunnable and resumable: finished runs are skipped, a killed run resumes from its checkpoint.
+# Seeds go in the outer loop, so an interrupted pass still leaves whole seeds of every row. Extra
+# arguments go to every `bench run` (e.g. `--launcher slurm launcher.partition=cpu`).
+#
+#   bash experiments/synthfer_pretrained.sh [bench run arguments ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=${BENCH:-bench}
+
+PROTOCOL=(train.steps=800 train.eval_every=100 train.threads=1 launcher.parallel=2)
+PRETRAINED=(+pretrain=synth_faces tag=synth-faces)
+
+METHODS="supervised,fixmatch,flexmatch,freematch,adacm,dta_snl"
+# docs/methods/dta_snl.md's ablation rows, and revision 1's statistics (no bias correction).
+ABLATIONS="dta_snl[dta=false],dta_snl[snl=false],dta_snl[local_attention=false]"
+ABLATIONS="$ABLATIONS,dta_snl[feature_drop_p=0],dta_snl[bias_correction=false]"
+
+# 1. Supervised, with and without the pretraining.
+for seed in 0 1 2; do
+  "$BENCH" run --methods supervised --labels 5%,10%,25%,100% --seeds "$seed" \
+      "${PROTOCOL[@]}" "${PRETRAINED[@]}" "$@"
+  "$BENCH" run --methods supervised --labels 5%,10%,25%,100% --seeds "$seed" \
+      "${PROTOCOL[@]}" tag=from-scratch "$@"
+done
+# 2. The methods and the ablations, pretrained.
+for seed in 0 1 2; do
+  "$BENCH" run --methods "$METHODS,$ABLATIONS" --labels 5% --seeds "$seed" \
+      "${PROTOCOL[@]}" "${PRETRAINED[@]}" "$@"
+  "$BENCH" run --methods "$METHODS" --labels 10%,25% --seeds "$seed" \
+      "${PROTOCOL[@]}" "${PRETRAINED[@]}" "$@"
+done
+python experiments/diagnostics.py --dataset synthfer
+"$BENCH" report
