@@ -90,6 +90,8 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "device",
         "threads",
         "train_seconds",
+        "pretrain_key",
+        "pretrain_seconds",
         *METRIC_NAMES,
     ]
     rows = []
@@ -97,6 +99,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         metrics = result.get("metrics") or {}
         timing = result.get("timing") or {}
         provenance = result.get("provenance") or {}
+        pretrain = provenance.get("pretrain") or {}
         rows.append(
             {
                 "dataset": result["dataset"],
@@ -114,6 +117,9 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "device": str(provenance.get("device") or ""),
                 "threads": training_threads(result),
                 "train_seconds": _number(timing.get("train_seconds")),
+                # harness/pretrain.py: the shared pretraining, trained once for all its runs.
+                "pretrain_key": str(pretrain.get("key") or ""),
+                "pretrain_seconds": _number(pretrain.get("train_seconds")),
                 **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
         )

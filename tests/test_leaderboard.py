@@ -311,8 +311,20 @@ def test_protocol_and_cost_per_section() -> None:
     # train.threads in the config is what the engine trained with (older results recorded
     # the process's count in their provenance).
     results[1]["config"]["train"]["threads"] = 1
+    # A pretrained run names its pretraining (harness/pretrain.py records it), not "random init".
+    results[1]["config"]["pretrain"] = {"name": "synth_faces", "key": "df9a09934930"}
+    results[1]["provenance"]["pretrain"] = {"identity_top1": 70.45}
     doc = render_leaderboard(results)
     assert "- **torch threads**: 2 (1 run); 1 (1 run)" in doc
+    assert (
+        "- **backbone**: `resnet18` (random init) (1 run); `resnet18` (pretrained: synth_faces, "
+        "key df9a09934930; identity top-1 70.45% held out) (1 run)"
+    ) in doc
+    assert "the face-recognition pretraining the runs share" not in render_leaderboard(results[:1])
+    results[1]["provenance"]["pretrain"].update(key="df9a09934930", train_seconds=1166.4)
+    assert "trained once (docs/pretraining.md): `df9a09934930` 19.4 min." in (
+        render_leaderboard(results)
+    )
     _, rows = _table(doc, "### Cost")
     assert rows["fixmatch"] == ["15.0 min · cpu, 1–2 threads"]
     assert "0.0 GPU-hours" in doc

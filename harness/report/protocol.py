@@ -57,7 +57,14 @@ def _values(results: list[Result], describe: Callable[[Result], str]) -> str:
 
 def _backbone(r: Result) -> str:
     weights = _get(r, "config", "backbone", "weights")
-    init = f"weights {weights}" if weights else "random init"
+    pretrain = _get(r, "config", "pretrain")
+    if isinstance(pretrain, dict):
+        # harness/pretrain.py: the run's config holds the pretraining's settings and key.
+        top1 = _get(r, "provenance", "pretrain", "identity_top1")
+        score = f"; identity top-1 {top1}% held out" if top1 is not None else ""
+        init = f"pretrained: {pretrain.get('name', '?')}, key {pretrain.get('key', '?')}{score}"
+    else:
+        init = f"weights {weights}" if weights else "random init"
     return f"`{_cfg(r, 'backbone', 'name')}` ({init})"
 
 
@@ -240,5 +247,22 @@ def cost_lines(frame: pd.DataFrame) -> list[str]:
         f"Cells: mean training time per run (the training loop: data loading and the final "
         f"evaluation not counted) and the device. Section total: {len(timed)} runs, "
         f"{cpu_hours:.1f} CPU-hours of training ({core_hours / 3600:.1f} core-hours at the "
-        f"torch threads: time × threads), {gpu_hours:.1f} GPU-hours.",
+        f"torch threads: time × threads), {gpu_hours:.1f} GPU-hours.{_pretraining_cost(frame)}",
     ]
+
+
+def _pretraining_cost(frame: pd.DataFrame) -> str:
+    """The pretrainings the section's runs start from, each trained once and not counted above."""
+    pretrained = frame[frame["pretrain_key"] != ""].drop_duplicates("pretrain_key")
+    if pretrained.empty:
+        return ""
+    parts = [
+        f"`{row.pretrain_key}` {row.pretrain_seconds / 60:.1f} min"
+        if pd.notna(row.pretrain_seconds)
+        else f"`{row.pretrain_key}` time not recorded"
+        for row in pretrained.itertuples()
+    ]
+    return (
+        " Not counted: the face-recognition pretraining the runs share, trained once "
+        f"(docs/pretraining.md): {', '.join(parts)}."
+    )
