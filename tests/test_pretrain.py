@@ -121,6 +121,25 @@ def test_the_key_enters_the_run_config_and_id(built: dict) -> None:
         run_id("+pretrain=synth_faces", "+pretrain.stepz=3")
 
 
+def test_the_field_protocol_is_one_option_and_its_scratch_twin_drops_only_the_pretraining() -> None:
+    # configs/experiment/synth_faces.yaml, what experiments/synthfer_pretrained.sh and the README
+    # run: the same run ids as its settings spelt out, so a row added by hand joins the grid.
+    def plan(*overrides: str) -> tuple[str, dict]:
+        (spec,) = build_plan("fixmatch", "5%", "0", "synthfer", list(overrides))
+        return spec.run_id, spec.config
+
+    field_id, field = plan("+experiment=synth_faces")
+    spelt = ("train.steps=800", "train.eval_every=100", "train.threads=1")
+    assert plan(*spelt, "+pretrain=synth_faces", "tag=synth-faces")[0] == field_id
+    assert field["pretrain"]["name"] == "synth_faces" and field["tag"] == "synth-faces"
+    scratch_id, scratch = plan("+experiment=synth_faces", "~pretrain", "tag=from-scratch")
+    assert plan(*spelt, "tag=from-scratch")[0] == scratch_id != field_id
+    assert "pretrain" not in scratch
+    assert {k: v for k, v in field.items() if k not in ("pretrain", "tag")} == {
+        k: v for k, v in scratch.items() if k != "tag"
+    }
+
+
 def test_a_run_with_pretraining_loads_the_weights_and_records_the_key(
     built: dict, tiny: list[str], tmp_path: Path
 ) -> None:
