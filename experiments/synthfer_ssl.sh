@@ -2,7 +2,7 @@
 # The methods experiment on the built-in dataset (issue 3): every method at a low (5%) and a
 # medium (25%) label setting, plus the DTA+SNL ablation rows at 5% and the fully supervised
 # (100%) reference, over seeds 0, 1, 2, on the synthfer CPU default schedule (fer_cnn at 48 px,
-# 1,200 steps, batch 64 + 64 unlabelled). Findings: docs/methods_experiment.md.
+# 1,200 steps, batch 64 + 64 unlabelled). Findings: docs/methods_experiment_from_scratch.md.
 #
 # Rerunnable and resumable: finished runs are skipped, a killed run resumes from its checkpoint.
 # Seeds go in the outer loop so that an interrupted pass still leaves one complete seed of every

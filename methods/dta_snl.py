@@ -262,7 +262,7 @@ class DTASNL(Method):
         # The weak view joins the student's pass for its batch-norm statistics only (FixMatch's
         # one pass): without it the running statistics the evaluated model uses are half those
         # of strongly augmented images: 27.9% instead of 36.5% top-1 after 400 steps on synthfer
-        # at 5% labels (docs/methods_experiment.md).
+        # at 5% labels (docs/methods_experiment_from_scratch.md).
         logits_x, _, logits_s = forward_logits(ctx.student, ctx.labelled.images, u.weak, u.strong)
         self.state = dta_update(self.state.to(probs.device), probs, self.m)
         thresholds = self.thresholds()

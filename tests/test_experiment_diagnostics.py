@@ -79,3 +79,33 @@ def test_run_row_prefers_the_compact_copy_beside_the_result(tmp_path: Path) -> N
     }
     row = diagnostics.run_row(result, tmp_path)
     assert row["mask_rate (last 1/4)"] == 0.5 and row["tag"] == "fidelity"
+
+
+_compare_spec = importlib.util.spec_from_file_location(
+    "compare_tags", ROOT / "experiments/compare_tags.py"
+)
+assert _compare_spec is not None and _compare_spec.loader is not None
+compare_tags = importlib.util.module_from_spec(_compare_spec)
+_compare_spec.loader.exec_module(compare_tags)
+
+
+def test_compare_tags_pairs_a_row_across_two_tags_by_seed() -> None:
+    def result(tag: str, labels: str, seed: int, top1: float) -> dict:
+        return {
+            "tag": tag,
+            "method_label": "supervised",
+            "labels": labels,
+            "seed": seed,
+            "metrics": {"top1": top1},
+        }
+
+    results = [
+        *(result("pre", "5%", s, v) for s, v in [(0, 50.0), (1, 54.0), (2, 52.0)]),
+        *(result("", "5%", s, v) for s, v in [(0, 45.0), (1, 48.0)]),  # seed 2 not run
+        result("pre", "25%", 0, 80.0),  # no untagged twin: no row
+    ]
+    table = compare_tags.compare(compare_tags.runs_frame(results, "top1"), "pre", "")
+    (row,) = table.to_dict("records")
+    assert row["labels"] == "5%" and row["pre mean"] == 52.0 and row[" mean"] == 46.5
+    # Only the seeds both tags ran are paired: (50 - 45, 54 - 48) = (5, 6).
+    assert row["pre − "].startswith("+5.50 [") and row["pre − "].endswith("(2)")

@@ -1,0 +1,93 @@
+"""One protocol against another: the same method and label setting under two tags, paired by seed.
+
+The leaderboard compares methods within a section (one tag). This compares a row across two
+sections — e.g. the supervised baseline with face-recognition pretraining (tag ``synth-faces``)
+against the same runs from random weights (tag ``from-scratch``). Every seed draws one labelled
+split per (dataset, label setting) whatever the tag, so the two runs of a seed saw the same
+labelled images and the comparison is paired (:mod:`harness.stats`).
+
+    python experiments/compare_tags.py synth-faces from-scratch [--metric top1] [--method NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.leaderboard import _label_order
+from harness.stats import format_difference, paired_difference
+from harness.store import load_results
+
+
+def runs_frame(results: list[dict[str, Any]], metric: str) -> pd.DataFrame:
+    """One row per run: tag, method variant, label setting, seed and the metric."""
+    return pd.DataFrame(
+        [
+            {
+                "tag": r.get("tag") or "",
+                "method": r["method_label"],
+                "labels": r["labels"],
+                "seed": r["seed"],
+                "value": (r.get("metrics") or {}).get(metric),
+            }
+            for r in results
+        ],
+        columns=["tag", "method", "labels", "seed", "value"],
+    )
+
+
+def compare(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Per (method, label setting) present under both tags: each tag's per-seed values and mean,
+    and ``a - b`` over the seeds both have (mean, 95 % t interval, paired t-test p)."""
+    rows = []
+    both = frame[frame["tag"].isin([a, b])]
+    for (method, labels), cell in both.groupby(["method", "labels"]):
+        wide = cell.pivot_table(index="seed", columns="tag", values="value")
+        if a not in wide or b not in wide:
+            continue
+        paired = wide.dropna(subset=[a, b])
+        row: dict[str, Any] = {"method": method, "labels": labels}
+        for tag in (a, b):
+            values = wide[tag].dropna()
+            row[f"{tag} per seed"] = " · ".join(f"{v:.1f}" for v in values)
+            row[f"{tag} mean"] = round(values.mean(), 2)
+        row[f"{a} − {b}"] = (
+            format_difference(paired_difference(list(paired[a]), list(paired[b])))
+            if not paired.empty
+            else "no shared seed"
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["_order"] = table["labels"].map(_label_order)
+    return table.sort_values(["method", "_order"]).drop(columns="_order")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="tag of the first protocol ('' for untagged runs)")
+    parser.add_argument("b", help="tag of the second protocol")
+    parser.add_argument("--metric", default="top1", help="top1 | mean_class_acc | macro_f1")
+    parser.add_argument("--method", help="only this method variant")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--dataset", default="synthfer")
+    args = parser.parse_args()
+    results = [r for r in load_results(args.results_dir) if r["dataset"] == args.dataset]
+    frame = runs_frame(results, args.metric)
+    if args.method:
+        frame = frame[frame["method"] == args.method]
+    table = compare(frame, args.a, args.b)
+    if table.empty:
+        raise SystemExit(
+            f"no method and label setting has runs under both {args.a!r} and {args.b!r}"
+        )
+    print(f"{args.metric} (%); a − b: mean [95% t interval] paired t-test p (pairs)\n")
+    print(table.to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()
