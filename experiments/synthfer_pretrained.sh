@@ -7,6 +7,8 @@
 #      (tags `synth-faces` and `from-scratch`): what the pretraining is worth on its own.
 #   2. The six methods at 5%, 10%, 25% labels, the DTA+SNL ablations at 5%, supervised at 100%,
 #      all pretrained (tag `synth-faces`).
+#   3. FixMatch and DTA+SNL at 5% from random weights (tag `from-scratch`): what the pretraining
+#      changes for a semi-supervised method.
 #
 # One protocol for every run, configs/experiment/synth_faces.yaml (pretraining, 800 steps, mu = 1,
 # one torch thread), chosen from measured step costs to fit about 8 CPU-hours on a 2-core machine
@@ -42,5 +44,9 @@ for seed in 0 1 2; do
   "$BENCH" run --methods "$METHODS" --labels 10%,25% --seeds "$seed" \
       "${PROTOCOL[@]}" "$@"
 done
+# 3. What the pretraining changes for the semi-supervised methods: the reference method and ours
+#    from random weights at 5%, on the same schedule (6 runs beyond the grid's budget).
+"$BENCH" run --methods fixmatch,dta_snl --labels 5% --seeds 0,1,2 \
+    "${PROTOCOL[@]}" '~pretrain' tag=from-scratch "$@"
 python experiments/diagnostics.py --dataset synthfer
 "$BENCH" report
