@@ -43,7 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # The order of the calls is the order `bench --help` lists the subcommands in.
+    _add_run_parser(sub)
+    _add_status_parser(sub)
+    _add_results_parsers(sub)
+    sub.add_parser("methods", help="list the registered methods")
+    _add_eval_parser(sub)
+    _add_pretrain_parser(sub)
+    _add_speed_parser(sub)
+    return parser
 
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """``bench run``: train and evaluate a grid."""
     run = sub.add_parser(
         "run",
         help="train and evaluate a grid of methods × label settings × seeds",
@@ -65,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+def _add_status_parser(sub: argparse._SubParsersAction) -> None:
+    """``bench status``: the state of each run of a grid, or of every run."""
     status = sub.add_parser(
         "status",
         help="state of each run of a grid (or --all): done / running / pending / failed / missing",
@@ -75,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_arguments(status, methods_required=False)
     status.add_argument("--all", action="store_true", help="every run the results folder knows of")
 
+
+def _add_results_parsers(sub: argparse._SubParsersAction) -> None:
+    """``bench leaderboard``, ``report`` and ``export``: tables (and figures) from results."""
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard.md from results")
     board.add_argument("--results-dir", default="results", type=Path)
     board.add_argument(
@@ -96,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=None, help="a folder; default: <results-dir>/export"
     )
 
-    sub.add_parser("methods", help="list the registered methods")
-    _add_eval_parser(sub)
 
+def _add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
+    """``bench pretrain``: the shared backbone pretraining on synthetic identities."""
     pretrain = sub.add_parser(
         "pretrain",
         help="train the backbone on synthetic face identities once (cached); runs use it "
@@ -109,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--config", default="synth_faces", help="a config in configs/pretrain/")
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bars")
     pretrain.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pretrain.steps=500")
+
+
+def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
+    """``bench speed``: listed here for ``bench --help``; its flags are harness.throughput's."""
     speed = sub.add_parser(
         "speed",
         help="training throughput: bare model step vs data path vs engine step "
@@ -116,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # main() hands its flags to harness.throughput's parser
     )
     speed.add_argument("speed_args", nargs=argparse.REMAINDER)
-    return parser
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:

@@ -229,7 +229,10 @@ def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
     return r, g, b
 
 
-def _background(draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator, clutter: float):
+def _background(
+    draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator, clutter: float
+) -> None:
+    """About ``clutter`` random rectangles, ellipses and lines (Poisson-many)."""
     for _ in range(rng.poisson(clutter)):
         x, y = rng.uniform(-0.1, 1.1, 2) * side
         w, h = rng.uniform(0.05, 0.4, 2) * side
@@ -244,46 +247,73 @@ def _background(draw: ImageDraw.ImageDraw, side: int, rng: np.random.Generator, 
             draw.line([(box[0], box[1]), (box[2], box[3])], fill=colour, width=int(w / 8) + 1)
 
 
-def render_face(
-    geometry: np.ndarray,
-    rng: np.random.Generator,
-    config: SynthConfig,
-    identity_rng: np.random.Generator | None = None,
-) -> Image.Image:
-    """Draw one face with the given expression geometry, an identity and random nuisances.
+# Stroke width (face units) of the nose, its wrinkles and the smile lines.
+_CREASE_WIDTH = 0.8
 
-    The identity (skin, hair, head shape, feature placement and sizes, ears, blush, iris,
-    brows, nose, lips, glasses, moustache) is drawn from ``identity_rng``; everything else
-    (background, clutter, pose, clothes, gaze, occluder, blur, lighting, noise) from ``rng``.
-    Without ``identity_rng`` both come from ``rng``, in the same order as always, so synthfer's
-    images are unchanged; a generator seeded the same way for every image of a person draws
-    the same person each time (the identity draws never depend on ``rng``).
-    """
-    who = rng if identity_rng is None else identity_rng
-    curve, opening, width, brow_h, brow_slant, eyes, lip_raise = geometry.tolist()
+
+@dataclass(frozen=True)
+class _Identity:
+    """The identity draws every feature depends on: colours, head shape, feature placement."""
+
+    skin: np.ndarray
+    hair: np.ndarray
+    cx: float
+    cy: float
+    face_a: float  # head half-width
+    face_b: float  # head half-height
+    chin: float  # stretches the lower half of the head
+    eye_dx: float  # each eye's distance from the midline
+    eye_y: float
+    mouth_y: float
+
+    @property
+    def skin_rgb(self) -> tuple[int, int, int]:
+        return _rgb(self.skin)
+
+    @property
+    def hair_rgb(self) -> tuple[int, int, int]:
+        return _rgb(self.hair)
+
+    @property
+    def dark(self) -> tuple[int, int, int]:
+        """Outlines and creases: a dark shade of the skin."""
+        return _rgb(self.skin * 0.35)
+
+
+def _sample_identity(who: np.random.Generator) -> _Identity:
+    """The first identity draws (the rest come as each feature is drawn)."""
+    skin = _SKIN[who.integers(len(_SKIN))] * who.uniform(0.9, 1.08) + who.normal(0, 8, 3)
+    hair = _HAIR[who.integers(len(_HAIR))] + who.normal(0, 10, 3)
+    cx, cy = 50.0, 50.0 + who.uniform(-2, 2)
+    face_a, face_b = who.uniform(28, 36), who.uniform(38, 46)
+    chin = who.uniform(0.85, 1.08)
+    eye_dx, eye_y = who.uniform(11, 15), cy - who.uniform(5, 10)
+    mouth_y = cy + who.uniform(17, 23)
+    return _Identity(skin, hair, cx, cy, face_a, face_b, chin, eye_dx, eye_y, mouth_y)
+
+
+def _draw_scene(
+    rng: np.random.Generator, config: SynthConfig
+) -> tuple[Image.Image, ImageDraw.ImageDraw, _Pose]:
+    """The supersampled canvas with its background and clutter, and the head's pose."""
     side = config.image_size * SUPERSAMPLE
     background = rng.uniform(30, 225, 3)
     canvas = Image.new("RGB", (side, side), _rgb(background))
     draw = ImageDraw.Draw(canvas)
     _background(draw, side, rng, config.clutter)
-
     angle = math.radians(rng.uniform(-config.max_rotation, config.max_rotation))
     shift = rng.uniform(-config.max_shift, config.max_shift, 2) * 100
     pose = _Pose(
         math.cos(angle), math.sin(angle), rng.uniform(*config.scale_range), *shift, side / 100
     )
+    return canvas, draw, pose
 
-    # Identity: colours, head shape, feature placement.
-    skin = _SKIN[who.integers(len(_SKIN))] * who.uniform(0.9, 1.08) + who.normal(0, 8, 3)
-    hair = _HAIR[who.integers(len(_HAIR))] + who.normal(0, 10, 3)
-    skin_rgb, hair_rgb, dark = _rgb(skin), _rgb(hair), _rgb(skin * 0.35)
-    cx, cy = 50.0, 50.0 + who.uniform(-2, 2)
-    face_a, face_b = who.uniform(28, 36), who.uniform(38, 46)
-    chin = who.uniform(0.85, 1.08)  # stretches the lower half of the head
-    eye_dx, eye_y = who.uniform(11, 15), cy - who.uniform(5, 10)
-    mouth_y = cy + who.uniform(17, 23)
 
-    # Shoulders and neck, long hair, ears: behind the head.
+def _draw_body(
+    draw: ImageDraw.ImageDraw, pose: _Pose, face: _Identity, rng: np.random.Generator
+) -> None:
+    """Shoulders (the clothes' colour is from ``rng``, not the identity) and neck."""
+    cx, cy, face_a, face_b = face.cx, face.cy, face.face_a, face.face_b
     draw.polygon(
         pose(
             np.array(
@@ -308,42 +338,65 @@ def render_face(
                 ]
             )
         ),
-        fill=_rgb(skin * 0.85),
+        fill=_rgb(face.skin * 0.85),
     )
+
+
+def _draw_long_hair_and_ears(
+    draw: ImageDraw.ImageDraw, pose: _Pose, face: _Identity, who: np.random.Generator
+) -> None:
+    """Whatever of the identity shows behind the head: maybe long hair, maybe ears."""
+    cx, cy, face_a, face_b = face.cx, face.cy, face.face_a, face.face_b
     if who.random() < 0.35:
         long_hair = _ellipse(cx, cy - 2, face_a + 6, face_b + 6)
         long_hair[:, 1] = np.where(long_hair[:, 1] > cy, cy + face_b * 0.9, long_hair[:, 1])
-        draw.polygon(pose(long_hair), fill=hair_rgb)
+        draw.polygon(pose(long_hair), fill=face.hair_rgb)
     if who.random() < 0.7:
         for sign in (-1, 1):
             draw.polygon(
-                pose(_ellipse(cx + sign * face_a * 0.97, eye_y + 4, 3.5, 6.5, 16)),
-                fill=_rgb(skin * 0.92),
+                pose(_ellipse(cx + sign * face_a * 0.97, face.eye_y + 4, 3.5, 6.5, 16)),
+                fill=_rgb(face.skin * 0.92),
             )
 
-    head = _ellipse(cx, cy, face_a, face_b, 40)
-    head[:, 1] = np.where(head[:, 1] > cy, cy + (head[:, 1] - cy) * chin, head[:, 1])
-    draw.polygon(pose(head), fill=skin_rgb)
+
+def _draw_head(
+    draw: ImageDraw.ImageDraw, pose: _Pose, face: _Identity, who: np.random.Generator
+) -> None:
+    """The head, hair on top of it and blush."""
+    cx, cy = face.cx, face.cy
+    head = _ellipse(cx, cy, face.face_a, face.face_b, 40)
+    head[:, 1] = np.where(head[:, 1] > cy, cy + (head[:, 1] - cy) * face.chin, head[:, 1])
+    draw.polygon(pose(head), fill=face.skin_rgb)
     if who.random() < 0.85:  # hair on top, down to a slanted hairline
-        hairline = cy - face_b * who.uniform(0.35, 0.7)
+        hairline = cy - face.face_b * who.uniform(0.35, 0.7)
         tilt = who.uniform(-0.25, 0.25)
-        top = _ellipse(cx, cy, face_a + 1.5, face_b + 2.5, 40)
+        top = _ellipse(cx, cy, face.face_a + 1.5, face.face_b + 2.5, 40)
         top[:, 1] = np.minimum(top[:, 1], hairline + tilt * (top[:, 0] - cx))
-        draw.polygon(pose(top), fill=hair_rgb)
+        draw.polygon(pose(top), fill=face.hair_rgb)
     if who.random() < 0.3:  # blush
         for sign in (-1, 1):
             draw.polygon(
-                pose(_ellipse(cx + sign * (eye_dx + 2), mouth_y - 9, 5, 3.5, 16)),
-                fill=_rgb(skin * [1.0, 0.85, 0.85]),
+                pose(_ellipse(cx + sign * (face.eye_dx + 2), face.mouth_y - 9, 5, 3.5, 16)),
+                fill=_rgb(face.skin * [1.0, 0.85, 0.85]),
             )
 
-    # Eyes: opening scales the eye height; iris and pupil follow a random gaze.
+
+def _draw_eyes(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    who: np.random.Generator,
+    rng: np.random.Generator,
+    eyes: float,
+) -> tuple[float, float]:
+    """Both eyes (``eyes`` scales their height; the gaze is from ``rng``): (width, height)."""
+    eye_y, dark = face.eye_y, face.dark
     eye_w = who.uniform(4.5, 6.0)
     eye_h = max(0.4, eye_w * 0.55 * eyes)
     iris = _rgb(_IRIS[who.integers(len(_IRIS))])
     gaze = rng.uniform(-1.5, 1.5)
     for sign in (-1, 1):
-        ex = cx + sign * eye_dx
+        ex = face.cx + sign * face.eye_dx
         draw.polygon(
             pose(_ellipse(ex, eye_y, eye_w, eye_h, 20)),
             fill=(245, 245, 240),
@@ -356,15 +409,27 @@ def render_face(
         draw.line(
             pose(_ellipse(ex, eye_y, eye_w, eye_h, 20)[10:]), fill=dark, width=pose.width(0.9)
         )  # the upper lid: the top half of the outline
+    return eye_w, eye_h
 
-    # Brows: height above the eye, slant of the inner end, a little arch.
+
+def _draw_brows(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    who: np.random.Generator,
+    eye_h: float,
+    height: float,
+    slant: float,
+) -> None:
+    """Brows: ``height`` above the eye, ``slant`` of the inner end, a little arch."""
+    cx, eye_dx = face.cx, face.eye_dx
     brow_len, arch = who.uniform(9, 12), who.uniform(0, 1.5)
-    brow_y = eye_y - eye_h - 3.5 - 3.5 * brow_h
-    brow_colour = hair_rgb if who.random() < 0.5 else dark
+    brow_y = face.eye_y - eye_h - 3.5 - 3.5 * height
+    brow_colour = face.hair_rgb if who.random() < 0.5 else face.dark
     for sign in (-1, 1):
         inner_x = cx + sign * (eye_dx - brow_len * 0.5)
         outer_x = cx + sign * (eye_dx + brow_len * 0.5)
-        inner_y, outer_y = brow_y - brow_slant * 3.5, brow_y + brow_slant * 1.2
+        inner_y, outer_y = brow_y - slant * 3.5, brow_y + slant * 1.2
         points = np.array(
             [
                 [inner_x, inner_y],
@@ -376,9 +441,18 @@ def render_face(
             pose(points), fill=brow_colour, width=pose.width(who.uniform(1.4, 2.4)), joint="curve"
         )
 
-    # Nose, and disgust's wrinkle across its bridge.
+
+def _draw_nose(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    who: np.random.Generator,
+    lip_raise: float,
+) -> None:
+    """The nose, and disgust's wrinkle across its bridge."""
+    cx, cy, eye_y, dark = face.cx, face.cy, face.eye_y, face.dark
     tip = who.uniform(-1.5, 1.5)
-    nose_w = pose.width(0.8)
+    nose_w = pose.width(_CREASE_WIDTH)
     draw.line(
         pose(np.array([[cx, eye_y + 2], [cx + tip, cy + 8], [cx + tip + 1.5, cy + 9.5]])),
         fill=dark,
@@ -390,16 +464,30 @@ def render_face(
             y = eye_y + 4 + 2.2 * k
             draw.line(pose(np.array([[cx - 3, y], [cx + 3, y - 0.8]])), fill=dark, width=nose_w)
 
-    # Mouth: curve bends both lips and lifts the corners, opening separates them, lip raise
-    # lifts one side of the upper lip.
-    half = max(4.0, 9.5 * width)
+
+def _mouth_half_width(width: float) -> float:
+    return max(4.0, 9.5 * width)
+
+
+def _draw_mouth(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    who: np.random.Generator,
+    geometry: tuple[float, float, float, float],
+) -> None:
+    """The mouth from ``geometry`` = (curve, opening, width, lip raise): curve bends both lips
+    and lifts the corners, opening separates them, lip raise lifts one side of the upper lip."""
+    curve, opening, width, lip_raise = geometry
+    cx, mouth_y = face.cx, face.mouth_y
+    half = _mouth_half_width(width)
     rel = _unit_span(14)
     corner_lift = curve * 3.0 * rel**2
     upper = _parabola(cx - half, cx + half, mouth_y, curve * 2.4)
     lower = _parabola(cx - half, cx + half, mouth_y, curve * 2.4 + max(0.0, opening) * 10)
     upper[:, 1] -= corner_lift + max(0.0, lip_raise) * 3.0 * np.clip(rel, 0, None)
     lower[:, 1] -= corner_lift
-    lip = _rgb(skin * [0.75, 0.45, 0.45])
+    lip = _rgb(face.skin * [0.75, 0.45, 0.45])
     lip_w = pose.width(who.uniform(1.2, 2.0))
     if opening > 0.12:
         draw.polygon(pose(np.concatenate([upper, lower[::-1]])), fill=(60, 20, 25))
@@ -409,25 +497,42 @@ def render_face(
             draw.polygon(pose(np.concatenate([upper, teeth[::-1]])), fill=(240, 240, 230))
         draw.line(pose(lower), fill=lip, width=lip_w)
     draw.line(pose(upper), fill=lip, width=lip_w)
-    if curve > 0.45:  # smile lines beside the mouth corners
-        for sign in (-1, 1):
-            x = cx + sign * (half + 2)
-            draw.line(
-                pose(
-                    np.array(
-                        [
-                            [x - sign * 1.5, mouth_y - 8],
-                            [x + sign * 0.5, mouth_y - 3],
-                            [x - sign * 0.5, mouth_y + 2],
-                        ]
-                    )
-                ),
-                fill=dark,
-                width=nose_w,
-            )
+    if curve > 0.45:
+        _draw_smile_lines(draw, pose, face, half)
 
-    # Accessories.
-    if who.random() < config.accessory_prob:  # glasses
+
+def _draw_smile_lines(draw: ImageDraw.ImageDraw, pose: _Pose, face: _Identity, half: float) -> None:
+    """Creases beside the mouth corners (``half``: the mouth's half-width)."""
+    mouth_y = face.mouth_y
+    for sign in (-1, 1):
+        x = face.cx + sign * (half + 2)
+        draw.line(
+            pose(
+                np.array(
+                    [
+                        [x - sign * 1.5, mouth_y - 8],
+                        [x + sign * 0.5, mouth_y - 3],
+                        [x - sign * 0.5, mouth_y + 2],
+                    ]
+                )
+            ),
+            fill=face.dark,
+            width=pose.width(_CREASE_WIDTH),
+        )
+
+
+def _draw_accessories(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    who: np.random.Generator,
+    probability: float,
+    eye_w: float,
+    mouth_half: float,
+) -> None:
+    """Glasses, then a moustache, each with chance ``probability``."""
+    cx, eye_dx, eye_y = face.cx, face.eye_dx, face.eye_y
+    if who.random() < probability:  # glasses
         frame = _rgb(who.uniform(0, 120, 3))
         for sign in (-1, 1):
             draw.polygon(
@@ -442,17 +547,28 @@ def render_face(
             fill=frame,
             width=pose.width(1.0),
         )
-    if who.random() < config.accessory_prob:  # moustache
-        tache = _parabola(cx - half * 0.9, cx + half * 0.9, mouth_y - 3.5, -1.5, 10)
-        draw.line(pose(tache), fill=hair_rgb, width=pose.width(2.5), joint="curve")
+    if who.random() < probability:  # moustache
+        tache = _parabola(
+            cx - mouth_half * 0.9, cx + mouth_half * 0.9, face.mouth_y - 3.5, -1.5, 10
+        )
+        draw.line(pose(tache), fill=face.hair_rgb, width=pose.width(2.5), joint="curve")
 
-    # Occluder in front of the face: a hand, a card, a blob; often over the eyes or mouth.
-    if rng.random() < config.occlusion_prob:
-        target_y = (eye_y, mouth_y, cy + rng.uniform(-20, 30))[rng.integers(3)]
-        ox, oy = cx + rng.uniform(-25, 25), target_y + rng.uniform(-6, 6)
+
+def _draw_occluder(
+    draw: ImageDraw.ImageDraw,
+    pose: _Pose,
+    face: _Identity,
+    rng: np.random.Generator,
+    probability: float,
+) -> None:
+    """With chance ``probability``, a hand, a card or a blob in front of the face, often over
+    the eyes or the mouth."""
+    if rng.random() < probability:
+        target_y = (face.eye_y, face.mouth_y, face.cy + rng.uniform(-20, 30))[rng.integers(3)]
+        ox, oy = face.cx + rng.uniform(-25, 25), target_y + rng.uniform(-6, 6)
         ow, oh = rng.uniform(10, 20), rng.uniform(7, 14)
         if rng.random() < 0.4:
-            colour = _rgb(skin * rng.uniform(0.9, 1.1))  # a hand
+            colour = _rgb(face.skin * rng.uniform(0.9, 1.1))  # a hand
         else:
             colour = _rgb(rng.uniform(0, 255, 3))
         if rng.random() < 0.5:
@@ -463,10 +579,47 @@ def render_face(
             )
         draw.polygon(pose(shape), fill=colour)
 
-    image = canvas.reduce(SUPERSAMPLE)
-    if rng.random() < config.blur_prob:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * side / 300))
+
+def render_face(
+    geometry: np.ndarray,
+    rng: np.random.Generator,
+    config: SynthConfig,
+    identity_rng: np.random.Generator | None = None,
+) -> Image.Image:
+    """Draw one face with the given expression geometry, an identity and random nuisances.
+
+    The identity (skin, hair, head shape, feature placement and sizes, ears, blush, iris,
+    brows, nose, lips, glasses, moustache) is drawn from ``identity_rng``; everything else
+    (background, clutter, pose, clothes, gaze, occluder, blur, lighting, noise) from ``rng``.
+    Without ``identity_rng`` both come from ``rng``, in the same order as always, so synthfer's
+    images are unchanged; a generator seeded the same way for every image of a person draws
+    the same person each time (the identity draws never depend on ``rng``).
+    """
+    # The helpers interleave draws from both generators; with one generator for both, any
+    # change to their order (or to the order of the calls below) changes every image.
+    who = rng if identity_rng is None else identity_rng
+    curve, opening, width, brow_h, brow_slant, eyes, lip_raise = geometry.tolist()
+    canvas, draw, pose = _draw_scene(rng, config)
+    face = _sample_identity(who)
+    _draw_body(draw, pose, face, rng)
+    _draw_long_hair_and_ears(draw, pose, face, who)
+    _draw_head(draw, pose, face, who)
+    eye_w, eye_h = _draw_eyes(draw, pose, face, who, rng, eyes)
+    _draw_brows(draw, pose, face, who, eye_h, brow_h, brow_slant)
+    _draw_nose(draw, pose, face, who, lip_raise)
+    _draw_mouth(draw, pose, face, who, (curve, opening, width, lip_raise))
+    _draw_accessories(draw, pose, face, who, config.accessory_prob, eye_w, _mouth_half_width(width))
+    _draw_occluder(draw, pose, face, rng, config.occlusion_prob)
+    image = _blur(canvas.reduce(SUPERSAMPLE), rng, config)
     return _photometric(image, rng, config)
+
+
+def _blur(image: Image.Image, rng: np.random.Generator, config: SynthConfig) -> Image.Image:
+    """With chance ``config.blur_prob``, slightly out of focus."""
+    if rng.random() < config.blur_prob:
+        side = config.image_size * SUPERSAMPLE  # the radius was set on the supersampled scale
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * side / 300))
+    return image
 
 
 def _photometric(image: Image.Image, rng: np.random.Generator, config: SynthConfig) -> Image.Image:
