@@ -45,14 +45,16 @@ def compare(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     rows = []
     both = frame[frame["tag"].isin([a, b])]
     for (method, labels), cell in both.groupby(["method", "labels"]):
-        wide = cell.pivot_table(index="seed", columns="tag", values="value")
+        if cell.duplicated(["tag", "seed"]).any():
+            raise SystemExit(f"{method} at {labels}: two runs of one seed under one tag")
+        wide = cell.pivot(index="seed", columns="tag", values="value")
         if a not in wide or b not in wide:
             continue
         paired = wide.dropna(subset=[a, b])
         row: dict[str, Any] = {"method": method, "labels": labels}
         for tag in (a, b):
             values = wide[tag].dropna()
-            row[f"{tag} per seed"] = " · ".join(f"{v:.1f}" for v in values)
+            row[f"{tag} per seed"] = " · ".join(f"s{seed} {v:.1f}" for seed, v in values.items())
             row[f"{tag} mean"] = round(values.mean(), 2)
         row[f"{a} − {b}"] = (
             format_difference(paired_difference(list(paired[a]), list(paired[b])))
