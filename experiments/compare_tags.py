@@ -17,26 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import _label_order
+from harness.leaderboard import METRIC_NAMES, _label_order, results_frame
 from harness.stats import format_difference, paired_difference
 from harness.store import load_results
 
 
 def runs_frame(results: list[dict[str, Any]], metric: str) -> pd.DataFrame:
-    """One row per run: tag, method variant, label setting, seed and the metric."""
-    return pd.DataFrame(
-        [
-            {
-                "tag": r.get("tag") or "",
-                "method": r["method_label"],
-                "labels": r["labels"],
-                "seed": r["seed"],
-                "value": (r.get("metrics") or {}).get(metric),
-            }
-            for r in results
-        ],
-        columns=["tag", "method", "labels", "seed", "value"],
-    )
+    """One row per run: tag, row label (method variant), label setting, seed and the metric, from
+    the leaderboard's own frame (so a row here is a row there)."""
+    frame = results_frame(results)[["tag", "method_label", "labels", "seed", metric]]
+    return frame.rename(columns={"method_label": "method", metric: "value"})
 
 
 def compare(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
@@ -73,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", help="tag of the first protocol ('' for untagged runs)")
     parser.add_argument("b", help="tag of the second protocol")
-    parser.add_argument("--metric", default="top1", help="top1 | mean_class_acc | macro_f1")
+    parser.add_argument("--metric", default="top1", choices=sorted(METRIC_NAMES))
     parser.add_argument("--method", help="only this method variant")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--dataset", default="synthfer")

@@ -92,6 +92,7 @@ _compare_spec.loader.exec_module(compare_tags)
 def test_compare_tags_pairs_a_row_across_two_tags_by_seed() -> None:
     def result(tag: str, labels: str, seed: int, top1: float) -> dict:
         return {
+            "dataset": "synthfer",
             "tag": tag,
             "method_label": "supervised",
             "labels": labels,
