@@ -81,6 +81,37 @@ def test_run_row_prefers_the_compact_copy_beside_the_result(tmp_path: Path) -> N
     assert row["mask_rate (last 1/4)"] == 0.5 and row["tag"] == "fidelity"
 
 
+def test_run_row_reads_the_balanced_measures_and_named_classes(tmp_path: Path) -> None:
+    result = {
+        "run_id": "r1",
+        "dataset": "synthfer",
+        "method_label": "flexmatch",
+        "labels": "10%",
+        "seed": 1,
+        "metrics": {
+            "top1": 38.2,
+            "mean_class_acc": 14.7,
+            "macro_f1": 9.6,
+            "per_class_acc": {"Fear": 0.0, "Happiness": 96.0},
+        },
+    }
+    row = diagnostics.run_row(result, tmp_path, classes=("Fear", "Happiness", "Contempt"))
+    assert (row["mean_class_acc"], row["macro_f1"]) == (14.7, 9.6)
+    assert (row["Fear acc"], row["Happiness acc"], row["Contempt acc"]) == (0.0, 96.0, None)
+
+
+def test_tables_follow_the_leaderboard_order() -> None:
+    import pandas as pd
+
+    index = pd.MultiIndex.from_tuples(
+        [("t", lab, m) for lab in ("10%", "100%", "25%", "5%") for m in ("adacm", "supervised")],
+        names=["tag", "labels", "method"],
+    )
+    ordered = diagnostics.leaderboard_order(pd.DataFrame({"top1": range(8)}, index=index))
+    assert [lab for _, lab, _ in ordered.index][::2] == ["5%", "10%", "25%", "100%"]
+    assert [m for _, _, m in ordered.index][:2] == ["supervised", "adacm"]
+
+
 _compare_spec = importlib.util.spec_from_file_location(
     "compare_tags", ROOT / "experiments/compare_tags.py"
 )
