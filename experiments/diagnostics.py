@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import _label_order
+from harness.leaderboard import BASELINE, _label_order
 from harness.steplog import run_step_log, training_steps
 from harness.store import load_results
 
@@ -75,15 +75,15 @@ def run_row(
     return row
 
 
-def leaderboard_order(table: pd.DataFrame) -> pd.DataFrame:
+def leaderboard_order(table: pd.DataFrame, baseline: set[str]) -> pd.DataFrame:
     """Rows indexed by (tag, labels, method) in the leaderboard's order: label settings by size,
-    supervised variants first, the rest alphabetical."""
+    the baseline's variants (``baseline``: their row labels) first, the rest alphabetical."""
 
     def key(level: pd.Index) -> pd.Index:
         if level.name == "labels":
             return level.map(_label_order)
         if level.name == "method":
-            return level.map(lambda m: (not m.startswith("supervised"), m))
+            return level.map(lambda m: (m not in baseline, m))
         return level
 
     return table.sort_index(key=key)
@@ -107,6 +107,7 @@ def main() -> None:
         tag = "" if args.tag is None else f" under tag {args.tag!r}"
         raise SystemExit(f"no {args.dataset} results{tag} under {args.results_dir}")
     classes = tuple(name for name in args.classes.split(",") if name)
+    baseline = {r["method_label"] for r in results if r["method"] == BASELINE}
     frame = pd.DataFrame([run_row(r, args.results_dir, classes) for r in results])
     signals = frame.columns.drop(["tag", "method", "labels"])
     frame[signals] = frame[signals].apply(pd.to_numeric, errors="coerce")
@@ -116,13 +117,13 @@ def main() -> None:
         for column in (name, f"{name} (last 1/4)"):
             table[column] = table[column] * 100
     print("Rates, accuracies and thresholds in %; neg_pairs per step.\n")
-    table = leaderboard_order(table.dropna(axis=1, how="all").round(1))
+    table = leaderboard_order(table.dropna(axis=1, how="all").round(1), baseline)
     print(table.reset_index().to_markdown(index=False))
     # The spread behind each mean: a method whose seeds disagree by 10 points is not ranked.
     per_seed = frame.pivot_table(index=["tag", "labels", "method"], columns="seed", values="top1")
     per_seed.columns = [f"top1 seed {seed}" for seed in per_seed.columns]
     print("\nTop-1 (%) per seed.\n")
-    print(leaderboard_order(per_seed.round(1)).reset_index().to_markdown(index=False))
+    print(leaderboard_order(per_seed.round(1), baseline).reset_index().to_markdown(index=False))
 
 
 if __name__ == "__main__":
