@@ -234,8 +234,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
+            # soft_wrap: a batch script is copied as it is, never folded at the console's width
             console.print(
-                launcher.preview(pending, args.results_dir), highlight=False, markup=False
+                launcher.preview(pending, args.results_dir),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             )
         return 0
     outcomes = launcher.launch(pending, args.results_dir, args.force) if pending else []

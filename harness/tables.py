@@ -1,4 +1,5 @@
-"""Tables on the terminal: rich for a screenful, plain aligned text for long listings."""
+"""Tables on the terminal: rich for a screenful, plain aligned text for long listings and for
+anything that is not a terminal (a pipe, a file, a SLURM log)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from rich.table import Table
 RICH_ROWS = 500
 
 
+def is_plain(console: Console, rows: int = 0) -> bool:
+    """Whether a table of ``rows`` rows goes out as plain text: when ``console`` is not a
+    terminal (rich would fold run ids and scripts at 80 columns, the ids ``--runs`` needs
+    whole) or the table is longer than :data:`RICH_ROWS`."""
+    return not console.is_terminal or rows > RICH_ROWS
+
+
 def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
     """A rich table of plain-text cells (escaped: ``dta_snl[snl=false]`` is not markup)."""
     table = Table(title=title)
@@ -23,6 +31,16 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     return table
 
 
+def plain_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str = ""
+) -> str:
+    """The table as plain aligned text (tabulate), every cell whole on one line."""
+    from tabulate import tabulate
+
+    text = tabulate(rows, headers=list(columns), tablefmt="simple", disable_numparse=True)
+    return f"{title}\n{text}\n" + (f"{caption}\n" if caption else "")
+
+
 def print_table(
     console: Console,
     title: str,
@@ -30,14 +48,11 @@ def print_table(
     rows: Sequence[Sequence[str]],
     caption: str = "",
 ) -> None:
-    """Print plain-text ``rows`` under ``columns``: a rich table up to :data:`RICH_ROWS` rows,
-    plain aligned text (tabulate) beyond."""
-    if len(rows) <= RICH_ROWS:
-        table = rich_table(title, columns, rows)
-        table.caption = escape(caption) if caption else None
-        console.print(table)
+    """Print plain-text ``rows`` under ``columns``: a rich table on a terminal up to
+    :data:`RICH_ROWS` rows, plain aligned text (tabulate) otherwise (:func:`is_plain`)."""
+    if is_plain(console, len(rows)):
+        console.file.write(plain_table(title, columns, rows, caption))
         return
-    from tabulate import tabulate
-
-    text = tabulate(rows, headers=list(columns), tablefmt="simple", disable_numparse=True)
-    console.file.write(f"{title}\n{text}\n" + (f"{caption}\n" if caption else ""))
+    table = rich_table(title, columns, rows)
+    table.caption = escape(caption) if caption else None
+    console.print(table)

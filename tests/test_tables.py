@@ -1,4 +1,5 @@
-"""Long listings are plain aligned text (rich would take minutes on 10,000 rows)."""
+"""Tables: rich on a terminal for a screenful; plain aligned text for long listings (rich
+would take minutes on 10,000 rows) and off a terminal (ids and cells never folded)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from rich.console import Console
 from harness.tables import RICH_ROWS, print_table
 
 
-def _printed(rows: list[list[str]]) -> str:
+def _printed(rows: list[list[str]], terminal: bool = True) -> str:
     out = io.StringIO()
-    print_table(Console(file=out, width=120), "grid", ("run", "method"), rows, caption="note")
+    console = Console(file=out, width=120, force_terminal=terminal)
+    print_table(console, "grid", ("run", "method"), rows, caption="note")
     return out.getvalue()
 
 
@@ -23,3 +25,11 @@ def test_a_screenful_is_a_rich_table_and_more_is_plain_text() -> None:
     assert lines[0] == "grid" and lines[1].split() == ["run", "method"]
     assert lines[3].split() == ["r0", "fixmatch"] and lines[-1] == "note"
     assert len(lines) == RICH_ROWS + 1 + 4 and "│" not in many
+
+
+def test_off_a_terminal_a_table_is_plain_and_never_folds_a_cell() -> None:
+    long_id = "fixmatch__10pct__seed0__1d97ad23" * 4  # wider than the console
+    text = _printed([[long_id, "dta_snl[snl=false]"]], terminal=False)
+    lines = text.splitlines()
+    assert lines[0] == "grid" and lines[-1] == "note" and "│" not in text
+    assert lines[3].split() == [long_id, "dta_snl[snl=false]"]

@@ -28,7 +28,7 @@ from harness.launchers.scheduler import (
 )
 from harness.spec import RunSpec, row_label
 from harness.store import CHECKPOINT_NAME, LOG_NAME, RUNS_DIR, has_result, iter_results
-from harness.tables import RICH_ROWS, print_table, rich_table
+from harness.tables import is_plain, print_table, rich_table
 
 STATES = ("done", "running", "pending", "failed", "missing")
 COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
@@ -305,11 +305,12 @@ def status_table(statuses: Sequence[RunStatus], title: str | None = None) -> Tab
 
 
 def print_statuses(console: Console, statuses: Sequence[RunStatus]) -> None:
-    """The status table, coloured; past :data:`RICH_ROWS` runs, as plain aligned text."""
-    if len(statuses) <= RICH_ROWS:
-        console.print(status_table(statuses))
-    else:
+    """The status table, coloured on a terminal; as plain aligned text past
+    :data:`~harness.tables.RICH_ROWS` runs or off a terminal (ids whole, never folded)."""
+    if is_plain(console, len(statuses)):
         print_table(console, _title(statuses), COLUMNS, [_cells(s) for s in statuses])
+    else:
+        console.print(status_table(statuses))
 
 
 def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
@@ -318,7 +319,9 @@ def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
         if s.state != "failed":
             continue
         console.print(
-            f"[red]failed[/] {s.run_id} (job {s.job_id}, {escape(s.detail)})", highlight=False
+            f"[red]failed[/] {s.run_id} (job {s.job_id}, {escape(s.detail)})",
+            highlight=False,
+            soft_wrap=True,
         )
         console.print(f"  log: {s.log_path}", highlight=False, soft_wrap=True)
         for line in s.error or ("(the log is empty or unreadable)",):
