@@ -174,7 +174,8 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
         "--labels",
         default="10%",
         help="comma list of label protocols: 10%% (stratified fraction), 4000 (total, "
-        "class-balanced), 25/class (per class)",
+        "class-balanced), 25/class (per class), adacm:4000 (Ada-CM's published RAF-DB split; "
+        "also 100, 400, 1000, 2000), perclass:10/15/15/15/15/15/15 (a count for each class)",
     )
     parser.add_argument("--seeds", default="0", help="comma list or range, e.g. 0,1,2 or 0-4")
     parser.add_argument("--dataset", default="synthfer", help="a config in configs/dataset/")

@@ -1,6 +1,6 @@
 """Label protocols (``--labels``) and the labelled split they define.
 
-Three forms, as in the semi-supervised FER literature:
+Five forms, as in the semi-supervised FER literature:
 
 * ``10%`` — a fraction of the training set, stratified per class: ``round(f·n_c)`` images of
   class c (Python rounding, half to even), at least 1 and at most ``n_c``; ``100%`` is every image;
@@ -8,19 +8,26 @@ Three forms, as in the semi-supervised FER literature:
   q, or all it has if that is fewer, with q as large as the total allows; the images left over
   (fewer than the number of classes that still have some) add one each to those classes in
   class-index order. On RAF-DB, ``4000`` gives Fear all its 281 and the other six 619 or 620
-  (Ada-CM capped Fear at 250 by hand; water-filling is the general rule);
-* ``25/class`` — ``min(25, n_c)`` images of every class.
+  (Ada-CM capped Fear at 250 by hand: that split is ``adacm:4000``);
+* ``25/class`` — ``min(25, n_c)`` images of every class;
+* ``adacm:4000`` (and ``adacm:100/400/1000/2000``) — Ada-CM's published RAF-DB split (Li et al.,
+  CVPR 2022; the table in github.com/hangyu94/Ada-CM's README.md): Fear 10/40/100/200/250 and
+  every other class 15/60/150/300/625 images. Only for a dataset with RAF-DB's seven classes;
+* ``perclass:10/15/15/15/15/15/15`` — an explicit count for each class, in the dataset's class
+  order (slashes, not commas: a comma separates label settings).
 
 Which images: for class c, the first k of a permutation of that class's (sorted) indices drawn
 from ``np.random.default_rng([seed, c])``. The subset is therefore a pure function of (training
 labels, protocol, seed) — every method gets the same images for the same seed — and subsets are
-nested as the amount grows (10% ⊂ 25% for one seed).
+nested as the amount grows (10% ⊂ 25% for one seed; adacm:100 ⊂ adacm:400 ⊂ ... ⊂ adacm:4000,
+as every class's count grows with the total).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -30,21 +37,63 @@ from harness.errors import LabelProtocolError
 
 FORMS = (
     "expected one of: a fraction of the training set like 10% or 0.5% (stratified per class), "
-    "a total count like 4000 (class-balanced), or a count per class like 25/class"
+    "a total count like 4000 (class-balanced), a count per class like 25/class, a published "
+    "split like adacm:4000, or one count for each class like perclass:10/15/15/15/15/15/15"
 )
 _FRACTION = re.compile(r"(\d+(?:\.\d+)?)%")
 _TOTAL = re.compile(r"\d+")
 _PER_CLASS = re.compile(r"(\d+)/class")
-_KIND_ORDER = {"per_class": 0, "total": 1, "fraction": 2}
+_PUBLISHED = re.compile(r"([a-z_]+):(\d+)")
+_EXPLICIT = re.compile(r"perclass:(\d+(?:/\d+)*)")
+# Explicit and published splits sort beside totals of the same size.
+_KIND_ORDER = {"per_class": 0, "total": 1, "class_counts": 1, "fraction": 2}
+
+
+@dataclass(frozen=True)
+class PublishedSplit:
+    """A split a paper published: how many labelled images each class gets, per total."""
+
+    short: str  # how the plan table names it
+    source: str  # where the counts come from
+    classes: tuple[str, ...]  # the class order the counts follow (the dataset's must match)
+    counts: dict[int, tuple[int, ...]]  # total -> count per class, in ``classes`` order
+
+
+_RAFDB = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+
+
+def _fear_and_others(fear: int, others: int) -> tuple[int, ...]:
+    return tuple(fear if name == "Fear" else others for name in _RAFDB)
+
+
+PUBLISHED_SPLITS = {
+    # github.com/hangyu94/Ada-CM, README.md "Dataset setup" table (Fear 10/40/100/200/250,
+    # Others 15/60/150/300/625). Its code (dataset/raf.py, data_split, lines 51-62) implements
+    # only the 4000 column: Fear (class index 1) 250, every other class int((n - 250) / 6).
+    "adacm": PublishedSplit(
+        "Ada-CM's published split",
+        "Ada-CM (Li et al., CVPR 2022), github.com/hangyu94/Ada-CM README.md",
+        _RAFDB,
+        {
+            100: _fear_and_others(10, 15),
+            400: _fear_and_others(40, 60),
+            1000: _fear_and_others(100, 150),
+            2000: _fear_and_others(200, 300),
+            4000: _fear_and_others(250, 625),
+        },
+    ),
+}
 
 
 @dataclass(frozen=True)
 class LabelProtocol:
     """A parsed ``--labels`` value; ``text`` is its canonical spelling (``10%``, ``25/class``)."""
 
-    kind: str  # "fraction" | "total" | "per_class"
-    value: float | int  # fraction in (0, 1], or a count
+    kind: str  # "fraction" | "total" | "per_class" | "class_counts"
+    value: float | int  # fraction in (0, 1], or a count (class_counts: their total)
     text: str
+    counts: tuple[int, ...] = ()  # class_counts: the count of each class, in class order
+    classes: tuple[str, ...] = ()  # class_counts of a published split: the classes it names
 
     @property
     def sort_key(self) -> tuple[int, float]:
@@ -57,9 +106,10 @@ def _malformed(text: str, why: str) -> LabelProtocolError:
 
 
 def parse_protocol(text: str) -> LabelProtocol:
-    """Parse one label protocol (``10%``, ``0.5%``, ``100%``, ``4000``, ``25/class``).
+    """Parse one label protocol (``10%``, ``0.5%``, ``100%``, ``4000``, ``25/class``,
+    ``adacm:4000``, ``perclass:10/15/15/15/15/15/15``).
 
-    Raises :class:`LabelProtocolError` naming the three accepted forms for anything else.
+    Raises :class:`LabelProtocolError` naming the accepted forms for anything else.
     """
     raw = text.strip()
     if match := _FRACTION.fullmatch(raw):
@@ -78,6 +128,24 @@ def parse_protocol(text: str) -> LabelProtocol:
         if per_class < 1:
             raise _malformed(text, "a count per class must be at least 1")
         return LabelProtocol("per_class", per_class, f"{per_class}/class")
+    if match := _EXPLICIT.fullmatch(raw):
+        counts = tuple(int(n) for n in match[1].split("/"))
+        if sum(counts) < 1:
+            raise _malformed(text, "the counts must add up to at least 1")
+        canonical = "/".join(map(str, counts))
+        return LabelProtocol("class_counts", sum(counts), f"perclass:{canonical}", counts)
+    if match := _PUBLISHED.fullmatch(raw):
+        name, total = match[1], int(match[2])
+        if name not in PUBLISHED_SPLITS:
+            known = ", ".join(f"{n}:N" for n in PUBLISHED_SPLITS)
+            raise _malformed(text, f"no published split named {name!r} (known: {known})")
+        split = PUBLISHED_SPLITS[name]
+        if total not in split.counts:
+            sizes = "/".join(map(str, split.counts))
+            raise _malformed(text, f"{split.source} publishes {name}:{sizes} only")
+        return LabelProtocol(
+            "class_counts", total, f"{name}:{total}", split.counts[total], split.classes
+        )
     raise _malformed(text, "not a label protocol")
 
 
@@ -113,9 +181,17 @@ def _water_fill(counts: np.ndarray, total: int) -> np.ndarray:
     return quotas
 
 
-def class_quotas(counts: np.ndarray, protocol: LabelProtocol) -> np.ndarray:
-    """How many labelled images each class gets, given how many it has (``counts``)."""
+def class_quotas(
+    counts: np.ndarray, protocol: LabelProtocol, classes: Sequence[str] | None = None
+) -> np.ndarray:
+    """How many labelled images each class gets, given how many it has (``counts``).
+
+    ``classes`` (the dataset's class names, in order) is checked against a published split's
+    classes; an explicit or published split asking more of a class than it has is an error.
+    """
     counts = np.asarray(counts, dtype=np.int64)
+    if protocol.kind == "class_counts":
+        return _explicit_quotas(counts, protocol, classes)
     if protocol.kind == "fraction":
         # Decimal arithmetic: 7% of 100 must be 7, not round(7.000000000000001).
         fraction = Decimal(repr(float(protocol.value)))
@@ -139,18 +215,48 @@ def class_quotas(counts: np.ndarray, protocol: LabelProtocol) -> np.ndarray:
     return _water_fill(counts, total)
 
 
+def _explicit_quotas(
+    counts: np.ndarray, protocol: LabelProtocol, classes: Sequence[str] | None
+) -> np.ndarray:
+    """The counts of a ``perclass:`` or published split, checked against the dataset."""
+    wanted = np.asarray(protocol.counts, dtype=np.int64)
+    if len(wanted) != len(counts):
+        raise LabelProtocolError(
+            f"--labels {protocol.text}: {len(wanted)} counts for a dataset of {len(counts)} "
+            "classes; give one count per class, in the dataset's class order"
+        )
+    if protocol.classes and classes is not None and tuple(classes) != protocol.classes:
+        raise LabelProtocolError(
+            f"--labels {protocol.text}: a split of the classes {'/'.join(protocol.classes)}; "
+            f"this dataset's are {'/'.join(classes)}"
+        )
+    names = list(classes) if classes is not None else [f"class {i}" for i in range(len(counts))]
+    for name, want, have in zip(names, wanted, counts, strict=True):
+        if want > have:
+            raise LabelProtocolError(
+                f"--labels {protocol.text}: {name} has {have} training images, the split asks "
+                f"for {want}"
+            )
+    return wanted
+
+
 def labelled_split(
-    targets: np.ndarray, protocol: LabelProtocol, seed: int, num_classes: int
+    targets: np.ndarray,
+    protocol: LabelProtocol,
+    seed: int,
+    num_classes: int,
+    classes: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Sorted int64 indices of the labelled images: per class, the first k of a seeded
-    permutation of that class's indices (see the module docstring)."""
+    permutation of that class's indices (see the module docstring). ``classes`` names the
+    dataset's classes, for a published split to check."""
     targets = np.asarray(targets)
     if targets.size and (targets.min() < 0 or targets.max() >= num_classes):
         raise ValueError(
             f"targets must lie in [0, {num_classes}); got {targets.min()}..{targets.max()}"
         )
     counts = np.bincount(targets, minlength=num_classes)
-    quotas = class_quotas(counts, protocol)
+    quotas = class_quotas(counts, protocol, classes)
     chosen = [np.empty(0, dtype=np.int64)]
     for cls in range(num_classes):
         members = np.flatnonzero(targets == cls)  # sorted, so the draw ignores input order quirks

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from harness.data.census import ClassCounts, train_class_counts
 from harness.errors import LabelProtocolError
-from harness.labels import class_quotas, parse_protocol
+from harness.labels import PUBLISHED_SPLITS, class_quotas, parse_protocol
 from harness.spec import RunSpec
 
 
@@ -18,6 +18,8 @@ def protocol_meaning(text: str) -> str:
     protocol = parse_protocol(text)
     if protocol.kind == "total":
         return f"{protocol.value} images in total"
+    if protocol.classes:  # a published split: say whose
+        return f"{protocol.text} ({PUBLISHED_SPLITS[protocol.text.split(':')[0]].short})"
     return protocol.text
 
 
@@ -47,7 +49,7 @@ class LabelledImages:
         if not known.counts:
             return "?", "?"
         try:
-            quotas = class_quotas(list(known.counts), parse_protocol(spec.labels))
+            quotas = class_quotas(list(known.counts), parse_protocol(spec.labels), known.classes)
         except LabelProtocolError as err:  # the run will fail and say so; the grid goes on
             return "none", str(err).split(": ", 1)[-1]
         return str(int(quotas.sum())), "/".join(str(int(q)) for q in quotas)

@@ -139,7 +139,9 @@ def _load_run_data(spec: RunSpec) -> _RunData:
     data = TrainData(
         train_images=train_images,
         train_targets=dataset.train.labels,
-        labelled=labelled_split(dataset.train.labels, protocol, spec.seed, dataset.num_classes),
+        labelled=labelled_split(
+            dataset.train.labels, protocol, spec.seed, dataset.num_classes, dataset.classes
+        ),
         unlabelled=np.arange(len(dataset.train)),
         test_images=test_images,
         test_targets=dataset.test.labels,

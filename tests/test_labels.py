@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,64 @@ def test_split_summary_records_sizes_and_a_hash_of_the_indices() -> None:
     assert len(summary["hash"]) == 16
     assert summary["hash"] == split_summary(np.array([0, 1, 3]), targets, names)["hash"]
     assert summary["hash"] != split_summary(np.array([0, 1, 4]), targets, names)["hash"]
+
+
+# Ada-CM's README table (github.com/hangyu94/Ada-CM): Fear, and every other class, per total.
+ADACM_TABLE = {100: (10, 15), 400: (40, 60), 1000: (100, 150), 2000: (200, 300), 4000: (250, 625)}
+
+
+@pytest.mark.parametrize("total", sorted(ADACM_TABLE))
+def test_adacm_split_is_the_published_table(total: int) -> None:
+    fear, others = ADACM_TABLE[total]
+    indices = labelled_split(RAF_TARGETS, parse_protocol(f"adacm:{total}"), 0, 7, RAF_NAMES)
+    assert _per_class(indices) == [others, fear, others, others, others, others, others]
+    assert len(indices) == total
+
+
+def test_adacm_splits_are_nested_across_sizes() -> None:
+    sizes = sorted(ADACM_TABLE)
+    for seed in (0, 1):
+        splits = [set(_split(f"adacm:{n}", seed)) for n in sizes]
+        assert all(a < b for a, b in itertools.pairwise(splits))
+
+
+def test_explicit_per_class_counts_follow_the_class_order() -> None:
+    protocol = parse_protocol("perclass:10/15/15/15/15/15/015")
+    assert protocol.text == "perclass:10/15/15/15/15/15/15"
+    assert protocol.kind == "class_counts" and protocol.value == 100
+    assert _per_class(_split(protocol.text)) == [10, 15, 15, 15, 15, 15, 15]
+    # The same counts as adacm:100, the same images: one rule draws both.
+    assert set(_split("perclass:15/10/15/15/15/15/15")) == set(_split("adacm:100"))
+    # No comma inside the form: a comma list of settings still splits on commas.
+    assert [p.text for p in parse_protocols("adacm:100,perclass:1/2/3/4/5/6/7,10%")] == [
+        "adacm:100",
+        "perclass:1/2/3/4/5/6/7",
+        "10%",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "message"),
+    [
+        ("adacm:300", RAF_NAMES, "adacm:100/400/1000/2000/4000 only"),
+        ("bogus:100", RAF_NAMES, "no published split named 'bogus'"),
+        ("perclass:1/2", RAF_NAMES, "2 counts for a dataset of 7 classes"),
+        (
+            "perclass:1/300/1/1/1/1/1",
+            RAF_NAMES,
+            "Fear has 281 training images, the split asks for 300",
+        ),
+        ("adacm:100", ("Neutral", *RAF_NAMES[1:]), "this dataset's are Neutral/Fear"),
+    ],
+)
+def test_explicit_and_published_splits_refuse_what_the_dataset_cannot_give(
+    text: str, names: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(LabelProtocolError, match=message):
+        labelled_split(RAF_TARGETS, parse_protocol(text), 0, 7, names)
+
+
+def test_sort_key_puts_published_splits_beside_totals_of_their_size() -> None:
+    texts = ["10%", "adacm:4000", "100", "adacm:100", "25/class"]
+    ordered = sorted(texts, key=lambda t: (parse_protocol(t).sort_key, t))
+    assert ordered == ["25/class", "100", "adacm:100", "adacm:4000", "10%"]
