@@ -94,10 +94,13 @@ class Method:
 
     * ``uses_unlabelled``: build the unlabelled loader (weak + strong views) or not;
     * ``default_config``: its config when it has no file in ``configs/method/``;
-    * ``interval_steps`` (instance attribute, 0 = never): how often :meth:`on_interval` runs.
+    * ``interval_steps`` (instance attribute, 0 = never): how often :meth:`on_interval` runs;
+    * ``adaptive_thresholds``: whether its logged ``threshold`` is meant to move (True, or the
+      name of the boolean setting that switches it on): a run's health reads it (harness/health).
     """
 
     uses_unlabelled: ClassVar[bool] = False
+    adaptive_thresholds: ClassVar[bool | str] = False
     # Defaults for a method that ships no configs/method/<name>.yaml (e.g. one from another
     # package): the ``method:`` block is ``{"name": <name>, **default_config}``.
     default_config: ClassVar[dict[str, Any]] = {}

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from harness.data.datasets import load_dataset, split_images
 from harness.engine import CHECKPOINT_NAME, LOG_NAME, FitResult, TrainData, fit, seed_everything
+from harness.health import result_health
 from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
 from harness.method import Method, MethodSetup
 from harness.models import build_model
@@ -120,9 +122,11 @@ def _train_and_record(
     }
     result["config"] = cfg
     _store(result, spec, results_dir, work_dir, force)
+    health = result_health(results_dir, result)
     console.log(
         f"[green]done[/] {spec.run_id}: top-1 {outcome.metrics['top1']:.2f}%, "
-        f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%"
+        f"mean class acc {outcome.metrics['mean_class_acc']:.2f}%; "
+        + ("healthy" if health.healthy else f"[red]{escape(health.line())}[/]")
     )
     return result
 

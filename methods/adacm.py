@@ -105,6 +105,7 @@ class AdaCM(Method):
     confident unlabelled samples, contrastive learning on the rest."""
 
     uses_unlabelled = True
+    adaptive_thresholds = True
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)

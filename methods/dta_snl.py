@@ -190,6 +190,7 @@ class DTASNL(Method):
     negative learning on rejected samples, and the attention + feature-dropout neck."""
 
     uses_unlabelled = True
+    adaptive_thresholds = "dta"  # the dta=false ablation: fixed tau_max
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)

@@ -64,6 +64,7 @@ class FlexMatch(Method):
     """FlexMatch with curriculum pseudo-labelling (per-class flexible thresholds)."""
 
     uses_unlabelled = True
+    adaptive_thresholds = True
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)

@@ -99,6 +99,7 @@ class FreeMatch(Method):
     """FreeMatch: SAT thresholds, pseudo-label CE and the self-adaptive fairness term."""
 
     uses_unlabelled = True
+    adaptive_thresholds = True
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
