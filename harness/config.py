@@ -37,6 +37,10 @@ _MISSING_HINTS = {
     "dataset.root": "the dataset folder on this machine, e.g. --data-root /data/RAF-DB "
     "(RAF-DB: the folder holding EmoLabel/ and Image/; AffectNet: the folder holding "
     "training.csv, validation.csv and Manually_Annotated_Images/)",
+    "backbone.weights": "this protocol starts from weights you bring: a local checkpoint such "
+    "as the field's ResNet-18 trained on MS-Celeb-1M (resnet18_msceleb.pth, linked from "
+    "github.com/hangyu94/Ada-CM's README; torchvision names under 'state_dict', a 1000-way fc), "
+    "e.g. backbone.weights=/models/resnet18_msceleb.pth",
 }
 
 _user_dirs: list[Path] = []
@@ -138,7 +142,7 @@ def resolve_config(template: DictConfig, values: dict[str, Any] | None = None) -
     cfg = template.copy()
     for key, value in (values or {}).items():
         cfg[key] = value
-    for key in _missing_keys(cfg):
+    for key in [*_missing_keys(cfg), *_unset_requirements(cfg)]:
         hint = _MISSING_HINTS.get(key, f"set it on the command line: {key}=...")
         raise ConfigError(f"config value {key} is required: {hint}")
     try:
@@ -213,3 +217,10 @@ def _missing_keys(cfg: Any, prefix: str = "") -> list[str]:
         if OmegaConf.is_config(value) and not OmegaConf.is_list(value):
             missing.extend(_missing_keys(value, f"{dotted}."))
     return missing
+
+
+def _unset_requirements(cfg: DictConfig) -> list[str]:
+    """The keys a protocol lists under ``requires`` that are still null. A ``???`` in an
+    experiment config cannot express this: merging ``???`` onto a default leaves the default."""
+    required = cfg.get("requires") or []
+    return [key for key in required if OmegaConf.select(cfg, str(key)) is None]
