@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import METRIC_NAMES, _label_order, results_frame
+from harness.report.frame import METRIC_NAMES, label_order, results_frame
 from harness.stats import format_difference, paired_difference
 from harness.store import load_results
 
@@ -55,7 +55,7 @@ def compare(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["_order"] = table["labels"].map(_label_order)
+    table["_order"] = table["labels"].map(label_order)
     return table.sort_values(["method", "_order"]).drop(columns="_order")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import BASELINE, _label_order
+from harness.report.frame import BASELINE, label_order
 from harness.steplog import run_step_log, training_steps
 from harness.store import load_results
 
@@ -81,7 +81,7 @@ def leaderboard_order(table: pd.DataFrame, baseline: set[str]) -> pd.DataFrame:
 
     def key(level: pd.Index) -> pd.Index:
         if level.name == "labels":
-            return level.map(_label_order)
+            return level.map(label_order)
         if level.name == "method":
             return level.map(lambda m: (m not in baseline, m))
         return level

@@ -355,7 +355,7 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """``bench report``: the leaderboard, its figures, and where they were written."""
-    from harness.report import write_report
+    from harness.report.build import write_report
 
     path, figures = write_report(args.results_dir, args.output)
     console.print(f"{len(figures)} figures in {path.parent / 'figures'}")

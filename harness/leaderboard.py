@@ -24,161 +24,35 @@ gives the same bytes.
 
 from __future__ import annotations
 
-import math
-import shlex
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.errors import BenchError, LabelProtocolError
-from harness.labels import parse_protocol
-from harness.spec import config_hash, row_label
+from harness.errors import BenchError
+from harness.report.frame import (
+    BASELINE,
+    EMPTY_CELL,
+    METRIC_NAMES,
+    PAIRED_BASELINE,
+    headline_metric,
+    label_order,
+    results_frame,
+    row_order,
+    section_key,
+)
+from harness.report.protocol import cost_lines, protocol_lines
 from harness.stats import PairedDifference, format_difference, paired_difference
 from harness.store import atomic_write_text, load_results
 
-METRIC_NAMES = {
-    "top1": "top-1 accuracy (%)",
-    "mean_class_acc": "mean class accuracy (%)",
-    "macro_f1": "macro-F1 (%)",
-}
-BALANCED_TEST_SETS = ("affectnet7", "affectnet8")
-BASELINE = "supervised"
-EMPTY_CELL = "–"
 MIXED_MARK = "†"
 PROVENANCE_MARK = "‡"
 TIED_MARK = "≈"
 UNTESTED_MARK = "?"
-PAIRED_BASELINE = "fixmatch"  # the SSL baseline every other method is also compared with
 
 
 class ResultsDirError(BenchError):
     """``--results-dir`` names no folder."""
-
-
-def headline_metric(dataset: str) -> str:
-    """The figure a dataset's literature reports first."""
-    return "mean_class_acc" if dataset in BALANCED_TEST_SETS else "top1"
-
-
-def experiment_key(result: dict[str, Any]) -> str:
-    """Identity of the experiment a run belongs to: the hash of its config minus the seed
-    (and minus the keys ``config_hash`` ignores). Empty when the result has no config, which
-    then never triggers the mixed-cell footnote."""
-    config = result.get("config")
-    if not isinstance(config, dict):
-        return ""
-    return config_hash({key: value for key, value in config.items() if key != "seed"})
-
-
-def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: dataset, tag, method, method_label, labels, seed, config_hash,
-    experiment (config hash without the seed), finished, and the three table metrics."""
-    columns = [
-        "dataset",
-        "tag",
-        "method",
-        "method_label",
-        "labels",
-        "seed",
-        "config_hash",
-        "experiment",
-        "finished",
-        "command",
-        "split_hash",
-        "commit",
-        "device",
-        "threads",
-        "train_seconds",
-        "pretrain_key",
-        "pretrain_seconds",
-        *METRIC_NAMES,
-    ]
-    rows = []
-    for result in results:
-        metrics = result.get("metrics") or {}
-        timing = result.get("timing") or {}
-        provenance = result.get("provenance") or {}
-        pretrain = provenance.get("pretrain") or {}
-        rows.append(
-            {
-                "dataset": result["dataset"],
-                "tag": result.get("tag") or "",
-                "method": result.get("method") or result["method_label"],
-                "method_label": result_row_label(result),
-                "labels": result["labels"],
-                "seed": result["seed"],
-                "config_hash": result.get("config_hash", ""),
-                "experiment": experiment_key(result),
-                "finished": timing.get("finished") or "",
-                "command": _command(provenance.get("command")),
-                "split_hash": (result.get("split") or {}).get("hash") or "",
-                "commit": _commit(provenance),
-                "device": str(provenance.get("device") or ""),
-                "threads": training_threads(result),
-                "train_seconds": _number(timing.get("train_seconds")),
-                # harness/pretrain.py: the shared pretraining, trained once for all its runs.
-                "pretrain_key": str(pretrain.get("key") or ""),
-                "pretrain_seconds": _number(pretrain.get("train_seconds")),
-                **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
-
-
-def result_row_label(result: dict[str, Any]) -> str:
-    """The row a result belongs to: its method variant, and for one configuration of a sweep
-    what that configuration changes (``fixmatch (optim.lr=0.01)``), as stored in the result."""
-    return row_label(result["method_label"], result.get("sweep"))
-
-
-def _command(argv: Any) -> str:
-    """The command line a run was started with (program name without its folder); empty when
-    the result does not record one."""
-    if not isinstance(argv, list) or not argv:
-        return ""
-    return shlex.join([Path(str(argv[0])).name, *map(str, argv[1:])])
-
-
-def _commit(provenance: dict[str, Any]) -> str:
-    """The short git commit a run was made at (``+dirty`` when the tree had changes)."""
-    git = provenance.get("git") or {}
-    commit = str(git.get("commit") or "")[:7]
-    return f"{commit}+dirty" if commit and git.get("dirty") else commit
-
-
-def training_threads(result: dict[str, Any]) -> int | None:
-    """The torch CPU threads a run trained with: ``train.threads`` where its config sets it
-    (the engine applies it before training), else ``provenance.torch_threads``. Results made
-    before 32dd0c8 read the provenance before the setting applied: five committed ones record 2
-    where ``train.threads=1`` made them train with 1."""
-    configured = ((result.get("config") or {}).get("train") or {}).get("threads")
-    recorded = (result.get("provenance") or {}).get("torch_threads")
-    value = configured if configured is not None else recorded
-    return int(value) if value is not None else None
-
-
-def _number(value: Any) -> float:
-    """A metric as a float; NaN where it is missing or not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _label_order(text: str) -> tuple[int, float, str]:
-    """Column order key; a setting this version cannot parse goes last rather than crash."""
-    try:
-        kind, value = parse_protocol(text).sort_key
-    except LabelProtocolError:
-        return (9, 0.0, text)
-    return (kind, value, text)
-
-
-def _row_order(frame: pd.DataFrame) -> list[str]:
-    """Supervised variants first, then the rest; alphabetical within each group."""
-    baseline = set(frame.loc[frame["method"] == BASELINE, "method_label"])
-    return sorted(frame["method_label"].unique(), key=lambda label: (label not in baseline, label))
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -187,7 +61,7 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f} ({n})" if n == 1 else f"{mean:.2f} ± {std:.2f} ({n})"
 
 
-def _stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+def cell_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """mean, std, count of ``metric`` per (method_label, labels)."""
     grouped = frame.dropna(subset=[metric]).groupby(["method_label", "labels"])[metric]
     return grouped.agg(["mean", "std", "count"])
@@ -223,7 +97,7 @@ def paired(
     return paired_difference(list(both[f"{metric}_a"]), list(both[f"{metric}_b"]))
 
 
-def _best_row(stats: pd.DataFrame, setting: str) -> str | None:
+def best_row(stats: pd.DataFrame, setting: str) -> str | None:
     """The row with the best mean (as shown, to two decimals) at ``setting``; among equal
     means the one with more seeds. None when that row has a single seed (no claim) or the
     column has fewer than two entries (nothing to beat)."""
@@ -237,7 +111,7 @@ def _best_row(stats: pd.DataFrame, setting: str) -> str | None:
     return best if ranked.iloc[0]["count"] >= 2 else None
 
 
-def _standing(frame: pd.DataFrame, metric: str, setting: str, label: str, best: str) -> str:
+def standing(frame: pd.DataFrame, metric: str, setting: str, label: str, best: str) -> str:
     """The mark of a non-best row: tied (not significantly below the best), untested
     (fewer than two seeds paired with it), or none (significantly below)."""
     diff = paired(frame, metric, setting, label, best)
@@ -277,12 +151,12 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     and nothing when it is significantly below. Cells mixing experiments are marked †, cells
     mixing commits, devices or thread counts ‡.
     """
-    rows = _row_order(frame)
-    columns = sorted(frame["labels"].unique(), key=_label_order)
-    stats = _stats(frame, metric)
+    rows = row_order(frame)
+    columns = sorted(frame["labels"].unique(), key=label_order)
+    stats = cell_stats(frame, metric)
     mixed = frame.groupby(["method_label", "labels"])["experiment"].nunique()
     provenance = provenance_mixes(frame)
-    best = {setting: _best_row(stats, setting) for setting in stats.index.unique("labels")}
+    best = {setting: best_row(stats, setting) for setting in stats.index.unique("labels")}
 
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=columns)
     for (label, setting), row in stats.iterrows():
@@ -290,7 +164,7 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
         if best[setting] == label:
             cell = f"**{cell}**"
         elif best[setting] is not None:
-            cell = f"{cell} {_standing(frame, metric, setting, label, best[setting])}".rstrip()
+            cell = f"{cell} {standing(frame, metric, setting, label, best[setting])}".rstrip()
         table.loc[label, setting] = cell
     notes = []
     for (label, setting), count in mixed.items():
@@ -308,9 +182,9 @@ def paired_table(frame: pd.DataFrame, metric: str, baseline: str, skip: set[str]
     each label setting ``baseline`` ran at: ``mean Δ [95 % CI] p (pairs)``. Rows in ``skip``
     (and the baseline) are left out; None when no row pairs with the baseline."""
     settings = sorted(
-        frame.loc[frame["method_label"] == baseline, "labels"].unique(), key=_label_order
+        frame.loc[frame["method_label"] == baseline, "labels"].unique(), key=label_order
     )
-    rows = [label for label in _row_order(frame) if label != baseline and label not in skip]
+    rows = [label for label in row_order(frame) if label != baseline and label not in skip]
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=settings)
     for label in rows:
         for setting in settings:
@@ -330,8 +204,8 @@ def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
     pairs)."""
     part = frame[frame["method"] == method]
     variants = part[part["method_label"] != method]
-    settings = sorted(variants["labels"].unique(), key=_label_order)
-    stats = _stats(part, metric)
+    settings = sorted(variants["labels"].unique(), key=label_order)
+    stats = cell_stats(part, metric)
     # The full method first: its name is a prefix of every variant's.
     rows = sorted(part["method_label"].unique())
     columns = [column for setting in settings for column in (setting, f"Δ {setting}")]
@@ -344,10 +218,6 @@ def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
         if diff is not None:
             table.loc[label, f"Δ {setting}"] = format_difference(diff)
     return table.to_markdown(colalign=["left", *["right"] * len(columns)])
-
-
-def _section_key(dataset: str, tag: str) -> str:
-    return f"{dataset} [{tag}]" if tag else dataset
 
 
 def _paired_tables(part: pd.DataFrame, metric: str) -> list[str]:
@@ -367,8 +237,6 @@ def _section(
 ) -> str:
     """One dataset (and tag): protocol, headline and macro-F1 tables with their paired
     differences and footnotes, cost, ablations, ``extra`` lines (figures), commands."""
-    from harness.report.protocol import cost_lines, protocol_lines
-
     headline = headline_metric(dataset)
     lines: list[str] = [*protocol_lines(results, provenance_mixes(part)), ""]
     for metric in dict.fromkeys((headline, "macro_f1")):
@@ -405,7 +273,7 @@ def _sections(
     """(dataset, tag, markdown body) per section, sorted by dataset then tag ("" first)."""
     sections = []
     for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True):
-        key = _section_key(dataset, tag)
+        key = section_key(dataset, tag)
         chosen = [results[i] for i in part.index]
         sections.append((dataset, tag, _section(part, dataset, chosen, extras.get(key, []))))
     return sections
@@ -416,14 +284,14 @@ def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
     headline-metric table then the macro-F1 table, each under a ``###`` heading and followed
     by its paired differences, cost, ablations."""
     frame = results_frame(results)
-    return {_section_key(d, t): body for d, t, body in _sections(frame, results, {})}
+    return {section_key(d, t): body for d, t, body in _sections(frame, results, {})}
 
 
 def section_keys(results: list[dict[str, Any]]) -> list[str]:
     """The section names of ``results``, in document order."""
     frame = results_frame(results)
     keys = frame[["dataset", "tag"]].drop_duplicates().sort_values(["dataset", "tag"])
-    return [_section_key(dataset, tag) for dataset, tag in keys.itertuples(index=False)]
+    return [section_key(dataset, tag) for dataset, tag in keys.itertuples(index=False)]
 
 
 LEGEND = (
@@ -463,7 +331,7 @@ def render_leaderboard(
     ]
     for dataset, tag, body in _sections(frame, results, extras or {}):
         headline = METRIC_NAMES[headline_metric(dataset)]
-        lines += [f"## {_section_key(dataset, tag)} — headline: {headline}", "", body]
+        lines += [f"## {section_key(dataset, tag)} — headline: {headline}", "", body]
     return "\n".join(lines).rstrip() + "\n"
 
 

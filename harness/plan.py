@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import (
     check_override_keys,
-    compose_config,
     compose_template,
     config_keys,
     group_options,
@@ -31,7 +30,7 @@ from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.labels import parse_protocols
 from harness.pretrain import pin_pretrain
-from harness.registry import get_method
+from harness.registry import get_method, method_settings
 from harness.spec import RunSpec, config_hash
 
 # Set by the grid's flags, per run: an override of them would contradict the run's name.
@@ -217,13 +216,6 @@ def _run_template(variant: MethodVariant, dataset: str, overrides: Sequence[str]
         OmegaConf.update(node, key, _yaml(value))
     template.method = node
     return template
-
-
-def method_settings(name: str) -> dict:
-    """A method's default ``method:`` block: its config file, else its class's defaults."""
-    if name in group_options("method"):
-        return compose_config([f"method={name}"])["method"]
-    return {"name": name, **get_method(name).cls.default_config}
 
 
 def _check_variant_keys(variant: MethodVariant) -> None:

@@ -265,7 +265,7 @@ def _fit_identities(
 def _fit_config(config: dict[str, Any], settings: PretrainSettings) -> dict[str, Any]:
     """The engine config of the pretraining: the run's machine settings (device, threads,
     workers, cache) with the pretraining's data, schedule and optimiser."""
-    from harness.plan import method_settings
+    from harness.registry import method_settings
 
     train = {
         **config["train"],

@@ -166,3 +166,13 @@ def get_method(name: str) -> MethodInfo:
         listing = ", ".join(known) or "(none)"
         raise UnknownMethodError(f"unknown method {name!r}; available methods: {listing}")
     return known[name]
+
+
+def method_settings(name: str) -> dict:
+    """A method's default ``method:`` block: its config file, else its class's defaults."""
+    # Composing a config loads Hydra; `bench methods` lists methods without it.
+    from harness.config import compose_config, group_options
+
+    if name in group_options("method"):
+        return compose_config([f"method={name}"])["method"]
+    return {"name": name, **get_method(name).cls.default_config}

@@ -26,8 +26,8 @@ from harness.engine import TrainingStopped
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, MethodSetup, StepContext, UnlabelledBatch
 from harness.models import build_model
-from harness.plan import build_plan, method_settings
-from harness.registry import available_methods, get_method
+from harness.plan import build_plan
+from harness.registry import available_methods, get_method, method_settings
 from harness.worker import run_spec
 
 # The plugin's package is installed before the registry is read, so the parametrisation below

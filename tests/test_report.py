@@ -17,7 +17,7 @@ import pytest
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.leaderboard import render_leaderboard
-from harness.report import write_report
+from harness.report.build import write_report
 from harness.report.export import run_rows, summary_rows
 from harness.steplog import (
     compact,

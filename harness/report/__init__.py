@@ -1,30 +1,5 @@
-"""What ``bench report`` and ``bench export`` add to the leaderboard: the protocol block and
-cost of each section, figures from stored results and step logs, CSV and LaTeX exports."""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-from harness.leaderboard import check_results_dir, section_keys, write_leaderboard
-from harness.store import load_results
-
-
-def write_report(results_dir: Path, output: Path | None = None) -> tuple[Path, list[Path]]:
-    """``bench report``: the figures of every section into ``figures/<section>/`` beside the
-    leaderboard, then the leaderboard (``<results_dir>/leaderboard.md`` or ``output``) with a
-    link to each. Returns the leaderboard's path and the figures written."""
-    from harness.leaderboard import _section_key
-    from harness.report.figures import figure_lines, section_figures, section_slug
-
-    results_dir = check_results_dir(results_dir)
-    board = Path(output) if output is not None else results_dir / "leaderboard.md"
-    results = load_results(results_dir)
-    extras: dict[str, list[str]] = {}
-    written: list[Path] = []
-    for key in section_keys(results):
-        part = [r for r in results if _section_key(r["dataset"], r.get("tag") or "") == key]
-        folder = board.parent / "figures" / section_slug(key)
-        figures, notes = section_figures(part, part[0]["dataset"], results_dir, folder)
-        extras[key] = figure_lines(figures, notes, board.parent)
-        written += [path for path, _ in figures]
-    return write_leaderboard(results_dir, board, extras), written
+"""What ``bench report`` and ``bench export`` add to the leaderboard, bottom up: the results
+frame every table reads (``frame``), the protocol block and cost of each section
+(``protocol``), figures from stored results and step logs (``figures``), CSV and LaTeX exports
+(``export``), and ``bench report`` itself (``build``). The package's own module imports
+nothing, so that ``harness.leaderboard`` can build on ``frame`` and ``protocol``."""

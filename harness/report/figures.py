@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import METRIC_NAMES, _label_order, headline_metric
+from harness.report.frame import METRIC_NAMES, headline_metric, label_order
 from harness.spec import slug
 from harness.steplog import run_step_log
 
@@ -64,7 +64,7 @@ def _methods(results: list[Result]) -> list[str]:
 
 
 def _settings(results: list[Result]) -> list[str]:
-    return sorted({r["labels"] for r in results}, key=_label_order)
+    return sorted({r["labels"] for r in results}, key=label_order)
 
 
 def _legend(fig: Any, axes: Any) -> None:
@@ -93,7 +93,7 @@ def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
         if frame.empty:
             continue
         stats = frame.groupby("labels")["value"].agg(["mean", "std", "count"])
-        stats = stats.loc[sorted(stats.index, key=_label_order)]
+        stats = stats.loc[sorted(stats.index, key=label_order)]
         xs = [x[s] + offset for s in stats.index]
         ax.errorbar(
             xs,
@@ -183,7 +183,7 @@ def pseudo_labels_vs_step(steps: pd.DataFrame, methods: list[str], path: Path) -
     signals = [s for s in ("mask_rate", "pseudo_label_acc") if s in steps]
     if not signals:
         return None
-    settings = sorted(steps["labels"].unique(), key=_label_order)
+    settings = sorted(steps["labels"].unique(), key=label_order)
     colours = _colours(methods)
     fig = _figure(4.0 * len(settings) + 0.5, 3.2 * len(signals))
     axes = fig.subplots(len(signals), len(settings), squeeze=False, sharex="col", sharey="row")
@@ -225,7 +225,7 @@ def thresholds_vs_step(steps: pd.DataFrame, class_names: list[str], path: Path) 
     if logged.empty:
         return None
     methods = sorted(logged["method"].unique())
-    settings = sorted(logged["labels"].unique(), key=_label_order)
+    settings = sorted(logged["labels"].unique(), key=label_order)
     fig = _figure(4.0 * len(settings) + 0.5, 2.8 * len(methods))
     axes = fig.subplots(len(methods), len(settings), squeeze=False, sharex="col", sharey=True)
     colours = _colours(class_names)
@@ -264,7 +264,7 @@ def pseudo_labels_mean(results: list[Result], path: Path) -> Path | None:
         return None
     frame = pd.DataFrame(rows)
     methods = [m for m in _methods(results) if m in set(frame["method"])]
-    settings = sorted(frame["labels"].unique(), key=_label_order)
+    settings = sorted(frame["labels"].unique(), key=label_order)
     colours = _colours(_methods(results))
     signals = [s for s in ("mask_rate", "pseudo_label_acc") if s in frame]
     names = {
@@ -312,7 +312,7 @@ def thresholds_final(results: list[Result], class_names: list[str], path: Path) 
         return None
     frame = pd.DataFrame(rows)
     methods = sorted(frame["method"].unique())
-    settings = sorted(frame["labels"].unique(), key=_label_order)
+    settings = sorted(frame["labels"].unique(), key=label_order)
     fig = _figure(4.2 * len(settings) + 0.6, 2.6 * len(methods))
     axes = fig.subplots(len(methods), len(settings), squeeze=False, sharey=True)
     classes = sorted(frame["class"].unique())

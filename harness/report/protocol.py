@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import EMPTY_CELL, _label_order, _row_order, training_threads
+from harness.report.frame import EMPTY_CELL, label_order, row_order, training_threads
 
 Result = dict[str, Any]
 
@@ -105,7 +105,7 @@ def _augmentation(r: Result) -> str:
 def _labelled(results: list[Result]) -> list[str]:
     """One line per label setting: total labelled images and per class (ranges over seeds)."""
     lines = []
-    settings = sorted({r["labels"] for r in results}, key=_label_order)
+    settings = sorted({r["labels"] for r in results}, key=label_order)
     for setting in settings:
         splits = [r.get("split") or {} for r in results if r["labels"] == setting]
         totals = sorted({s.get("num_labelled") for s in splits if s.get("num_labelled")})
@@ -226,9 +226,9 @@ def _device_cell(cell: pd.DataFrame) -> str:
 def cost_lines(frame: pd.DataFrame) -> list[str]:
     """The ``### Cost`` block of a section: mean training time per run and the device, per
     method and label setting, then the section's total CPU and GPU hours."""
-    columns = sorted(frame["labels"].unique(), key=_label_order)
+    columns = sorted(frame["labels"].unique(), key=label_order)
     table = pd.DataFrame(
-        EMPTY_CELL, index=pd.Index(_row_order(frame), name="method"), columns=columns
+        EMPTY_CELL, index=pd.Index(row_order(frame), name="method"), columns=columns
     )
     for (label, setting), cell in frame.groupby(["method_label", "labels"]):
         seconds = cell["train_seconds"].dropna()

@@ -1,0 +1,161 @@
+"""The results frame: one row per stored result, and the orders and names every table reads.
+
+The leaderboard, its protocol and cost blocks, the figures, the exports and the experiment
+scripts all read results through :func:`results_frame` and order rows and columns with
+:func:`row_order` and :func:`label_order`, so a row or a column means the same everywhere.
+This module imports nothing from the report modules above it.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import LabelProtocolError
+from harness.labels import parse_protocol
+from harness.spec import config_hash, row_label
+
+METRIC_NAMES = {
+    "top1": "top-1 accuracy (%)",
+    "mean_class_acc": "mean class accuracy (%)",
+    "macro_f1": "macro-F1 (%)",
+}
+BALANCED_TEST_SETS = ("affectnet7", "affectnet8")
+BASELINE = "supervised"
+PAIRED_BASELINE = "fixmatch"  # the SSL baseline every other method is also compared with
+EMPTY_CELL = "–"
+
+
+def headline_metric(dataset: str) -> str:
+    """The figure a dataset's literature reports first."""
+    return "mean_class_acc" if dataset in BALANCED_TEST_SETS else "top1"
+
+
+def experiment_key(result: dict[str, Any]) -> str:
+    """Identity of the experiment a run belongs to: the hash of its config minus the seed
+    (and minus the keys ``config_hash`` ignores). Empty when the result has no config, which
+    then never triggers the mixed-cell footnote."""
+    config = result.get("config")
+    if not isinstance(config, dict):
+        return ""
+    return config_hash({key: value for key, value in config.items() if key != "seed"})
+
+
+def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: dataset, tag, method, method_label, labels, seed, config_hash,
+    experiment (config hash without the seed), finished, and the three table metrics."""
+    columns = [
+        "dataset",
+        "tag",
+        "method",
+        "method_label",
+        "labels",
+        "seed",
+        "config_hash",
+        "experiment",
+        "finished",
+        "command",
+        "split_hash",
+        "commit",
+        "device",
+        "threads",
+        "train_seconds",
+        "pretrain_key",
+        "pretrain_seconds",
+        *METRIC_NAMES,
+    ]
+    rows = []
+    for result in results:
+        metrics = result.get("metrics") or {}
+        timing = result.get("timing") or {}
+        provenance = result.get("provenance") or {}
+        pretrain = provenance.get("pretrain") or {}
+        rows.append(
+            {
+                "dataset": result["dataset"],
+                "tag": result.get("tag") or "",
+                "method": result.get("method") or result["method_label"],
+                "method_label": result_row_label(result),
+                "labels": result["labels"],
+                "seed": result["seed"],
+                "config_hash": result.get("config_hash", ""),
+                "experiment": experiment_key(result),
+                "finished": timing.get("finished") or "",
+                "command": _command(provenance.get("command")),
+                "split_hash": (result.get("split") or {}).get("hash") or "",
+                "commit": _commit(provenance),
+                "device": str(provenance.get("device") or ""),
+                "threads": training_threads(result),
+                "train_seconds": _number(timing.get("train_seconds")),
+                # harness/pretrain.py: the shared pretraining, trained once for all its runs.
+                "pretrain_key": str(pretrain.get("key") or ""),
+                "pretrain_seconds": _number(pretrain.get("train_seconds")),
+                **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def result_row_label(result: dict[str, Any]) -> str:
+    """The row a result belongs to: its method variant, and for one configuration of a sweep
+    what that configuration changes (``fixmatch (optim.lr=0.01)``), as stored in the result."""
+    return row_label(result["method_label"], result.get("sweep"))
+
+
+def _command(argv: Any) -> str:
+    """The command line a run was started with (program name without its folder); empty when
+    the result does not record one."""
+    if not isinstance(argv, list) or not argv:
+        return ""
+    return shlex.join([Path(str(argv[0])).name, *map(str, argv[1:])])
+
+
+def _commit(provenance: dict[str, Any]) -> str:
+    """The short git commit a run was made at (``+dirty`` when the tree had changes)."""
+    git = provenance.get("git") or {}
+    commit = str(git.get("commit") or "")[:7]
+    return f"{commit}+dirty" if commit and git.get("dirty") else commit
+
+
+def training_threads(result: dict[str, Any]) -> int | None:
+    """The torch CPU threads a run trained with: ``train.threads`` where its config sets it
+    (the engine applies it before training), else ``provenance.torch_threads`` (which older
+    results recorded before the setting applied, so the config is the better witness)."""
+    configured = ((result.get("config") or {}).get("train") or {}).get("threads")
+    recorded = (result.get("provenance") or {}).get("torch_threads")
+    value = configured if configured is not None else recorded
+    return int(value) if value is not None else None
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; NaN where it is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def label_order(text: str) -> tuple[int, float, str]:
+    """Column order key of a label setting: per-class counts, then totals, then fractions,
+    each by size; a setting this version cannot parse goes last rather than crash."""
+    try:
+        kind, value = parse_protocol(text).sort_key
+    except LabelProtocolError:
+        return (9, 0.0, text)
+    return (kind, value, text)
+
+
+def row_order(frame: pd.DataFrame) -> list[str]:
+    """The rows (method labels) of a frame: the baseline's variants first, then the rest;
+    alphabetical within each group."""
+    baseline = set(frame.loc[frame["method"] == BASELINE, "method_label"])
+    return sorted(frame["method_label"].unique(), key=lambda label: (label not in baseline, label))
+
+
+def section_key(dataset: str, tag: str) -> str:
+    """The name of a leaderboard section: ``dataset``, or ``dataset [tag]``."""
+    return f"{dataset} [{tag}]" if tag else dataset
