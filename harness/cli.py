@@ -315,6 +315,8 @@ def print_plan(
 def _plan_note(status: RunStatus, to_run: bool) -> str:
     """The status column of ``bench run``'s grid table."""
     job = f" (job {status.job_id})" if status.job_id else ""
+    if status.holder:  # trained by another process now: refused at once, not after its load
+        job = f" ({status.holder})"
     if status.state == "done":
         return "to run again (--force)" if to_run else "done (skipped)"
     if status.live:

@@ -209,3 +209,27 @@ def run_step_log(results_dir: Path, result: dict[str, Any]) -> list[dict[str, An
     if beside.is_file():
         return training_steps(beside)
     return training_steps(results_dir / RUNS_DIR / result["run_id"] / "metrics.jsonl")
+
+
+# Enough of a log's end to hold its last lines, without reading a long run's whole log.
+_TAIL_BYTES = 64 * 1024
+
+
+def last_step(path: Path) -> int | None:
+    """The last step a step log names (a training or an evaluation record), read from its end;
+    None before the first, or when there is no log. A line cut short by a kill is skipped."""
+    try:
+        with Path(path).open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - _TAIL_BYTES))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            return entry["step"]
+    return None

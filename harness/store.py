@@ -15,13 +15,15 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from harness.errors import BenchError
 from harness.spec import RunSpec
@@ -74,19 +76,29 @@ def claim_run(work_dir: Path) -> Iterator[None]:
     Two processes training one run would overwrite each other's checkpoints, so the second
     one fails at once with :class:`RunBusyError`, naming the holder. The lock is an ``flock``:
     the kernel drops it when its holder dies, so a killed or preempted run leaves no stale lock.
+    The lock file is removed on release (a finished run leaves none); :func:`lock_holder`
+    reads it.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / LOCK_NAME
-    with path.open("a+") as handle:
+    while True:
+        handle = path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown process"
+            handle.close()
             raise RunBusyError(
                 f"{work_dir.name} is already being trained by {holder}; wait for it to finish "
                 "or stop it (it resumes from its checkpoint)"
             ) from None
+        # The holder before us may have removed the file after we opened it: our lock is then
+        # on a file nobody else sees, so start again on the one at ``path``.
+        if _same_file(handle, path):
+            break
+        handle.close()
+    with handle:
         handle.seek(0)
         handle.truncate()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -95,7 +107,77 @@ def claim_run(work_dir: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            path.unlink(missing_ok=True)  # before unlocking: a waiter re-checks the file
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    """Whether the open ``handle`` is the file now at ``path``."""
+    try:
+        here = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process training a run, as its lock file names it."""
+
+    pid: int | None
+    host: str
+    since: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}" if self.pid is not None else self.host
+
+
+_HOLDER = re.compile(r"pid (\d+) on (\S+) since (\S+)")
+
+
+def lock_holder(work_dir: Path) -> LockHolder | None:
+    """Who holds the lock of the run in ``work_dir`` now; None when nobody does.
+
+    No lock file: nobody (a released lock removes it). A file that a process of this host
+    wrote that is gone, or that no ``flock`` holds any more (one left by a killed process or
+    by an older version that kept the file): nobody. Asking never takes the lock from anyone.
+    """
+    path = Path(work_dir) / LOCK_NAME
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    match = _HOLDER.match(text)
+    holder = (
+        LockHolder(int(match[1]), match[2], match[3])
+        if match
+        else LockHolder(None, text or "unknown process", "")
+    )
+    if holder.pid is not None and holder.host == socket.gethostname():
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return holder if _flock_held(path) else None
+
+
+def _flock_held(path: Path) -> bool:
+    """Whether some process holds the ``flock`` of ``path`` (True when it cannot be told)."""
+    try:
+        with path.open("rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError:  # no flock on this file system: trust the file
+        return True
 
 
 def _write_tmp(directory: Path, name: str, text: str) -> Path:

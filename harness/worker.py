@@ -18,16 +18,26 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.data.datasets import load_dataset, split_images
-from harness.engine import CHECKPOINT_NAME, LOG_NAME, FitResult, TrainData, fit, seed_everything
+from harness.engine import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    FitResult,
+    TrainData,
+    TrainingStopped,
+    fit,
+    seed_everything,
+)
+from harness.failure import clear_failure, write_failure
 from harness.health import result_health
 from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
 from harness.method import Method, MethodSetup
 from harness.models import build_model
 from harness.provenance import collect_provenance
 from harness.registry import get_method
+from harness.run_info import write_run_info
 from harness.saved_model import keep_weights, model_meta
 from harness.spec import RunSpec
-from harness.steplog import keep_compact_copy
+from harness.steplog import keep_compact_copy, last_step
 from harness.store import claim_run, has_result, load_result, result_path, run_dir, write_result
 
 
@@ -41,18 +51,32 @@ def run_spec(
     """Train and evaluate one run and write its result JSON; resumes from its checkpoint.
 
     A run whose result already exists is not retrained (unless ``force``): its result is
-    returned as stored. A run another process is training raises ``RunBusyError``.
+    returned as stored. A run another process is training raises ``RunBusyError``. A run
+    that raises leaves a failure record (:mod:`harness.failure`) in its working folder.
     ``stop_requested`` is passed to :func:`harness.engine.fit` (a checkpoint, then
     ``TrainingStopped``, once it says yes).
     """
     results_dir = Path(results_dir)
     if has_result(results_dir, spec) and not force:
         return load_result(result_path(results_dir, spec))
-    with claim_run(run_dir(results_dir, spec)):
+    work_dir = run_dir(results_dir, spec)
+    with claim_run(work_dir):
         # Another process may have finished the run between the check above and the lock.
         if has_result(results_dir, spec) and not force:
             return load_result(result_path(results_dir, spec))
-        return _train_and_record(spec, results_dir, force, show_progress, stop_requested)
+        clear_failure(work_dir)  # an earlier attempt's error is no longer the run's state
+        write_run_info(work_dir, spec)
+        try:
+            return _train_and_record(spec, results_dir, force, show_progress, stop_requested)
+        except TrainingStopped:
+            raise  # resumable: not a failure
+        except Exception as err:
+            # On disk for `bench status`, wherever the run ran; then the launcher reports it.
+            step = getattr(err, "step", None)
+            if not isinstance(step, int):
+                step = last_step(work_dir / LOG_NAME)
+            write_failure(work_dir, spec.run_id, err, step)
+            raise
 
 
 @dataclass

@@ -5,6 +5,8 @@ and the local launcher running runs in parallel."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import cloudpickle
@@ -14,6 +16,7 @@ from rich.console import Console
 from harness.cli import main
 from harness.config import compose_config
 from harness.errors import ConfigError
+from harness.failure import write_failure
 from harness.launchers import build_launcher
 from harness.launchers.local import LocalLauncher
 from harness.launchers.records import SlurmRecord, find_records, read_record, write_record
@@ -33,8 +36,9 @@ from harness.launchers.status import (
     status_table,
 )
 from harness.plan import build_plan
+from harness.run_info import write_run_info
 from harness.spec import RunSpec
-from harness.store import result_path, run_dir
+from harness.store import claim_run, result_path, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--methods", "supervised,fixmatch", "--labels", "10%", "--seeds", "0,1"]
@@ -355,6 +359,70 @@ def test_status_all_lists_results_records_and_interrupted_runs(
     assert by_id[grid[1].run_id].labels == grid[1].labels  # from the record
     assert by_id[grid[2].run_id].state == "missing"
     assert "resumes from its checkpoint" in by_id[grid[2].run_id].detail
+
+
+def test_status_shows_a_run_in_training_and_a_failed_one_without_slurm(
+    grid: list[RunSpec], tmp_path: Path
+) -> None:
+    """A local run: its lock held by a live process is `running` (pid, host, step from the
+    step log), its failure record `failed` (the error's line, where the whole error is); with
+    --all the method, labels and seed come from the run.json its worker wrote."""
+    results = tmp_path / "results"
+    training, broken, interrupted = grid[0], grid[1], grid[2]
+    work = run_dir(results, training)
+    with claim_run(work):
+        write_run_info(work, training)
+        (work / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 7, "loss": 0.9}\n')
+        write_run_info(run_dir(results, broken), broken)
+        try:
+            raise ValueError("shapes (3,) and (4,) do not match\nsecond line")
+        except ValueError as err:
+            write_failure(run_dir(results, broken), broken.run_id, err, step=12)
+        for statuses in (grid_statuses(grid[:3], results), all_statuses(results)):
+            by_id = {s.run_id: s for s in statuses}
+            running = by_id[training.run_id]
+            assert running.state == "running" and running.step == 7
+            assert running.detail == f"pid {os.getpid()} on {socket.gethostname()}"
+            assert (running.method_label, running.labels, running.seed) == ("supervised", "10%", 0)
+            failed = by_id[broken.run_id]
+            assert failed.state == "failed" and failed.step == 12
+            assert failed.detail == "ValueError: shapes (3,) and (4,) do not match"
+            assert (failed.method_label, failed.labels, failed.seed) == ("supervised", "10%", 1)
+            assert needs_launch(failed) and not needs_launch(running)
+        assert by_id.keys() == {training.run_id, broken.run_id}  # --all: nothing else known
+        console = Console(record=True, width=300)
+        print_failures(console, statuses)
+        text = console.export_text()
+        trace = run_dir(results, broken) / "failed.txt"
+        assert f"failed {broken.run_id} (local run) at step 12" in text
+        assert "error: ValueError: shapes (3,) and (4,) do not match" in text
+        assert f"full error: {trace}" in text
+        assert "second line" in trace.read_text() and "Traceback" in trace.read_text()
+    assert grid_statuses([training], results)[0].state == "missing"  # released: not running
+    assert {s.state for s in grid_statuses([interrupted], results)} == {"missing"}
+
+
+def test_a_slurm_failure_shows_the_workers_error_and_the_jobs_log(
+    grid: list[RunSpec], tmp_path: Path
+) -> None:
+    results, spec = tmp_path / "results", grid[0]
+    write_record(results, _record(spec.run_id, "9_0", tmp_path, spec))
+    (tmp_path / "9_0_0_log.err").write_text("Traceback ...\nharness.errors.DatasetError: gone\n")
+    try:
+        raise FloatingPointError("loss is nan at step 3")
+    except FloatingPointError as err:
+        write_failure(run_dir(results, spec), spec.run_id, err, step=3)
+    (status,) = grid_statuses([spec], results, query=lambda ids: {"9_0": "FAILED"})
+    assert status.state == "failed"
+    assert status.detail == "FAILED: FloatingPointError: loss is nan at step 3"
+    console = Console(record=True, width=300)
+    print_failures(console, [status])
+    text = console.export_text()
+    assert f"failed {spec.run_id} (job 9_0, FAILED) at step 3" in text
+    assert "full error: " in text and f"log: {tmp_path / '9_0_0_log.err'}" in text
+    # The scheduler no longer knows the job (accounting purged): the record still tells.
+    (status,) = grid_statuses([spec], results, query=lambda ids: {})
+    assert status.state == "failed"
 
 
 def test_records_round_trip_and_a_damaged_one_is_skipped(tmp_path: Path) -> None:

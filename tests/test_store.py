@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from harness.store import (
     claim_run,
     has_result,
     load_results,
+    lock_holder,
     result_path,
     run_dir,
     write_result,
@@ -186,11 +188,38 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
         with pytest.raises(RunBusyError, match=f"pid {proc.pid} "), claim_run(work_dir):
             pass
+        assert getattr(lock_holder(work_dir), "pid", None) == proc.pid  # bench status: running
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert lock_holder(work_dir) is None  # the file is left, but nobody holds it
     with claim_run(work_dir):  # SIGKILL released it: no cleanup needed
         pass
+
+
+def test_a_claim_names_its_holder_while_held_and_leaves_no_lock_file(tmp_path: Path) -> None:
+    work_dir = run_dir(tmp_path, _spec())
+    assert lock_holder(work_dir) is None
+    with claim_run(work_dir):
+        holder = lock_holder(work_dir)
+        assert holder is not None and holder.pid == os.getpid()
+        assert str(holder) == f"pid {os.getpid()} on {socket.gethostname()}"
+    assert not (work_dir / "lock").exists()  # a finished run leaves no lock file
+    assert lock_holder(work_dir) is None
+
+
+def test_a_lock_file_nobody_holds_names_no_holder(tmp_path: Path) -> None:
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lock = work_dir / "lock"
+    lock.write_text(f"pid {gone.stdout.strip()} on {socket.gethostname()} since 2026-01-01\n")
+    assert lock_holder(work_dir) is None  # its process is gone
+    lock.write_text("pid 1 on some-other-node since 2026-01-01\n")
+    assert lock_holder(work_dir) is None  # no flock holds it: left by a killed process
+    with claim_run(work_dir):  # and it does not stop a new claim
+        assert lock_holder(work_dir) is not None
 
 
 def test_concurrent_writers_of_different_results(tmp_path: Path) -> None:

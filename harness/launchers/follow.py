@@ -36,6 +36,13 @@ def outcome_of(status: RunStatus, results_dir: Path, spec: RunSpec) -> RunOutcom
         return RunOutcome(spec.run_id, "done", f"top-1 {top1:.2f}% (job {status.job_id})")
     if status.stuck:
         return RunOutcome(spec.run_id, "failed", f"job {status.job_id} {status.detail}")
+    if status.failure is not None:  # the failure record its worker wrote
+        where = f"job {status.job_id}: " if status.job_id else ""
+        return RunOutcome(
+            spec.run_id,
+            "failed",
+            f"{where}{status.failure.error} (full error: {status.failure.traceback})",
+        )
     last = status.error[-1] if status.error else "no error text in the log"
     reason = status.detail or "ended without a result"
     return RunOutcome(

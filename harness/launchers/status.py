@@ -7,7 +7,7 @@ only the missing and failed runs; ``bench status`` shows them all.
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.failure import FAILED_NAME, FailureRecord, read_failure
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -26,8 +27,19 @@ from harness.launchers.scheduler import (
     query_reasons,
     query_states,
 )
+from harness.run_info import read_run_info, run_info
 from harness.spec import RunSpec, row_label
-from harness.store import CHECKPOINT_NAME, LOG_NAME, RUNS_DIR, has_result, iter_results
+from harness.steplog import last_step as last_logged_step
+from harness.store import (
+    CHECKPOINT_NAME,
+    LOCK_NAME,
+    LOG_NAME,
+    RUNS_DIR,
+    LockHolder,
+    has_result,
+    iter_results,
+    lock_holder,
+)
 from harness.tables import is_plain, print_table, rich_table
 
 STATES = ("done", "running", "pending", "failed", "missing")
@@ -57,6 +69,8 @@ class RunStatus:
     error: tuple[str, ...] = ()  # the last lines of that log (failed runs)
     detail: str = ""
     reason: str | None = None  # SLURM's reason a pending job waits (Resources, PartitionConfig)
+    holder: str | None = None  # the process training it, "pid 123 on node7" (running runs)
+    failure: FailureRecord | None = None  # the failure record its last attempt left (failed)
 
     @property
     def stuck(self) -> bool:
@@ -69,23 +83,37 @@ class RunStatus:
         return self.state in ("pending", "running")
 
 
-def classify(done: bool, record: SlurmRecord | None, scheduler_state: str | None) -> str:
-    """A run's state from the store (``done``), its SLURM record and the scheduler's word.
+def classify(
+    done: bool,
+    record: SlurmRecord | None,
+    scheduler_state: str | None,
+    holder: LockHolder | None = None,
+    failure: FailureRecord | None = None,
+) -> str:
+    """A run's state from the store (``done``), its SLURM record and the scheduler's word, and
+    from its working folder: the process holding its lock (``holder``) and the failure record
+    its last attempt left (``failure``).
 
-    A job that completed while its result is gone counts as missing (the result was deleted:
-    run it again); a job the scheduler does not know is missing too.
+    The scheduler's word comes first for a submitted run. A job that completed while its
+    result is gone counts as missing (the result was deleted: run it again). Without a word
+    from the scheduler (a local run, or a job it no longer knows), a live lock holder means
+    running, a failure record failed, and nothing missing.
     """
     if done:
         return "done"
-    if record is None or scheduler_state is None:
-        return "missing"
-    if scheduler_state in PENDING_STATES:
-        return "pending"
-    if scheduler_state in RUNNING_STATES:
+    if record is not None and scheduler_state is not None:
+        if scheduler_state in PENDING_STATES:
+            return "pending"
+        if scheduler_state in RUNNING_STATES:
+            return "running"
+        if scheduler_state == "COMPLETED":
+            return "missing"
+        return "failed"
+    if holder is not None:
         return "running"
-    if scheduler_state == "COMPLETED":
-        return "missing"
-    return "failed"
+    if failure is not None:
+        return "failed"
+    return "missing"
 
 
 def tail_lines(path: str | Path | None, count: int = ERROR_LINES) -> tuple[str, ...]:
@@ -106,14 +134,7 @@ def tail_lines(path: str | Path | None, count: int = ERROR_LINES) -> tuple[str, 
 
 def last_step(run_dir: Path) -> int | None:
     """The last training step logged in ``<run_dir>/metrics.jsonl`` (None before the first)."""
-    for line in reversed(tail_lines(run_dir / LOG_NAME, count=50)):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            return entry["step"]
-    return None
+    return last_logged_step(run_dir / LOG_NAME)
 
 
 def stuck_detail(job_id: str | None, reason: str) -> str:
@@ -134,21 +155,21 @@ def _status(
     meta: dict[str, Any],
     reason: str | None = None,
 ) -> RunStatus:
-    state = classify(done, record, scheduler_state)
     work_dir = Path(results_dir) / RUNS_DIR / run_id
+    holder = failure = None
+    if not done:
+        holder = lock_holder(work_dir)
+        failure = None if holder else read_failure(work_dir)
+    state = classify(done, record, scheduler_state, holder, failure)
     step = None if state == "done" else last_step(work_dir)
-    if state == "missing" and record is not None:
-        detail = "completed, result gone" if scheduler_state else "unknown to the scheduler"
-    elif state == "pending" and never_clears(reason):
-        detail = stuck_detail(record.job_id if record else None, str(reason))
-    elif state == "pending" and reason and reason != "None":
-        detail = f"{scheduler_state} ({reason})"
-    elif state in ("failed", "running", "pending"):
-        detail = str(scheduler_state)
-    else:
-        detail = ""
+    if state == "failed" and failure is not None and failure.step is not None:
+        step = failure.step
+    detail = _detail(state, record, scheduler_state, reason, holder, failure)
     if state == "missing" and (work_dir / CHECKPOINT_NAME).exists():
         detail = f"{detail}; resumes from its checkpoint".lstrip("; ")
+    error: tuple[str, ...] = ()
+    if state == "failed" and record is not None:
+        error = tail_lines(record.stderr)
     return RunStatus(
         run_id=run_id,
         state=state,
@@ -156,11 +177,36 @@ def _status(
         scheduler_state=scheduler_state,
         step=step,
         log_path=record.stderr if record else None,
-        error=tail_lines(record.stderr) if state == "failed" and record else (),
+        error=error,
         detail=detail,
         reason=reason if state == "pending" else None,
+        holder=str(holder) if holder and state == "running" else None,
+        failure=failure if state == "failed" else None,
         **meta,
     )
+
+
+def _detail(
+    state: str,
+    record: SlurmRecord | None,
+    scheduler_state: str | None,
+    reason: str | None,
+    holder: LockHolder | None,
+    failure: FailureRecord | None,
+) -> str:
+    """The status table's last column: what else is known of the run in its state."""
+    if state == "missing" and record is not None:
+        return "completed, result gone" if scheduler_state else "unknown to the scheduler"
+    if state == "pending" and never_clears(reason):
+        return stuck_detail(record.job_id if record else None, str(reason))
+    if state == "pending" and reason and reason != "None":
+        return f"{scheduler_state} ({reason})"
+    words = [scheduler_state] if scheduler_state and state in STATES[1:4] else []
+    if state == "running" and holder is not None:
+        words.append(str(holder))
+    if state == "failed" and failure is not None:
+        words.append(failure.error)
+    return ": ".join(words)
 
 
 def _scheduler_states(records: Iterable[SlurmRecord | None], query: StateQuery) -> dict[str, str]:
@@ -197,12 +243,7 @@ def grid_statuses(
     statuses = []
     for spec in specs:
         record = records[spec.run_id]
-        meta = {
-            "dataset": spec.dataset,
-            "method_label": row_label(spec.method_label, spec.sweep),
-            "labels": spec.labels,
-            "seed": spec.seed,
-        }
+        meta = run_info(spec)
         scheduler_state = states.get(record.job_id) if record else None
         reason = why.get(record.job_id) if record else None
         statuses.append(
@@ -243,9 +284,9 @@ def all_statuses(
                 "seed": record.seed,
             },
         )
-    runs_root = results_dir / RUNS_DIR
-    for path in sorted(runs_root.glob(f"*/{CHECKPOINT_NAME}")):
-        metas.setdefault(path.parent.name, {})
+    for work_dir in _unfinished_work_dirs(results_dir / RUNS_DIR, done):
+        # Interrupted, training or failed: described by the run.json its worker wrote.
+        metas.setdefault(work_dir.name, read_run_info(work_dir))
     states = _scheduler_states((r for r in records.values() if r.run_id not in done), query)
     why = _pending_reasons(states, query, reasons)
     statuses = []
@@ -257,6 +298,24 @@ def all_statuses(
             _status(run_id, results_dir, run_id in done, record, scheduler_state, meta, reason)
         )
     return sorted(statuses, key=lambda s: (s.dataset, s.run_id))
+
+
+# What a working folder of a run without a result holds when the run is worth listing.
+_WORK_FILES = (CHECKPOINT_NAME, LOCK_NAME, FAILED_NAME)
+
+
+def _unfinished_work_dirs(runs_root: Path, done: set[str]) -> list[Path]:
+    """The working folders of runs without a result that hold a checkpoint, a lock or a
+    failure record (finished runs' folders are not even listed: 10,000 of them cost time)."""
+    try:
+        entries = [e for e in os.scandir(runs_root) if e.name not in done and e.is_dir()]
+    except OSError:
+        return []
+    return sorted(
+        Path(e.path)
+        for e in entries
+        if any(os.path.exists(os.path.join(e.path, name)) for name in _WORK_FILES)
+    )
 
 
 def needs_launch(status: RunStatus, force: bool = False) -> bool:
@@ -314,15 +373,21 @@ def print_statuses(console: Console, statuses: Sequence[RunStatus]) -> None:
 
 
 def print_failures(console: Console, statuses: Sequence[RunStatus]) -> None:
-    """For each failed run: its job, the log path and the log's last lines."""
+    """For each failed run: its error's line and where the whole error is (the failure
+    record its worker wrote), and for a SLURM job its log's path and last lines."""
     for s in statuses:
         if s.state != "failed":
             continue
+        where = f"job {s.job_id}, {s.scheduler_state}" if s.job_id else "local run"
+        at = f" at step {s.step}" if s.step is not None else ""
         console.print(
-            f"[red]failed[/] {s.run_id} (job {s.job_id}, {escape(s.detail)})",
-            highlight=False,
-            soft_wrap=True,
+            f"[red]failed[/] {s.run_id} ({escape(where)}){at}", highlight=False, soft_wrap=True
         )
+        if s.failure is not None:
+            console.print(f"  error: {escape(s.failure.error)}", highlight=False, soft_wrap=True)
+            console.print(f"  full error: {s.failure.traceback}", highlight=False, soft_wrap=True)
+        if s.log_path is None:
+            continue
         console.print(f"  log: {s.log_path}", highlight=False, soft_wrap=True)
         for line in s.error or ("(the log is empty or unreadable)",):
             console.print(f"  | {escape(line)}", highlight=False, soft_wrap=True)
