@@ -232,6 +232,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     to_run = {s.run_id for s in pending}
     notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
     print_plan(console, specs, notes, len(pending))
+    print_cost(console, pending)
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
@@ -310,6 +311,14 @@ def print_plan(
     ]
     caption = f"labelled images unknown: {images.problem}" if images.problem else ""
     print_table(console, f"{len(specs)} runs{sweep}, {to_run} to run", columns, rows, caption)
+
+
+def print_cost(console: Console, pending: Sequence[RunSpec]) -> None:
+    """The expected device time of the runs to run, from ``bench speed``'s saved figures."""
+    from harness.cost import cost_lines
+
+    for line in cost_lines(pending):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _plan_note(status: RunStatus, to_run: bool) -> str:
