@@ -1,7 +1,14 @@
 """Turn a grid request (methods × sweep configurations × label settings × seeds) into RunSpecs.
 
 A method may be a variant: ``dta_snl[snl=false,lambda_neg=0.5]`` runs ``dta_snl`` with
-``method.snl=false method.lambda_neg=0.5`` and is its own leaderboard row under that name.
+``method.snl=false method.lambda_neg=0.5`` and is its own leaderboard row under that name; a
+variant may also set the training-recipe keys a protocol sets (:data:`RECIPE_KEYS`), as given:
+``adacm[optim.name=adam,optim.lr=5e-4]``.
+
+``protocol=paper`` composes each method with the settings its authors used, its config's
+``paper:`` block, applied before the command line's overrides (which still win);
+``protocol=shared`` (the default) is one recipe for every method. The default and the ``paper:``
+blocks never enter a run's config, so no run id made before the key existed changes.
 An override holding a comma list (``optim.lr=0.01,0.03``) is swept like Hydra's multirun; each
 configuration is its own row, labelled by what it changes: ``fixmatch (optim.lr=0.01)``.
 """
@@ -10,14 +17,17 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import (
     check_override_keys,
+    compose_config,
     compose_template,
     config_keys,
     group_options,
@@ -40,6 +50,10 @@ _GRID_FLAGS = {
     "labels": "--labels",
     "seed": "--seeds",
 }
+# The training recipe: what protocol=paper may set, and a variant may set besides method.*.
+RECIPE_KEYS = ("optim.", "sched.", "ema.decay", "data.batch_size", "data.unlabelled_ratio")
+PROTOCOLS = ("shared", "paper")
+DEFAULT_PROTOCOL = "shared"
 _VARIANT = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<args>[^\[\]]*)\])?$")
 
 
@@ -160,7 +174,9 @@ def build_plan(
             template = _run_template(variant, dataset, configuration.overrides)
             for protocol in protocols:
                 for seed in seed_list:
-                    config = resolve_config(template, {"labels": protocol.text, "seed": seed})
+                    config = _drop_protocol_keys(
+                        resolve_config(template, {"labels": protocol.text, "seed": seed})
+                    )
                     config = pin_pretrain(contents.pin(_pin_generator(config)))
                     specs.append(
                         RunSpec(
@@ -203,9 +219,14 @@ def _run_template(variant: MethodVariant, dataset: str, overrides: Sequence[str]
     """The composed (unresolved) config shared by a variant's runs of one configuration;
     method overrides from the variant win over the CLI's."""
     base = [f"dataset={dataset}", *overrides]
+    variant_overrides = [o if is_recipe_key(o) else f"method.{o}" for o in variant.overrides]
     if variant.name in group_options("method"):
-        method_overrides = [f"method.{o}" for o in variant.overrides]
-        return compose_template([f"method={variant.name}", *base, *method_overrides])
+        head = [f"method={variant.name}"]
+        template = compose_template([*head, *base, *variant_overrides])
+        paper = _paper_overrides(template)
+        if paper:  # compose again with the paper's recipe under the command line's overrides
+            template = compose_template([*head, *paper, *base, *variant_overrides])
+        return template
     # A plugin without a config file (e.g. from another package): its class carries defaults.
     plain = [o for o in base if not o.lstrip("+").startswith("method.")]
     template = compose_template(["method=supervised", *plain])
@@ -213,9 +234,75 @@ def _run_template(variant: MethodVariant, dataset: str, overrides: Sequence[str]
     extra = [o.lstrip("+").removeprefix("method.") for o in base if o not in plain]
     for item in [*extra, *variant.overrides]:
         key, value = item.split("=", 1)
-        OmegaConf.update(node, key, _yaml(value))
+        OmegaConf.update(template if is_recipe_key(item) else node, key, _yaml(value))
     template.method = node
+    _protocol(template)  # a plugin declares no paper settings: paper runs on the shared recipe
     return template
+
+
+def is_recipe_key(override: str) -> bool:
+    """Whether a variant's ``key=value`` sets the training recipe (:data:`RECIPE_KEYS`)
+    rather than one of its method's settings."""
+    key = override.split("=", 1)[0].strip().lstrip("+")
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in RECIPE_KEYS)
+
+
+def _protocol(template: DictConfig) -> str:
+    """The composed config's ``protocol``, checked."""
+    value = OmegaConf.select(template, "protocol", default=DEFAULT_PROTOCOL)
+    if value not in PROTOCOLS:
+        raise ConfigError(f"protocol={value}: choose {' or '.join(PROTOCOLS)}")
+    return value
+
+
+def _paper_overrides(template: DictConfig) -> list[str]:
+    """``key=value`` overrides of the method's ``paper:`` block when ``protocol=paper`` (empty
+    under the shared protocol, or for a method that declares no paper settings)."""
+    if _protocol(template) != "paper":
+        return []
+    paper = OmegaConf.select(template, "paper", default=None)
+    if paper is None:
+        return []
+    flat = OmegaConf.to_container(paper, resolve=True)
+    overrides = []
+    for key, value in _leaves(flat):
+        if not is_recipe_key(key):
+            raise ConfigError(
+                f"paper.{key}: a paper block sets only the training recipe "
+                f"({', '.join(RECIPE_KEYS)})"
+            )
+        overrides.append(f"{key}={json.dumps(value)}")
+    return overrides
+
+
+def paper_settings(name: str) -> dict[str, Any]:
+    """A method's declared paper recipe as dotted keys (``{"optim.lr": 5e-4, ...}``); empty
+    when its config declares none (the protocol block lists these)."""
+    if name not in group_options("method"):
+        return {}
+    paper = compose_config([f"method={name}"]).get("paper") or {}
+    return dict(_leaves(paper))
+
+
+def _leaves(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted (key, value) pairs of a nested dict's leaves (lists are leaves)."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            pairs.extend(_leaves(value, f"{prefix}{key}."))
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+def _drop_protocol_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's config without the ``paper:`` blocks (declarations, not settings: what a paper
+    run uses is in optim/sched/data/ema already) and without ``protocol`` when it is the
+    default, so that runs made before the key existed keep their ids."""
+    config.pop("paper", None)
+    if config.get("protocol") == DEFAULT_PROTOCOL:
+        config.pop("protocol")
+    return config
 
 
 def _check_variant_keys(variant: MethodVariant) -> None:
@@ -225,6 +312,9 @@ def _check_variant_keys(variant: MethodVariant) -> None:
     known = ", ".join(k for k in settings if k != "name") or "(none)"
     for override in variant.overrides:
         key = override.split("=", 1)[0].strip()
+        if is_recipe_key(override):
+            _check_recipe_key(variant, key)
+            continue
         node: object = settings
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -235,6 +325,16 @@ def _check_variant_keys(variant: MethodVariant) -> None:
                     f"its settings: {known}{hint}"
                 )
             node = node[part]
+
+
+def _check_recipe_key(variant: MethodVariant, key: str) -> None:
+    """A variant's recipe key must be one the root config defines (``optim.lr``, not
+    ``optim.lrr``)."""
+    known = config_keys(["method=supervised"])
+    if key.lstrip("+") not in known:
+        close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.8)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"method variant {variant.label!r}: no config defines {key!r}{hint}")
 
 
 def _pin_generator(config: dict) -> dict:

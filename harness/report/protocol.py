@@ -156,10 +156,28 @@ def _method_settings(results: list[Result]) -> list[str]:
     return lines
 
 
+def _recipe(r: Result) -> str:
+    """The training recipe a run used: optimiser, lr schedule, batch and μ, EMA decay."""
+    return (
+        f"{_optimiser(r)}; cosine num_cycles {_cfg(r, 'sched', 'num_cycles')}, warm-up "
+        f"{_cfg(r, 'sched', 'warmup_steps')}; batch {_cfg(r, 'data', 'batch_size')}, "
+        f"μ = {_cfg(r, 'data', 'unlabelled_ratio')}; EMA {_cfg(r, 'ema', 'decay')}"
+    )
+
+
+def _recipes(results: list[Result]) -> list[str]:
+    """Each method's training recipe (``protocol=paper``: its authors'; harness/plan.py)."""
+    return [
+        f"`{label}`: {_values([r for r in results if r['method_label'] == label], _recipe)}"
+        for label in sorted({r["method_label"] for r in results})
+    ]
+
+
 def protocol_lines(results: list[Result], mixes: dict[tuple[str, str], str]) -> list[str]:
     """The ``### Protocol`` block of a section: a list of settings and, when some cells mix
     commits, devices or thread counts (``mixes``, from the leaderboard), which and how."""
     rows = [
+        ("protocol", _values(results, lambda r: _get(r, "config", "protocol") or "shared")),
         ("dataset", _values(results, _dataset)),
         ("backbone", _values(results, _backbone)),
         ("image size", _values(results, lambda r: f"{_cfg(r, 'data', 'image_size')} px")),
@@ -180,6 +198,11 @@ def protocol_lines(results: list[Result], mixes: dict[tuple[str, str], str]) -> 
         ),
         ("labelled images (total, per class; ranges over seeds)", _sublist(_labelled(results))),
         ("method settings", _sublist(_method_settings(results))),
+        *(
+            [("training recipe per method", _sublist(_recipes(results)))]
+            if len({_recipe(r) for r in results}) > 1
+            else []
+        ),
         ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in results}))),
         ("commits", _values(results, _commit)),
         ("devices", _values(results, lambda r: str(_get(r, "provenance", "device") or "?"))),
