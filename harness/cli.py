@@ -134,7 +134,7 @@ def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
     speed = sub.add_parser(
         "speed",
         help="training throughput: bare model step vs data path vs engine step "
-        "(writes docs/performance.md; `bench speed --help` for its flags)",
+        "(prints a table; --output FILE keeps the JSON; `bench speed --help` for its flags)",
         add_help=False,  # main() hands its flags to harness.throughput's parser
     )
     speed.add_argument("speed_args", nargs=argparse.REMAINDER)

@@ -1,21 +1,11 @@
 """The EMA of the student that the engine evaluates and that teacher-based methods learn from.
 
-A plain EMA with decay d keeps weight d^t on the model it started from: a 600-step run at
-d = 0.999 evaluated a model still 55% its start (issue 10: 11-25% top-1 beside a student of
-81-86%). Hence the warm-up, on by default (``ema.warmup``): timm's
-:class:`~timm.utils.ModelEmaV3` with ``use_warmup=True``, whose decay after ``s`` updates is
-``min(decay, 1 - (1 + s)^-warmup_power)`` (``warmup_gamma`` = 1).
-
-``warmup_power=1`` is Mean Teacher's rule (Tarvainen & Valpola 2017,
-``min(decay, 1 - 1/(t + 1))``): the EMA is the plain mean of *every* iterate until
-1/(1 - decay) updates. timm's default 2/3 averages over the last ~s^(2/3) iterates instead.
-Measured (experiments/ema_warmup.sh: synthfer 600 train / 300 test faces, 32 px, supervised,
-all labels, 600 steps, ema.decay=0.999, seed 0, CPU): student 53.3% top-1; EMA 38.7% without
-warm-up, 41.3% with power 1 (the mean drags in the first, poor iterates), 52.3% with power 2/3.
-So the default is 2/3. Its cost: the configured decay is reached only after
-(1 - decay)^(-3/2) updates (31,623 for 0.999, 1,000 for 0.99); before that the EMA follows the
-student more closely than ``ema.decay`` says. The decay is a pure function of the step, which
-the checkpoint holds, so a resumed run continues the same schedule.
+A plain EMA with decay d keeps weight d^t on the model it started from, so a short schedule
+would evaluate a model still largely its random start. Hence the warm-up, on by default
+(``ema.warmup``): timm's :class:`~timm.utils.ModelEmaV3` with ``use_warmup=True``, whose decay
+after ``s`` updates is ``min(decay, 1 - (1 + s)^-warmup_power)`` (``warmup_gamma`` = 1), power
+2/3 by default (docs/ema.md: why, and what it costs). The decay is a pure function of the step,
+which the checkpoint holds, so a resumed run continues the same schedule.
 """
 
 from __future__ import annotations

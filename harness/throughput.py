@@ -12,9 +12,8 @@ of load on a shared machine hits every part alike:
 * **engine**: one full step as :func:`harness.engine.fit` runs it
   (:func:`harness.engine.engine_step`: data path, loss, backward, optimiser, schedule, EMA).
 
-Figures go to ``docs/performance/throughput-<cpu|cuda>.json``; ``docs/performance.md`` is
-rendered from every such file present, so a GPU run adds its section beside the CPU one.
-Run it as ``python benchmarks/throughput.py`` or ``bench speed``.
+``bench speed`` prints the figures and writes them as JSON where ``--output`` says; the
+repository's own page of them (docs/performance.md) is rendered by ``benchmarks/throughput.py``.
 """
 
 from __future__ import annotations
@@ -51,21 +50,11 @@ from harness.engine import (
     seed_everything,
     select_device,
 )
-from harness.errors import BenchError, ConfigError
+from harness.errors import ConfigError
 from harness.method import MethodSetup
 from harness.models import build_model
 from harness.provenance import device_name, git_state, package_versions
 from harness.registry import get_method
-
-# Relative to the working directory, like ``--results-dir``: run from the checkout's root.
-DOC = Path("docs/performance.md")
-FIGURES = Path("docs/performance")
-
-# The CPU figures measured on the per-sample augmentation path (before it was batched), kept
-# beside the current ones: the data path's speed-up is measured against them.
-BASELINE_NAME = "per-sample-baseline-cpu.json"
-GOAL_ENGINE_VS_BARE = 0.9  # engine step ≥ 0.9× the bare model step (CPU fer_cnn; GPU 224 px)
-GOAL_DATA_SPEED_UP = 10.0  # data path at 112 px ≥ 10× the per-sample rate per core (CPU)
 
 
 @dataclass(frozen=True)
@@ -87,36 +76,36 @@ CASES = (
 )
 HEAVY_ON_CPU = (
     "model steps not timed on the CPU: a ResNet-18 step with μ=7 (960 images) takes about "
-    "100 s on one core at 112 px (measured on the 2-core development machine), and the goal "
-    "for these cases is the GPU's; --cpu-model-steps times them anyway"
+    "100 s on one core at 112 px (measured on the 2-core development machine): these cases "
+    "are for a GPU; --cpu-model-steps times them anyway"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags (shared by ``benchmarks/throughput.py`` and ``bench speed``)."""
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps of each part")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each part first")
-    # 0, not the config's default: the CPU goal is for augmentation on the training threads.
-    parser.add_argument("--num-workers", type=int, default=0, help="data.num_workers")
+    """The measurement's flags (``bench speed``; ``benchmarks/throughput.py`` adds its own)."""
+    default = " (default: %(default)s)"
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N" + default)
     parser.add_argument(
-        "--cases", default=",".join(c.key for c in CASES), help="comma list of case keys"
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of each part" + default)
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps of each part first" + default
+    )
+    # 0, not the config's default: augmentation on the training threads, as a CPU run has it.
+    parser.add_argument("--num-workers", type=int, default=0, help="data.num_workers" + default)
+    parser.add_argument(
+        "--cases",
+        default=",".join(c.key for c in CASES),
+        help="comma list of the case keys listed below (default: all)",
     )
     parser.add_argument(
-        "--pool", type=int, default=1024, help="training images decoded to sample from"
+        "--pool", type=int, default=1024, help="training images decoded to sample from" + default
     )
     parser.add_argument("--compile", action="store_true", help="train.compile=true")
     parser.add_argument(
         "--cpu-model-steps", action="store_true", help="time ResNet-18 model steps on a CPU too"
     )
-    parser.add_argument(
-        "--save-baseline",
-        action="store_true",
-        help=f"also keep these CPU figures as {BASELINE_NAME}, the data path's reference",
-    )
-    parser.add_argument("--figures-dir", type=Path, default=FIGURES)
-    parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -291,8 +280,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"--cases: unknown {unknown}; choose from {[c.key for c in CASES]}")
     device = select_device(args.device)
-    if args.save_baseline and device.type != "cpu":
-        raise ConfigError("--save-baseline keeps CPU figures: run it with --device cpu")
     load_before, started = os.getloadavg(), datetime.now(timezone.utc)
     cases = [measure_case(c, args) for c in CASES if c.key in wanted]
     return {
@@ -311,101 +298,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def per_core_rates(record: dict[str, Any] | None) -> dict[int, float]:
-    """Data path's unlabelled samples/s per core, by image size, of a CPU record."""
-    if record is None:
-        return {}
-    return {c["image_size"]: c["unlabelled_per_s"] / record["threads"] for c in record["cases"]}
-
-
-def data_speed_up(
-    now: dict[str, Any] | None, before: dict[str, Any] | None, size: int
-) -> tuple[float, float | None] | None:
-    """``(raw, load-adjusted)`` speed-up of the data path at ``size`` px between two CPU
-    records; None when either lacks that size, and no adjusted figure without a bare fer_cnn
-    step in both.
-
-    Runs made at different times on a shared machine see different loads (the 2-core
-    development machine under a load average of 8 ran every part ~5× slower than under 3), so
-    the adjusted figure divides each run's rate by the speed of its own bare fer_cnn step,
-    timed in the same interleaved rounds: what remains is the data path's own change.
-    """
-    rate_now, rate_before = per_core_rates(now).get(size), per_core_rates(before).get(size)
-    if rate_now is None or rate_before is None:
-        return None
-    raw = rate_now / rate_before
-    ref_now, ref_before = _bare_seconds(now), _bare_seconds(before)
-    adjusted = raw * ref_now / ref_before if ref_now and ref_before else None
-    return raw, adjusted
-
-
-def _bare_seconds(record: dict[str, Any] | None) -> float | None:
-    case = _case(record, "fer_cnn-48")
-    return None if case is None else case["seconds"].get("bare")
-
-
-def goals(records: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> list[list[str]]:
-    """Rows ``[goal, measured, verdict]`` for the three goals of issue 13."""
-    cpu, gpu = records.get("cpu"), records.get("cuda")
-    rows = [
-        _ratio_goal(
-            "CPU, fer_cnn 48 px, μ=1, num_workers=0: engine step ≥ 0.9× bare model step",
-            cpu,
-            "fer_cnn-48",
-        )
-    ]
-    label = "CPU: data path at 112 px ≥ 10× the per-sample path's rate per core"
-    speed_up = data_speed_up(cpu, baseline, 112)
-    if speed_up is None:
-        rows.append([label, "not measured", "—"])
-    elif cpu == baseline:
-        rows.append([label, "the baseline is today's data path", "awaits batched augmentation"])
-    else:
-        raw, adjusted = speed_up
-        factor = raw if adjusted is None else adjusted
-        measured = f"{raw:.2f}× raw" + (
-            "" if adjusted is None else f", {adjusted:.2f}× load-adjusted"
-        )
-        verdict = (
-            "met"
-            if factor >= GOAL_DATA_SPEED_UP
-            else f"missed ({GOAL_DATA_SPEED_UP / factor:.1f}× short)"
-        )
-        rows.append([label, measured, verdict])
-    rows.append(
-        _ratio_goal(
-            "GPU, resnet18 224 px, μ=7: engine step ≥ 0.9× bare model step", gpu, "resnet18-224"
-        )
-    )
-    return rows
-
-
-def _case(record: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    return next((c for c in record["cases"] if c["key"] == key), None)
-
-
-def _ratio_goal(label: str, record: dict[str, Any] | None, key: str) -> list[str]:
-    case = _case(record, key)
-    if case is None or "engine_vs_bare" not in case:
-        return [label, "not measured", "still to come" if record is None else "—"]
-    ratio = case["engine_vs_bare"]
-    verdict = (
-        "met" if ratio >= GOAL_ENGINE_VS_BARE else f"missed by {GOAL_ENGINE_VS_BARE - ratio:.2f}"
-    )
-    return [label, f"{ratio:.2f}×", verdict]
-
-
-def figures_table(record: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+def figures_table(record: dict[str, Any], extra: dict[str, list[str]] | None = None) -> str:
     """One row per case: median step times, the engine/bare ratio and the data path's rate
-    (per core on a CPU, with its ratio to ``baseline``'s when given)."""
+    (per core on a CPU); ``extra`` adds columns (header → one cell per case). Notes say why a
+    case's model steps were not timed."""
     per_core = record["kind"] == "cpu"
     rows = []
     for case in record["cases"]:
         sec = case["seconds"]
         rate = case["unlabelled_per_s"] / (record["threads"] if per_core else 1)
-        speed_up = data_speed_up(record, baseline, case["image_size"]) if per_core else None
         rows.append(
             [
                 f"{case['backbone']} · {case['image_size']} px · μ={case['mu']}",
@@ -415,12 +316,15 @@ def figures_table(record: dict[str, Any], baseline: dict[str, Any] | None = None
                 _ms(sec.get("engine")),
                 f"{case['engine_vs_bare']:.2f}×" if "engine_vs_bare" in case else "—",
                 f"{rate:,.0f}",
-                _speed_up_cell(speed_up),
             ]
         )
     rate_header = "data: unlabelled/s" + (" per core" if per_core else "")
     headers = ["case", "images/step", "bare (ms)", "data (ms)", "engine (ms)", "engine/bare",
-               rate_header, "data vs per-sample (load-adjusted)"]  # fmt: skip
+               rate_header]  # fmt: skip
+    for header, cells in (extra or {}).items():
+        headers.append(header)
+        for row, cell in zip(rows, cells, strict=True):
+            row.append(cell)
     table = tabulate(rows, headers, tablefmt="github", disable_numparse=True)
     reasons: dict[str, list[str]] = {}
     for case in record["cases"]:
@@ -433,13 +337,6 @@ def figures_table(record: dict[str, Any], baseline: dict[str, Any] | None = None
 def _and_list(sizes: list[str]) -> str:
     """``"112 px and 224 px"``: the cases a note is about."""
     return " and ".join([", ".join(sizes[:-1]), sizes[-1]] if len(sizes) > 1 else sizes)
-
-
-def _speed_up_cell(speed_up: tuple[float, float | None] | None) -> str:
-    if speed_up is None:
-        return "—"
-    raw, adjusted = speed_up
-    return f"{raw:.2f}×" + ("" if adjusted is None else f" ({adjusted:.2f}×)")
 
 
 def _ms(seconds: float | None) -> str:
@@ -469,91 +366,54 @@ def describe(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TITLES = {"cpu": "CPU", "cuda": "GPU"}
-INTRO = (
-    "Each case is a FixMatch step (labelled batch 64 and μ unlabelled images per labelled one, "
-    "each unlabelled image in a weak and a strong view), timed in one process in three parts: "
-    "**bare**, forward, backward and optimiser step of the same model on a random batch of the "
-    "student's shape; **data**, the engine's data path alone (`harness.engine.next_batches`: "
-    "the next batch of every stream, augmented, as model input on the device); **engine**, "
-    "one step as `fit` runs it (`harness.engine.engine_step`: data path, loss, backward, "
-    "optimiser, schedule, EMA). Figures are median milliseconds per step over rounds that "
-    "interleave the three parts; on CUDA under bf16 autocast and channels_last. *engine/bare* "
-    "is the engine's throughput over the bare step's; *data vs per-sample* compares the data "
-    "path's rate per core with the per-sample augmentation it replaces (the baseline section): "
-    "raw, and in brackets adjusted for the machine's load, each run's rate divided by the "
-    "speed of its own bare fer_cnn step (the two runs are made at different times, and on a "
-    "shared machine a load change alone moves raw rates several-fold)."
-)
+def cases_help() -> str:
+    """The cases ``--cases`` chooses from, one line each (the epilog of ``--help``)."""
+    lines = ["cases (--cases, comma-separated; all by default):"]
+    for case in CASES:
+        note = "; on a CPU the data path only" if case.heavy else ""
+        lines.append(
+            f"  {case.key:<14} FixMatch step of {case.backbone} at {case.image_size} px, "
+            f"batch {case.batch_size}, μ={case.mu}{note}"
+        )
+    lines.append(
+        "Hydra overrides after the flags apply to every case (synthfer unless they name "
+        "another dataset)."
+    )
+    return "\n".join(lines)
 
 
-def render(records: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str:
-    """``docs/performance.md`` from the figures of each device kind measured so far."""
-    parts = [
-        "# Training throughput",
-        "Generated by `benchmarks/throughput.py` (also `bench speed`) from "
-        "`docs/performance/*.json`: do not edit, rerun. CPU: `python benchmarks/throughput.py "
-        "--device cpu --threads 1`; GPU: `bash scripts/gpu_check.sh` (the GPU tests, then "
-        "this benchmark on CUDA).",
-        INTRO,
-        "## Goals (issue 13)",
-        tabulate(goals(records, baseline), ["goal", "measured", "verdict"], tablefmt="github"),
-    ]
-    for kind in ("cpu", "cuda"):
-        parts.append(f"## {TITLES[kind]}")
-        if kind in records:
-            parts += [describe(records[kind]), figures_table(records[kind], baseline)]
-        else:
-            parts.append(
-                "Still to come: no GPU was available when this page was generated. Run "
-                "`bash scripts/gpu_check.sh` on a GPU node; it writes "
-                "`docs/performance/throughput-cuda.json` and regenerates this page."
-            )
-    if baseline is not None:
-        parts += [
-            "## Baseline: the per-sample augmentation path (CPU)",
-            "Each sample augmented on its own (torchvision v2 under its own seeded RNG), as "
-            "before batched augmentation; the data path's speed-up is measured against this.",
-            describe(baseline),
-            figures_table(baseline),
-        ]
-    return "\n\n".join(parts) + "\n"
+def parser(prog: str = "bench speed") -> argparse.ArgumentParser:
+    """The command line of ``bench speed``: the measurement's flags and ``--output``."""
+    result = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0],
+        epilog=cases_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(result)
+    result.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write the figures as JSON to this file (default: none written)",
+    )
+    return result
 
 
-def load_figures(figures_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """Every ``throughput-<kind>.json`` in ``figures_dir`` by kind, and the baseline if kept."""
-    records = {
-        path.stem.removeprefix("throughput-"): json.loads(path.read_text())
-        for path in sorted(figures_dir.glob("throughput-*.json"))
-    }
-    baseline_path = figures_dir / BASELINE_NAME
-    baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else None
-    return records, baseline
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """The figures as JSON at ``path`` (its folder made when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def run_and_write(args: argparse.Namespace, command: Sequence[str]) -> int:
-    """Measure, print the figures, write this kind's JSON and regenerate the page."""
-    record = run(args, command)
-    print(describe(record) + "\n\n" + figures_table(record))
-    args.figures_dir.mkdir(parents=True, exist_ok=True)
-    names = [f"throughput-{record['kind']}.json"] + ([BASELINE_NAME] if args.save_baseline else [])
-    for name in names:
-        (args.figures_dir / name).write_text(json.dumps(record, indent=1) + "\n")
-    args.doc.write_text(render(*load_figures(args.figures_dir)))
-    print(f"\nwrote {', '.join(str(args.figures_dir / n) for n in names)} and {args.doc}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python benchmarks/throughput.py") -> int:
-    """Entry point of ``python benchmarks/throughput.py`` and ``bench speed``."""
+def main(argv: Sequence[str] | None = None, prog: str = "bench speed") -> int:
+    """``bench speed``: measure, print where and how, and the figures; write the JSON only
+    where ``--output`` says."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_and_write(args, [*prog.split(), *argv])
-    except BenchError as err:
-        if prog.startswith("bench "):
-            raise  # the bench CLI prints it
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = parser(prog).parse_args(argv)
+    record = run(args, [*prog.split(), *argv])
+    print(describe(record) + "\n\n" + figures_table(record))
+    if args.output is not None:
+        write_record(record, args.output)
+        print(f"\nwrote {args.output}")
+    return 0
