@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -259,3 +260,64 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
     resumed = bench(*args, cwd=tmp_path)  # in one process: quicker, and the same runs
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert len(list(results.glob("synthfer/*.json"))) == 2
+
+
+def test_status_shows_a_training_run_and_a_second_process_is_refused_at_once(
+    tiny: list[str], tmp_path: Path
+) -> None:
+    """While `bench run` trains, `bench status` says `running` with its pid, host and step
+    (with --all too, method/labels/seed filled); a second `bench run` of the run skips it at
+    planning, in seconds, naming the holder; once stopped, the run leaves no lock file."""
+    results = tmp_path / "results"
+    grid = ["--methods", "supervised", "--labels", "25%", *tiny, "train.steps=100000",
+            "--results-dir", str(results)]  # fmt: skip
+    args = ["run", "--no-progress", *grid]
+    proc = start_in_own_group(*args, cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while not any('"step"' in p.read_text() for p in results.glob("runs/*/metrics.jsonl")):
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.1)
+        holder = f"pid {proc.pid} on {socket.gethostname()}"
+        for flags in (["--all", "--results-dir", str(results)], grid):
+            shown = bench("status", *flags, cwd=tmp_path)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            (row,) = [line for line in shown.stdout.splitlines() if line.startswith("supervised__")]
+            cells = row.split()
+            assert cells[1:5] == ["supervised", "25%", "0", "running"], row
+            assert cells[5].isdigit() and holder in row, row  # the step, then the holder
+        started = time.monotonic()
+        again = bench(*args, cwd=tmp_path)
+        seconds = time.monotonic() - started
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"running ({holder}): skipped" in again.stdout
+        assert "0 to run" in again.stdout
+        assert seconds < 30, seconds  # planning only: no torch import, no data load
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=240)
+    assert not list(results.glob("runs/*/lock"))
+    shown = bench("status", "--all", "--results-dir", str(results), cwd=tmp_path)
+    assert "missing" in shown.stdout and "resumes from its checkpoint" in shown.stdout
+
+
+def test_a_failed_run_leaves_its_error_and_status_shows_it(tiny: list[str], tmp_path: Path) -> None:
+    """A run that fails in training (a learning rate that makes the loss non-finite) leaves a
+    failure record; `bench status` shows `failed`, the error's line and the file holding the
+    whole error, and `bench run` plans it again."""
+    results = tmp_path / "results"
+    grid = ["--methods", "supervised", "--labels", "25%", *tiny, "optim.lr=1e30",
+            "--results-dir", str(results)]  # fmt: skip
+    failed = bench("run", "--no-progress", *grid, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    (record,) = results.glob("runs/*/failed.json")
+    error = json.loads(record.read_text())
+    assert "loss is nan" in error["error"] and Path(error["traceback"]).is_file()
+    shown = bench("status", *grid, cwd=tmp_path, columns=300)
+    assert shown.returncode == 0
+    (row,) = [line for line in shown.stdout.splitlines() if line.startswith("supervised__")]
+    assert " failed " in row and "loss is nan" in row, row
+    assert f"full error: {error['traceback']}" in shown.stdout
+    assert not list(results.glob("runs/*/lock"))
+    planned = bench("run", "--dry-run", *grid, cwd=tmp_path)
+    assert "failed: to run again" in planned.stdout, planned.stdout
