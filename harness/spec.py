@@ -23,6 +23,13 @@ NON_SEMANTIC_KEYS = (
 )
 
 
+# Keys added after results were committed, at the value that reproduces the old behaviour: left
+# out of the hash at that value, so a default-valued new key changes no run id.
+NEUTRAL_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("method", "lambda_u_ramp"), 0.0),
+)
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (hex) of the resolved config, minus the keys that do not change the result.
 
@@ -40,6 +47,12 @@ def config_hash(config: dict[str, Any]) -> str:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(path[-1], None)
+    for path, neutral in NEUTRAL_DEFAULTS:
+        node = pruned
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
+            node.pop(path[-1])
     text = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

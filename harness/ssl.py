@@ -123,3 +123,11 @@ def load_tensor_state(
             )
         restored[name] = saved.detach().clone().to(now.device)
     return restored
+
+
+def ramp_weight(step: int, total_steps: int, fraction: float) -> float:
+    """The unlabelled loss's weight factor at ``step`` (0-based): linear from 1/(n) up to 1 over
+    the first ``fraction`` of the run (n = fraction · total_steps steps), 1 after; 1 throughout
+    when ``fraction`` is 0 (the methods' default: no ramp)."""
+    ramp = fraction * total_steps
+    return 1.0 if ramp <= 0 else min(1.0, (step + 1) / ramp)

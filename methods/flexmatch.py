@@ -27,6 +27,7 @@ from harness.ssl import (
     mapping,
     masked_cross_entropy,
     pseudo_label_stats,
+    ramp_weight,
     require_unlabelled,
     supervised_loss,
     tensor_state,
@@ -70,6 +71,7 @@ class FlexMatch(Method):
         super().__init__(config, setup)
         self.p_cutoff = float(self.setting("p_cutoff"))
         self.lambda_u = float(self.setting("lambda_u"))
+        self.lambda_u_ramp = float(self.setting("lambda_u_ramp"))
         self.thresh_warmup = bool(self.setting("thresh_warmup"))
         self.mapping = str(self.setting("mapping"))
         if not 0.0 <= self.p_cutoff <= 1.0:
@@ -106,7 +108,8 @@ class FlexMatch(Method):
             **pseudo_label_stats(mask, pseudo, u.hidden_targets),
             "threshold": thresholds.cpu(),
         }
-        return StepOutput(loss_sup + self.lambda_u * loss_unsup, diagnostics)
+        weight = self.lambda_u * ramp_weight(ctx.step, ctx.total_steps, self.lambda_u_ramp)
+        return StepOutput(loss_sup + weight * loss_unsup, diagnostics)
 
     def _state_tensors(self) -> dict[str, Tensor]:
         return {"selected_label": self.selected_label, "classwise_acc": self.classwise_acc}
