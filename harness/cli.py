@@ -233,6 +233,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
     print_plan(console, specs, notes, len(pending))
     print_cost(console, pending)
+    print_warnings(console, pending)
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
         if pending:
@@ -319,6 +320,23 @@ def print_cost(console: Console, pending: Sequence[RunSpec]) -> None:
 
     for line in cost_lines(pending):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def print_warnings(console: Console, specs: Sequence[RunSpec]) -> None:
+    """The EMA-horizon warning of the runs about to train: each distinct warning once for the
+    grid, with the number of runs it concerns (not once per run, in every run's log)."""
+    from harness.ema import ema_horizon_warning
+
+    counts: dict[str, int] = {}
+    for spec in specs:
+        warning = ema_horizon_warning(spec.config["ema"], int(spec.config["train"]["steps"]))
+        if warning:
+            counts[warning] = counts.get(warning, 0) + 1
+    for warning, count in counts.items():
+        runs = f"{count} of the runs to train" if count < len(specs) else "every run to train"
+        console.print(
+            f"[bold yellow]warning[/] ({runs}): {escape(warning)}", highlight=False, soft_wrap=True
+        )
 
 
 def _plan_note(status: RunStatus, to_run: bool) -> str:

@@ -11,11 +11,12 @@ which the checkpoint holds, so a resumed run continues the same schedule.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from timm.utils import ModelEmaV3
-from torch import nn
+if TYPE_CHECKING:  # torch and timm are imported by the functions that build an EMA, so that
+    # planning a grid (which states the horizon warning) imports neither
+    from timm.utils import ModelEmaV3
+    from torch import nn
 
 # The EMA should average the student over at most this share of the run's steps; above it the
 # evaluated model lags the student by a large part of the training (a warning says so).
@@ -29,6 +30,8 @@ def build_ema(model: nn.Module, ema_cfg: Mapping[str, Any]) -> ModelEmaV3:
     taken: timm copies the student outright at steps 0 and 1 (with or without warm-up), then
     uses ``min(decay, 1 - step^-warmup_power)``.
     """
+    from timm.utils import ModelEmaV3
+
     return ModelEmaV3(
         model,
         decay=float(ema_cfg["decay"]),
@@ -58,7 +61,7 @@ def ema_horizon_warning(ema_cfg: Mapping[str, Any], total_steps: int) -> str | N
         f"ema.decay<={max(suggestion, 0.0):.4g} or raise train.steps."
     )
     if ema_cfg["warmup"]:
-        final = build_decay_probe(ema_cfg).get_decay(total_steps - 1)
+        final = decay_at(ema_cfg, total_steps - 1)
         message += f" (With ema.warmup the decay reached by the last step is {final:.4g}.)"
     else:
         message += (
@@ -69,9 +72,25 @@ def ema_horizon_warning(ema_cfg: Mapping[str, Any], total_steps: int) -> str | N
     return message
 
 
+def decay_at(ema_cfg: Mapping[str, Any], step: int) -> float:
+    """The decay :func:`build_ema`'s EMA applies at the 0-based ``step`` (timm's
+    ``ModelEmaV3.get_decay``, restated without torch for planning; tests/test_ema.py holds the
+    two equal): 0 at steps 0 and 1 (a copy), then ``ema.decay``, or with ``ema.warmup``
+    ``min(decay, 1 - step^-warmup_power)``."""
+    updates = max(0, step - 1)
+    if updates <= 0:
+        return 0.0
+    decay = float(ema_cfg["decay"])
+    if not ema_cfg["warmup"]:
+        return decay
+    return max(min(1 - (1 + updates) ** -float(ema_cfg["warmup_power"]), decay), 0.0)
+
+
 def build_decay_probe(ema_cfg: Mapping[str, Any]) -> ModelEmaV3:
     """An EMA of a one-weight model: only its :meth:`get_decay` schedule is of use. Built under
-    a forked RNG: initialising the weight must not move the global RNG, or a run that computes
-    the warning after restoring a checkpoint would not resume exactly."""
+    a forked RNG: initialising the weight must not move the global RNG."""
+    import torch
+    from torch import nn
+
     with torch.random.fork_rng(devices=[]):
         return build_ema(nn.Linear(1, 1), ema_cfg)

@@ -35,10 +35,11 @@ from torch import nn
 from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
-from harness.ema import build_ema, ema_horizon_warning
+from harness.ema import build_ema
 from harness.errors import ConfigError
 from harness.method import LabelledBatch, Method, StepContext, StepOutput, UnlabelledBatch
 from harness.metrics import classification_metrics
+from harness.progress import PeriodicLines
 from harness.steplog import open_step_log
 from harness.store import CHECKPOINT_NAME, LOG_NAME
 
@@ -243,6 +244,7 @@ class EngineSettings:
     eval_every: int
     checkpoint_every: int
     log_every: int
+    progress_every_s: float  # a plain progress line this often, off a terminal (logs)
     eval_batch_size: int
     tensorboard: bool  # also write the step log as TensorBoard scalars
 
@@ -259,6 +261,7 @@ class EngineSettings:
             eval_every=int(train_cfg["eval_every"]),
             checkpoint_every=int(train_cfg["checkpoint_every"]),
             log_every=int(train_cfg["log_every"]),
+            progress_every_s=float(train_cfg["progress_every_s"]),
             eval_batch_size=int(cfg["data"]["eval_batch_size"]),
             tensorboard=bool(train_cfg["tensorboard"]),
         )
@@ -586,7 +589,8 @@ def resume(state: TrainState, path: Path, device: torch.device) -> bool:
 
 
 class _RunLog:
-    """``metrics.jsonl`` (one JSON record a line, appended) and the progress bar."""
+    """``metrics.jsonl`` (one JSON record a line, appended) and the progress: a bar on a
+    terminal, a plain line every ``train.progress_every_s`` seconds in a log."""
 
     def __init__(
         self,
@@ -606,12 +610,16 @@ class _RunLog:
             TextColumn("{task.fields[info]}"),
             TimeRemainingColumn(),
             console=console,
-            disable=not show,
+            disable=not show or not console.is_terminal,  # a log gets PeriodicLines
             transient=False,
         )
         self.task = self.progress.add_task(
             str(run_dir.name)[:40], total=total_steps, completed=start_step, info=""
         )
+        self.lines = PeriodicLines(
+            console, run_dir.name, total_steps, start_step, settings.progress_every_s
+        )
+        self.info = ""
         self.window_start, self.window_images = time.perf_counter(), 0
 
     def write(self, record: dict[str, Any]) -> None:
@@ -628,6 +636,12 @@ class _RunLog:
         if top1 is not None:
             info += f" · top1 {top1:.1f}%"
         self.progress.update(self.task, info=info)
+        self.info = info
+
+    def advance(self, done: int) -> None:
+        """Step ``done`` has ended: move the bar, or print the periodic line when it is due."""
+        self.progress.advance(self.task)
+        self.lines.update(done, self.info)
 
     def evaluation(self, metrics: dict[str, Any], total_steps: int) -> None:
         """Log an evaluation of the EMA model."""
@@ -666,8 +680,6 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     training = build_training(cfg, model, method, data)
     settings = training.settings
-    if warning := ema_horizon_warning(cfg["ema"], settings.total_steps):
-        console.log(f"[bold yellow]warning:[/] {warning}")
     diagnostics = _DiagnosticMeans()
     state = initial_state(training, diagnostics, run_hash)
     checkpoint = run_dir / CHECKPOINT_NAME
@@ -726,7 +738,7 @@ def _checkpoint_or_stop(
     if (done % settings.checkpoint_every == 0 and done < settings.total_steps) or stopping:
         state.save(path)
         log.flush()
-    log.progress.advance(log.task)
+    log.advance(done)
     if stopping:
         log.write({"event": "stop", "step": done})
         log.console.log(f"stop requested: checkpoint saved at step {done}/{settings.total_steps}")

@@ -1,7 +1,10 @@
-"""Progress of a counted wait (faces rendered, images decoded), so that no wait of more than a
-few seconds is silent: a live bar on a terminal, and elsewhere (SLURM logs, pipes, where a
-bar would print nothing until it ends) a line with the count at the start, every quarter and
-at the end."""
+"""Progress where a live bar would print nothing until it ends (SLURM logs, pipes, ``> log``).
+
+:func:`counted`: a counted wait (faces rendered, images decoded), so that no wait of more than
+a few seconds is silent: a live bar on a terminal, and elsewhere a line with the count at the
+start, every quarter and at the end. :class:`PeriodicLines`: a long loop (training steps) off a
+terminal, one plain line at a steady interval with the count, the rate and the time left.
+"""
 
 from __future__ import annotations
 
@@ -61,3 +64,52 @@ def counted(
     say(f"0/{total} {unit}")
     yield advance
     say(f"{done}/{total} {unit}, done" if done == total else f"stopped at {done}/{total} {unit}")
+
+
+def duration(seconds: float) -> str:
+    """``2:05:09`` / ``4:31``: hours, minutes and seconds, as a log reader scans them."""
+    minutes, secs = divmod(round(max(seconds, 0.0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+class PeriodicLines:
+    """One plain line every ``every_s`` seconds of a loop counted to ``total``, printed only
+    where ``console`` is not a terminal (there a live bar shows the same): ``name: step
+    340/2000 (17%) · 5.2 steps/s · 5:19 left · <info>``. The rate is over this process's share
+    of the loop (a resumed run starts counting at ``start``), evaluations included, so the time
+    left is what the wall clock will show."""
+
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        total: int,
+        start: int,
+        every_s: float,
+        unit: str = "step",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console, self.name, self.total, self.unit = console, name, total, unit
+        self.enabled = every_s > 0 and not console.is_terminal
+        self.every_s, self.clock, self.start = every_s, clock, start
+        self.started = self.last = clock()
+
+    def update(self, done: int, info: str = "") -> None:
+        """Print the line for ``done`` if ``every_s`` has passed since the last one."""
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = (done - self.start) / max(now - self.started, 1e-9)
+        left = duration((self.total - done) / rate) if rate > 0 else "?"
+        share = done / max(self.total, 1)
+        line = (
+            f"[{time.strftime('%H:%M:%S')}] {self.name}: {self.unit} {done}/{self.total} "
+            f"({share:.0%}) · {rate:.3g} {self.unit}s/s · {left} left"
+        )
+        self.console.print(
+            f"{line} · {info}" if info else line, highlight=False, markup=False, soft_wrap=True
+        )

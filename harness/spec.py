@@ -16,6 +16,7 @@ NON_SEMANTIC_KEYS = (
     ("data", "eval_batch_size"),
     ("train", "log_every"),
     ("train", "checkpoint_every"),
+    ("train", "progress_every_s"),
     ("train", "threads"),
     ("train", "tensorboard"),
     ("train", "save_weights"),

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.cli import main
 from harness.config import compose_config
-from harness.ema import build_decay_probe, build_ema, ema_horizon_warning
+from harness.ema import build_decay_probe, build_ema, decay_at, ema_horizon_warning
 from harness.plan import build_plan
 from harness.worker import run_spec
 
@@ -26,6 +27,21 @@ def test_warm_up_decay_follows_the_documented_rule() -> None:
     )
     plain = build_decay_probe({"decay": 0.999, "warmup": False, "warmup_power": 1.0})
     assert [plain.get_decay(s) for s in (1, 2, 50)] == [0.0, 0.999, 0.999]
+
+
+@pytest.mark.parametrize(
+    "ema_cfg",
+    [
+        {"decay": 0.999, "warmup": True, "warmup_power": 2 / 3},
+        {"decay": 0.99, "warmup": True, "warmup_power": 1.0},
+        {"decay": 0.9, "warmup": False, "warmup_power": 0.6667},
+    ],
+)
+def test_the_torch_free_decay_is_timms(ema_cfg: dict[str, object]) -> None:
+    """Planning states the warning without importing torch: its decay is timm's."""
+    probe = build_decay_probe(ema_cfg)
+    for step in (0, 1, 2, 3, 10, 99, 500, 20_000, 40_000):
+        assert decay_at(ema_cfg, step) == pytest.approx(probe.get_decay(step), abs=1e-12), step
 
 
 def test_warm_up_is_on_by_default_and_part_of_the_config() -> None:
@@ -67,13 +83,26 @@ def test_a_short_schedule_evaluates_a_trained_ema_model(
     ]  # fmt: skip
     (spec,) = build_plan("supervised", "50", "0", "folder", overrides)
     result = run_spec(spec, tmp_path, show_progress=False)
-    assert "warning:" in capfd.readouterr().err, "the 1000-step horizon is flagged"
+    assert "warning" not in capfd.readouterr().err, "the grid warns, once; not each run"
     ema, student = result["metrics"]["top1"], result["student_metrics"]["top1"]
     assert student > 90
     if warmup:
         assert abs(ema - student) <= 5
     else:
         assert ema < student - 40, "without the warm-up the evaluated model did not learn"
+
+
+def test_a_grid_states_the_horizon_warning_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = ["--methods", "supervised,fixmatch", "--seeds", "0-2", "--results-dir", str(tmp_path)]
+    assert main(["run", "--dry-run", *grid, "train.steps=600", "ema.decay=0.999"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("~1000 steps") == 1 and "warning (every run to train)" in out
+    sweep = "train.steps=600,20000"  # one configuration warned of, the other not
+    assert main(["run", "--dry-run", *grid, sweep, "ema.decay=0.999"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("~1000 steps") == 1 and "warning (6 of the runs to train)" in out
 
 
 def test_horizon_warning_draws_nothing_from_the_global_rng() -> None:

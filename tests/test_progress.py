@@ -1,15 +1,24 @@
-"""No silent wait: synthfer's generation and the decoding into the cache report counts."""
+"""No silent wait: synthfer's generation and the decoding into the cache report counts, and
+training redirected to a log prints a progress line at a steady interval."""
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from harness.data.cache import decoded_images
 from harness.data.rafdb import load_rafdb
 from harness.data.synthfer import SynthConfig, generate_synthfer
-from harness.progress import counted
+from harness.progress import PeriodicLines, counted
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_counted_waits_report_counts_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,3 +46,49 @@ def test_generation_and_decoding_say_how_far_they_are(
     decoded_images(dataset.train, 16, tmp_path / "cache", key="synthfer-train", workers=1)
     err = capsys.readouterr().err
     assert "decoding synthfer-train" in err and "28/28 images, done" in err
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_periodic_lines_say_count_rate_and_time_left_at_a_steady_interval() -> None:
+    out, clock = io.StringIO(), _Clock()
+    lines = PeriodicLines(Console(file=out), "run", 1000, 200, every_s=30, clock=clock)
+    for done in range(201, 1001):
+        clock.now += 0.5  # two steps a second
+        lines.update(done, "loss 0.412")
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 400 // 30  # one line every 30 s of the 400 s
+    first = printed[0].split("] ", 1)[1]
+    assert first == "run: step 260/1000 (26%) · 2 steps/s · 6:10 left · loss 0.412"
+    on_a_terminal = io.StringIO()
+    bar = PeriodicLines(Console(file=on_a_terminal, force_terminal=True), "run", 9, 0, 0.001)
+    bar.update(5)
+    assert on_a_terminal.getvalue() == "", "a terminal has the live bar"
+
+
+def test_training_into_a_log_file_prints_progress_lines(tiny: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:  # a file, as in `bench run ... > train.log 2>&1`
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", "--methods", "supervised",
+             "--seeds", "0-1", "--results-dir", str(tmp_path / "results"), *tiny,
+             "train.steps=60", "train.progress_every_s=0.3"],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=600,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    steps = [
+        int(m.group(1))
+        for m in re.finditer(r"supervised__10pct__seed0__\w+: step (\d+)/60 \(\d+%\) · [\d.]+ "
+                             r"steps/s · [\d:]+ left · loss", text)
+    ]  # fmt: skip
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] < 60, text
+    # ema.decay=0.9 outlasts a tenth of 60 steps: said once for the grid, not in each run.
+    assert " ".join(text.split()).count("averages the student over ~10 steps") == 1, text
