@@ -89,6 +89,6 @@ def test_training_into_a_log_file_prints_progress_lines(tiny: list[str], tmp_pat
         for m in re.finditer(r"supervised__10pct__seed0__\w+: step (\d+)/60 \(\d+%\) · [\d.]+ "
                              r"steps/s · [\d:]+ left · loss", text)
     ]  # fmt: skip
-    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] < 60, text
+    assert len(steps) >= 2 and steps == sorted(steps), text
     # ema.decay=0.9 outlasts a tenth of 60 steps: said once for the grid, not in each run.
     assert " ".join(text.split()).count("averages the student over ~10 steps") == 1, text
