@@ -225,8 +225,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """``bench run``: plan the grid, skip finished and queued runs, launch the rest."""
     from harness.launchers import build_launcher
     from harness.launchers.status import grid_statuses, needs_launch
+    from harness.steplog import check_tensorboard
 
     specs = _plan(args)
+    check_tensorboard(any(spec.config["train"]["tensorboard"] for spec in specs))
     statuses = grid_statuses(specs, args.results_dir)
     pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
     to_run = {s.run_id for s in pending}

@@ -186,11 +186,33 @@ def check_override_keys(overrides: Iterable[Override], known: set[str]) -> None:
         if any(key.startswith(f"{free}.") for free in FREE_FORM_KEYS):
             continue
         close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.8)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        hint = f"; did you mean {' or '.join(close)}?" if close else _other_option(key)
         raise ConfigError(
             f"override {override.input_line!r}: no config defines the key {key!r}{hint} "
             f"(only keys under {', '.join(FREE_FORM_KEYS)} are free-form)"
         )
+
+
+# The group options a flag of `bench run` selects (others are selected as group=option).
+_GROUP_FLAGS = {"launcher": "--launcher", "dataset": "--dataset"}
+
+
+def _other_option(key: str) -> str:
+    """A hint for a key that another option of its config group defines:
+    ``launcher.partition`` → "; it is a setting of launcher slurm: add --launcher slurm"."""
+    group = key.split(".", 1)[0]
+    if "." not in key or not any((folder / group).is_dir() for folder in config_dirs()):
+        return ""
+    for option in group_options(group):
+        try:
+            keys = config_keys([f"{group}={option}"])
+        except ConfigError:  # an option that does not compose alone: no hint from it
+            continue
+        if key in keys:
+            flag = _GROUP_FLAGS.get(group)
+            add = f"{flag} {option}" if flag else f"{group}={option}"
+            return f"; it is a setting of {group} {option}: add {add}"
+    return ""
 
 
 def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -101,21 +101,26 @@ def parse_methods(text: str) -> list[MethodVariant]:
         variants.append(MethodVariant(match["name"], overrides))
     if not variants:
         raise ConfigError("--methods is empty: name at least one method (see `bench methods`)")
-    return variants
+    return list({v.label: v for v in variants}.values())  # each once, where first named
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``0,1,2`` or a range ``0-4``."""
+    """``0,1,2`` or a range ``0-4`` (both ends included), or both: ``0-2,7``; a seed given
+    twice is planned once, in the order first given."""
     seeds: list[int] = []
     for part in split_top_level(text):
         bounds = part.split("-")
         if not all(b.isdigit() for b in bounds) or len(bounds) > 2:
             raise ConfigError(f"cannot read seed {part!r}: expected e.g. 0,1,2 or 0-4")
         first, last = int(bounds[0]), int(bounds[-1])
+        if first > last:
+            raise ConfigError(
+                f"seed range {part!r} is empty: write it low-high, e.g. {last}-{first}"
+            )
         seeds.extend(range(first, last + 1))
     if not seeds:
         raise ConfigError("--seeds is empty")
-    return seeds
+    return list(dict.fromkeys(seeds))
 
 
 @dataclass(frozen=True)
@@ -164,9 +169,9 @@ def build_plan(
     for variant in variants:
         _check_variant_keys(variant)
     configurations = expand_sweeps(overrides)
-    protocols = parse_protocols(labels)
+    protocols = list({p.text: p for p in parse_protocols(labels)}.values())  # each once
     seed_list = parse_seeds(seeds)
-    specs = []
+    specs: dict[str, RunSpec] = {}  # by run id: a run named twice (10%,10%) is planned once
     contents = ContentPins()  # the dataset's identity by content, not by path
     for variant in variants:
         for configuration in configurations:
@@ -178,19 +183,18 @@ def build_plan(
                         resolve_config(template, {"labels": protocol.text, "seed": seed})
                     )
                     config = pin_pretrain(contents.pin(_pin_generator(config)))
-                    specs.append(
-                        RunSpec(
-                            dataset=config["dataset"]["name"],
-                            method=variant.name,
-                            method_label=variant.label,
-                            labels=protocol.text,
-                            seed=seed,
-                            config=config,
-                            config_hash=config_hash(config),
-                            sweep=configuration.changes,
-                        )
+                    spec = RunSpec(
+                        dataset=config["dataset"]["name"],
+                        method=variant.name,
+                        method_label=variant.label,
+                        labels=protocol.text,
+                        seed=seed,
+                        config=config,
+                        config_hash=config_hash(config),
+                        sweep=configuration.changes,
                     )
-    return specs
+                    specs.setdefault(spec.run_id, spec)
+    return list(specs.values())
 
 
 def _check_override_keys(variant: MethodVariant, dataset: str, overrides: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ def protocol_meaning(text: str) -> str:
     """A label setting as the plan table shows it: a bare integer is a total, and says so."""
     protocol = parse_protocol(text)
     if protocol.kind == "total":
-        return f"{protocol.value} images in total"
+        return f"{protocol.value} labelled images in total"
     if protocol.classes:  # a published split: say whose
         return f"{protocol.text} ({PUBLISHED_SPLITS[protocol.text.split(':')[0]].short})"
     return protocol.text

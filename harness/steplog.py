@@ -20,6 +20,7 @@ rows are ~190 bytes of JSON each (7 per-class thresholds); 12 rows gzip to 480 b
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -76,6 +77,20 @@ class StepLog:
             sink.close()
 
 
+# Works from a checkout and for an installed fer-bench alike (the extra's requirement).
+TENSORBOARD_MISSING = (
+    "train.tensorboard=true needs the tensorboard package, which is not installed: "
+    "pip install 'tensorboard>=2.14' (from a checkout: pip install -e '.[tensorboard]')"
+)
+
+
+def check_tensorboard(wanted: bool) -> None:
+    """Refuse ``train.tensorboard=true`` (``wanted``) without the tensorboard package, before
+    anything runs: once for the grid, not once per run after its data has loaded."""
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(TENSORBOARD_MISSING)
+
+
 def open_step_log(path: Path, tensorboard: bool) -> StepLog:
     """The step log of a run at ``path``, with a TensorBoard sink writing beside it when
     ``tensorboard`` (``train.tensorboard``); a clear error if the package is missing."""
@@ -97,10 +112,7 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise ConfigError(
-                "train.tensorboard=true needs the tensorboard package, which is not installed "
-                f"({err}): pip install 'fer-bench[tensorboard]'"
-            ) from None
+            raise ConfigError(f"{TENSORBOARD_MISSING} ({err})") from None
         self._writer_class = SummaryWriter
         self._log_dir = Path(log_dir)
         self._writer: Any = None

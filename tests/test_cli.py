@@ -321,3 +321,16 @@ def test_a_failed_run_leaves_its_error_and_status_shows_it(tiny: list[str], tmp_
     assert not list(results.glob("runs/*/lock"))
     planned = bench("run", "--dry-run", *grid, cwd=tmp_path)
     assert "failed: to run again" in planned.stdout, planned.stdout
+
+
+def test_missing_tensorboard_is_refused_once_at_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    args = ["run", "--methods", "supervised,fixmatch", "--results-dir", str(tmp_path)]
+    assert main([*args, "train.tensorboard=true"]) == 2  # nothing ran: no run folder
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("needs the tensorboard package") == 1
+    assert "pip install -e '.[tensorboard]'" in out
+    assert not (tmp_path / "runs").exists()
+    assert main([*args, "--dry-run"]) == 0  # without it, nothing is asked of the package

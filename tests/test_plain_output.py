@@ -44,7 +44,7 @@ def test_a_piped_plan_prints_every_run_id_whole_on_its_line(tmp_path: Path) -> N
         assert run_id.split("__")[2] == f"seed{cells[-3]}"  # and the seed column
     assert any(line.endswith("to run") for line in out.stdout.splitlines())
     assert "│" not in out.stdout and "┃" not in out.stdout
-    assert "40 images in total" in out.stdout  # a cell with spaces stays one cell
+    assert "40 labelled images in total" in out.stdout  # a cell with spaces stays one cell
 
 
 def test_piped_status_prints_run_ids_whole(tmp_path: Path) -> None:

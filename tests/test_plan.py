@@ -46,8 +46,40 @@ def test_malformed_method_text_is_rejected(text: str) -> None:
 def test_seeds_accept_lists_and_ranges() -> None:
     assert parse_seeds("0,1,2") == [0, 1, 2]
     assert parse_seeds("3-5") == [3, 4, 5]
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    assert parse_seeds("2,0-2,2") == [2, 0, 1]  # each once, in the order first given
     with pytest.raises(ConfigError):
         parse_seeds("a")
+    with pytest.raises(
+        ConfigError, match=r"seed range '2-0' is empty: write it low-high, e\.g\. 0-2"
+    ):
+        parse_seeds("2-0")
+
+
+def test_a_run_named_twice_is_planned_once() -> None:
+    once = build_plan("supervised,fixmatch", "10%,25", "0-1", "synthfer", ["optim.lr=0.03"])
+    twice = build_plan(
+        "supervised, fixmatch,supervised",
+        "10%,25,10%",
+        "0,1,0-1",
+        "synthfer",
+        ["optim.lr=0.03,0.03"],
+    )
+    assert [s.run_id for s in twice] == [s.run_id for s in once]
+    assert len(once) == 8
+
+
+def test_a_key_of_another_launcher_names_the_flag_that_selects_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_plan("supervised", "10%", "0", "synthfer", ["launcher.partition=gpu"])
+    assert "it is a setting of launcher slurm: add --launcher slurm" in str(err.value)
+    (spec,) = build_plan(
+        "supervised", "10%", "0", "synthfer", ["launcher=slurm", "launcher.partition=gpu"]
+    )
+    assert spec.config["launcher"]["partition"] == "gpu"
+    with pytest.raises(ConfigError) as err:  # a typo gets the closest keys instead
+        build_plan("supervised", "10%", "0", "synthfer", ["launcher.paralel=2"])
+    assert "did you mean launcher.parallel" in str(err.value)
 
 
 def test_plan_is_the_full_grid_with_stable_distinct_ids() -> None:

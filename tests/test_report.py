@@ -236,7 +236,7 @@ def test_tensorboard_missing_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
-    with pytest.raises(ConfigError, match=r"fer-bench\[tensorboard\]"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[tensorboard\]'"):
         open_step_log(tmp_path / "metrics.jsonl", tensorboard=True)
     log = open_step_log(tmp_path / "metrics.jsonl", tensorboard=False)
     log.write(json.dumps({"step": 1}) + "\n")

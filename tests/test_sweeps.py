@@ -105,7 +105,7 @@ def test_dry_run_shows_the_expansion_and_the_labelled_images(tmp_path: Path) -> 
     assert sum("fixmatch (optim.lr=0.01)" in row for row in rows) == 3
     # synthfer's 6,000 training faces in RAF-DB's proportions: 10% stratified, 40 balanced.
     forty = next(row for row in rows if "fixmatch__40__" in row)
-    assert "40 images in total" in forty and "6/6/6/6/6/5/5" in forty
+    assert "40 labelled images in total" in forty and "6/6/6/6/6/5/5" in forty
     per_class = next(row for row in rows if "25perclass" in row)
     assert "175" in per_class and "25/25/25/25/25/25/25" in per_class
     ten = next(row for row in rows if "10pct" in row)
@@ -152,7 +152,7 @@ def test_the_plan_table_reads_a_folder_datasets_class_sizes(tmp_path: Path) -> N
     half = next(line for line in proc.stdout.splitlines() if "__50pct__" in line)
     assert half.split()[3:5] == ["7", "4/2/1"]  # round(4.5)=4 (half to even), round(1)=1
     three = next(line for line in proc.stdout.splitlines() if "__3__" in line)
-    assert "3 images in total" in three and "1/1/1" in three
+    assert "3 labelled images in total" in three and "1/1/1" in three
     gone = bench(
         "run", "--methods", "supervised", "--dataset", "folder",
         f"dataset.root={tmp_path / 'nowhere'}", "--dry-run", cwd=tmp_path,
