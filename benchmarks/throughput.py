@@ -148,7 +148,7 @@ INTRO = (
     "**bare**, forward, backward and optimiser step of the same model on a random batch of the "
     "student's shape; **data**, the engine's data path alone (`harness.engine.next_batches`: "
     "the next batch of every stream, augmented, as model input on the device); **engine**, "
-    "one step as `fit` runs it (`harness.engine.engine_step`: data path, loss, backward, "
+    "one step as `fit` runs it (`harness.engine.training_step`: data path, loss, backward, "
     "optimiser, schedule, EMA). Figures are median milliseconds per step over rounds that "
     "interleave the three parts; on CUDA under bf16 autocast and channels_last. *engine/bare* "
     "is the engine's throughput over the bare step's; *data vs per-sample* compares the data "

@@ -6,19 +6,21 @@ checkpoints (exact resume), evaluation and logging; the method only turns batche
 uninterrupted one: every source of randomness (model init, data order, augmentation, dropout)
 is either a pure function of the seed and position or saved in the checkpoint.
 
-:func:`fit` is assembled from parts that ``benchmarks/throughput.py`` reuses:
-:func:`build_training` (set-up), :func:`next_batches` (the data path), :func:`train_step` (one
-optimisation step), :func:`engine_step` (both, as ``fit`` runs a step), :func:`evaluate` and
+:func:`fit` is assembled from parts that ``bench speed`` (:mod:`harness.throughput`) reuses:
+:func:`build_training` (set-up), :func:`next_batches` (the data path), :func:`update_step` (the
+method's loss and one optimiser update on given batches), :func:`training_step` (one step as
+``fit`` runs it: the method's interval hook, the data path and the update), :func:`evaluate` and
 :class:`_RunLog` (evaluation and logging), and :class:`TrainState` (the checkpoint; what a run
-resumes from is listed once, in :func:`initial_state`).
+resumes from is listed once, in :func:`initial_state`). ``fit`` runs ``training_step`` inside
+``_logged_step`` (timing, counters, log, due evaluation). The device, optimiser, RNG and
+prediction helpers it uses live in :mod:`harness.device`, :mod:`harness.optim`,
+:mod:`harness.rng` and :mod:`harness.predict`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,11 +37,23 @@ from torch import nn
 from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
+from harness.device import autocast, cuda_switch, select_device
 from harness.ema import build_ema
 from harness.errors import ConfigError
-from harness.method import LabelledBatch, Method, StepContext, StepOutput, UnlabelledBatch
+from harness.method import (
+    LabelledBatch,
+    Method,
+    MethodSetup,
+    StepContext,
+    StepOutput,
+    UnlabelledBatch,
+)
 from harness.metrics import classification_metrics
+from harness.optim import build_optimizer, build_schedule
+from harness.predict import Rows, predict
 from harness.progress import PeriodicLines
+from harness.registry import get_method
+from harness.rng import GlobalRng, forked_rng
 from harness.steplog import open_step_log
 from harness.store import CHECKPOINT_NAME, LOG_NAME
 
@@ -65,6 +79,18 @@ class TrainData:
     class_names: tuple[str, ...]
 
 
+def build_method(name: str, cfg: dict[str, Any], data: TrainData) -> Method:
+    """The method plugin ``name`` with its settings (``cfg["method"]``) and what it may know of
+    ``data``: sizes and the labelled targets, never test data."""
+    setup = MethodSetup(
+        num_classes=len(data.class_names),
+        num_unlabelled=len(data.unlabelled),
+        labelled_targets=torch.as_tensor(data.train_targets[data.labelled], dtype=torch.int64),
+        total_steps=int(cfg["train"]["steps"]),
+    )
+    return get_method(name).cls(dict(cfg["method"]), setup)
+
+
 @dataclass
 class FitResult:
     """The outcome of :func:`fit`: final EMA-model metrics and the history around them."""
@@ -85,111 +111,6 @@ class FitResult:
     # The final "ema" and "student" state dicts (tensors shared with the models, not copies),
     # for the worker to keep as the run's weights.
     final_states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but no CUDA device is visible on this machine")
-    return device
-
-
-def _flag(value: Any, device: torch.device) -> bool:
-    """Resolve an ``auto | true | false`` switch that defaults to on for CUDA only."""
-    return device.type == "cuda" if value in ("auto", None) else bool(value)
-
-
-def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW; no weight decay on biases and norm parameters (as in FixMatch)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg["weight_decay"]},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    name = cfg["name"].lower()
-    if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"]
-        )
-    if name in ("adam", "adamw"):
-        opt = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return opt(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-    raise ConfigError(f"optim.name={cfg['name']!r}: choose sgd, adam or adamw")
-
-
-def cosine_with_warmup(warmup_steps: int, total_steps: int, num_cycles: float):
-    """LR multiplier: linear warm-up, then ``cos(pi * num_cycles * progress)``.
-
-    ``num_cycles=7/16`` is FixMatch's ``cos(7πk/16K)``; ``0.5`` decays to zero.
-    """
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return max(0.0, math.cos(math.pi * num_cycles * progress))
-
-    return factor
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG the training step may draw from (dropout, feature-map dropout, ...)."""
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and python RNGs (model initialisation draws from them)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    images: Sequence[np.ndarray],
-    targets: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-    channels_last: bool,
-    amp: bool,
-) -> np.ndarray:
-    """Predicted class of every image, in order (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    preds = []
-    for batch, _ in eval_batches(images, targets, batch_size):
-        with _autocast(device, amp):
-            logits = model(to_model_input(batch, device, channels_last))
-        preds.append(logits.argmax(1).cpu())
-    model.train(was_training)
-    return torch.cat(preds).numpy()
-
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _scalar_diagnostics(diagnostics: dict[str, Any]) -> dict[str, Any]:
@@ -255,8 +176,8 @@ class EngineSettings:
         device = select_device(str(train_cfg["device"]))
         return cls(
             device=device,
-            amp=_flag(train_cfg["amp"], device),
-            channels_last=_flag(train_cfg["channels_last"], device),
+            amp=cuda_switch(train_cfg["amp"], device),
+            channels_last=cuda_switch(train_cfg["channels_last"], device),
             total_steps=int(train_cfg["steps"]),
             eval_every=int(train_cfg["eval_every"]),
             checkpoint_every=int(train_cfg["checkpoint_every"]),
@@ -300,16 +221,13 @@ def build_training(
         model = model.to(memory_format=torch.channels_last)
     ema = build_ema(model, cfg["ema"])
     optimizer = build_optimizer(model, cfg["optim"])
-    schedule = cosine_with_warmup(
-        int(cfg["sched"]["warmup_steps"]), settings.total_steps, float(cfg["sched"]["num_cycles"])
-    )
     return Training(
         settings=settings,
         model=model,
         student=torch.compile(model) if cfg["train"].get("compile") else model,
         ema=ema,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scheduler=build_schedule(optimizer, cfg["sched"], settings.total_steps),
         streams=build_streams(
             cfg, data, with_unlabelled=method.uses_unlabelled, device=settings.device
         ),
@@ -397,8 +315,8 @@ def next_batches(training: Training) -> StepBatches:
     return StepBatches(labelled, unlabelled, len(lb.targets) + 2 * len(ub.targets))
 
 
-def train_step(training: Training, batches: StepBatches, step: int) -> StepOutput:
-    """One optimisation step on ``batches``: the method's loss (under bf16 autocast when
+def update_step(training: Training, batches: StepBatches, step: int) -> StepOutput:
+    """One optimiser update on ``batches``: the method's loss (under bf16 autocast when
     ``amp``), backward, optimiser, LR schedule and EMA update. A non-finite loss raises
     ``FloatingPointError`` before any parameter changes."""
     settings = training.settings
@@ -411,7 +329,7 @@ def train_step(training: Training, batches: StepBatches, step: int) -> StepOutpu
         total_steps=settings.total_steps,
         num_classes=len(training.data.class_names),
     )
-    with _autocast(settings.device, settings.amp):
+    with autocast(settings.device, settings.amp):
         out = training.method.training_loss(ctx)
     if not torch.isfinite(out.loss):
         raise FloatingPointError(f"loss is {out.loss.item()} at step {step}")
@@ -423,14 +341,14 @@ def train_step(training: Training, batches: StepBatches, step: int) -> StepOutpu
     return out
 
 
-def engine_step(training: Training, step: int) -> tuple[int, dict[str, Any]]:
+def training_step(training: Training, step: int) -> tuple[int, dict[str, Any]]:
     """Step ``step`` exactly as :func:`fit` runs it, without logging or evaluation: the
     method's interval hook when due, the data path, the optimisation step, and the step's
     diagnostics as floats (reading them waits for the device). Returns the number of images
     the student saw and those diagnostics."""
     run_interval_hook(training, step)
     batches = next_batches(training)
-    out = train_step(training, batches, step)
+    out = update_step(training, batches, step)
     return batches.num_images, {"loss": out.loss.item(), **_scalar_diagnostics(out.diagnostics)}
 
 
@@ -440,7 +358,7 @@ def run_interval_hook(training: Training, step: int) -> None:
     interval = training.method.interval_steps
     if not interval or step % interval:
         return
-    with _forked_rng(training.settings.device):
+    with forked_rng(training.settings.device):
         training.method.on_interval(
             training.ema.module, lambda: _labelled_eval_batches(training), step
         )
@@ -449,7 +367,7 @@ def run_interval_hook(training: Training, step: int) -> None:
 def _labelled_eval_batches(training: Training) -> Iterator[LabelledBatch]:
     """Every labelled image once, in order, unaugmented, as model input."""
     data, settings = training.data, training.settings
-    images = _Subset(data.train_images, data.labelled)
+    images = Rows(data.train_images, data.labelled)
     targets = data.train_targets[data.labelled]
     for batch, batch_targets in eval_batches(images, targets, settings.eval_batch_size):
         yield LabelledBatch(
@@ -462,31 +380,16 @@ def evaluate(training: Training, step: int, model: nn.Module | None = None) -> d
     """Test-set metrics at ``step`` of the EMA model (or of ``model``)."""
     data, settings = training.data, training.settings
     # Evaluation must not move the training RNGs, or resumed runs would drift.
-    with _forked_rng(settings.device):
+    with forked_rng(settings.device):
         preds = predict(
             training.ema.module if model is None else model,
             data.test_images,
-            data.test_targets,
             settings.eval_batch_size,
             settings.device,
             settings.channels_last,
             settings.amp,
         )
     return {"step": step, **classification_metrics(data.test_targets, preds, data.class_names)}
-
-
-def _forked_rng(device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
-class _GlobalRng:
-    """The process's global RNGs as one checkpointable object."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return rng_state()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_rng_state(state)
 
 
 class _StatefulGroup:
@@ -564,7 +467,7 @@ def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: s
         diagnostics=diagnostics,
         # Restored after every object above (keys load in this order), so nothing that loads
         # later can move the global RNGs it sets.
-        rng=_GlobalRng(),
+        rng=GlobalRng(),
         elapsed=0.0,  # training seconds so far (data + steps, not evaluation)
         images_seen=0,
         evaluations=[],  # test metrics of every periodic evaluation, in order
@@ -692,14 +595,14 @@ def fit(
     try:
         with log.progress:
             for step in range(state["step"], settings.total_steps):
-                _train_one(training, state, diagnostics, log, step)
+                _logged_step(training, state, diagnostics, log, step)
                 _checkpoint_or_stop(state, checkpoint, log, step + 1, settings, stop_requested)
     finally:
         log.close()
     return _result(training, state, diagnostics, resumed_from)
 
 
-def _train_one(
+def _logged_step(
     training: Training,
     state: TrainState,
     diagnostics: _DiagnosticMeans,
@@ -709,7 +612,7 @@ def _train_one(
     """Step ``step`` with its bookkeeping: timing, counters, logging and due evaluation."""
     settings = training.settings
     tick = time.perf_counter()
-    num_images, values = engine_step(training, step)
+    num_images, values = training_step(training, step)
     state["elapsed"] += time.perf_counter() - tick
     state["images_seen"] += num_images
     log.window_images += num_images
@@ -776,16 +679,3 @@ def _result(
             "student": training.model.state_dict(),
         },
     )
-
-
-class _Subset:
-    """A read-only view of some rows of an image sequence (no copy of the images)."""
-
-    def __init__(self, images: Sequence[np.ndarray], indices: np.ndarray) -> None:
-        self.images, self.indices = images, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images[int(self.indices[i])]

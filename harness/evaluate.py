@@ -38,13 +38,12 @@ from harness.classes import ClassMapping, map_classes
 from harness.config import compose_config, group_options
 from harness.cross import cross_archive_path, cross_result_path, select_runs
 from harness.data.datasets import load_dataset, split_images
-from harness.data.streams import eval_batches
 from harness.data.table import FERDataset
-from harness.data.transforms import to_model_input
-from harness.engine import select_device
+from harness.device import cuda_switch, select_device
 from harness.errors import ConfigError, DatasetError
 from harness.metrics import classification_metrics
 from harness.plan import _pin_generator
+from harness.predict import Rows, predict
 from harness.provenance import collect_provenance
 from harness.saved_model import (
     WeightsError,
@@ -102,55 +101,6 @@ def eval_dataset_config(on: str, overrides: Sequence[str]) -> dict[str, Any]:
     return _pin_generator(compose_config([f"dataset={on}", *overrides]))
 
 
-def _auto_flag(value: Any, device: torch.device) -> bool:
-    """``auto`` → on for CUDA only (as the engine resolves ``train.amp`` and
-    ``train.channels_last``)."""
-    return device.type == "cuda" if value in ("auto", None) else bool(value)
-
-
-@torch.no_grad()
-def predict_masked(
-    model: torch.nn.Module,
-    images: Sequence[np.ndarray],
-    allowed: torch.Tensor,
-    settings: EvalSettings,
-) -> np.ndarray:
-    """The argmax over the ``allowed`` model classes of every image, in order (the other
-    logits are masked to −inf; with every class allowed, the engine's own prediction)."""
-    device, channels_last = settings.device, settings.channels_last
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    preds = []
-    dummy = np.zeros(len(images), dtype=np.int64)
-    for batch, _ in eval_batches(images, dummy, settings.batch_size):
-        x = to_model_input(batch, device, channels_last)
-        if settings.amp and device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            logits = model(x)
-        logits = logits.float()
-        masked = torch.full_like(logits, float("-inf"))
-        keep = allowed.to(logits.device)
-        masked[:, keep] = logits[:, keep]
-        preds.append(masked.argmax(1).cpu())
-    return torch.cat(preds).numpy()
-
-
-class _Rows(Sequence[np.ndarray]):
-    """Some rows of an image sequence, without copying them."""
-
-    def __init__(self, images: Sequence[np.ndarray], rows: np.ndarray) -> None:
-        self.images, self.rows = images, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-        return self.images[int(self.rows[i])]
-
-
 def score(
     mapping: ClassMapping,
     model: torch.nn.Module,
@@ -166,7 +116,13 @@ def score(
         test_to_shared[t], model_to_shared[m] = shared, shared
     rows = np.flatnonzero(test_to_shared[targets] >= 0)
     allowed = torch.as_tensor([m for _, m in mapping.pairs])
-    preds = predict_masked(model, _Rows(images, rows), allowed, settings)
+    device, channels_last = settings.device, settings.channels_last
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    preds = predict(
+        model, Rows(images, rows), settings.batch_size, device, channels_last, settings.amp, allowed
+    )
     return classification_metrics(
         test_to_shared[targets[rows]], model_to_shared[preds], mapping.evaluated_classes
     )
@@ -185,8 +141,8 @@ def _eval_settings(run_cfg: dict[str, Any], test_cfg: dict[str, Any]) -> EvalSet
     return EvalSettings(
         batch_size=int(test_cfg["data"]["eval_batch_size"]),
         device=device,
-        amp=_auto_flag(run_cfg["train"]["amp"], device),
-        channels_last=_auto_flag(run_cfg["train"]["channels_last"], device),
+        amp=cuda_switch(run_cfg["train"]["amp"], device),
+        channels_last=cuda_switch(run_cfg["train"]["channels_last"], device),
     )
 
 

@@ -215,13 +215,11 @@ def _fit_identities(
     """Supervised identity classification with the engine's loop; returns the student
     backbone's state_dict and the engine's FitResult."""
     import numpy as np
-    import torch
 
     from harness.data.datasets import split_images
-    from harness.engine import TrainData, fit, seed_everything
-    from harness.method import MethodSetup
+    from harness.engine import TrainData, build_method, fit
     from harness.models import build_model
-    from harness.registry import get_method
+    from harness.rng import seed_everything
 
     fit_config = _fit_config(config, settings)
     train_images = split_images(faces.train, "train", faces, fit_config)
@@ -237,15 +235,7 @@ def _fit_identities(
     )
     seed_everything(settings.seed)
     model, _ = build_model(str(config["backbone"]["name"]), faces.num_classes)
-    method = get_method("supervised").cls(
-        fit_config["method"],
-        MethodSetup(
-            num_classes=faces.num_classes,
-            num_unlabelled=0,
-            labelled_targets=torch.as_tensor(faces.train.labels, dtype=torch.int64),
-            total_steps=settings.steps,
-        ),
-    )
+    method = build_method("supervised", fit_config, data)
     work_dir = path.with_name(f".{path.stem}.run")  # checkpoints: an interrupted build resumes
     outcome = fit(
         fit_config,

@@ -10,7 +10,7 @@ of load on a shared machine hits every part alike:
   every stream, augmented and turned into model input on the device), so that a change of the
   data path is measured here without touching this file;
 * **engine**: one full step as :func:`harness.engine.fit` runs it
-  (:func:`harness.engine.engine_step`: data path, loss, backward, optimiser, schedule, EMA).
+  (:func:`harness.engine.training_step`: data path, loss, backward, optimiser, schedule, EMA).
 
 ``bench speed`` prints the figures and writes them as JSON where ``--output`` says; the
 repository's own page of them (docs/performance.md) is rendered by ``benchmarks/throughput.py``.
@@ -40,21 +40,19 @@ from tabulate import tabulate
 from harness.config import compose_config
 from harness.data.datasets import load_dataset
 from harness.data.images import LazyImages
+from harness.device import autocast, select_device, synchronize
 from harness.engine import (
     TrainData,
     Training,
-    _autocast,
+    build_method,
     build_training,
-    engine_step,
     next_batches,
-    seed_everything,
-    select_device,
+    training_step,
 )
 from harness.errors import ConfigError
-from harness.method import MethodSetup
 from harness.models import build_model
 from harness.provenance import device_name, git_state, package_versions
-from harness.registry import get_method
+from harness.rng import seed_everything
 
 
 @dataclass(frozen=True)
@@ -155,14 +153,7 @@ def build_case(cfg: dict[str, Any], data: TrainData, method: str = "fixmatch") -
     """The engine set up for a ``method`` run of ``cfg`` on ``data`` (model seeded with 0)."""
     seed_everything(0)
     model, _ = build_model(cfg["backbone"]["name"], len(data.class_names))
-    setup = MethodSetup(
-        num_classes=len(data.class_names),
-        num_unlabelled=len(data.unlabelled),
-        labelled_targets=torch.as_tensor(data.train_targets[data.labelled], dtype=torch.int64),
-        total_steps=int(cfg["train"]["steps"]),
-    )
-    plugin = get_method(method).cls(dict(cfg["method"]), setup)
-    return build_training(cfg, model, plugin, data)
+    return build_training(cfg, model, build_method(method, cfg, data), data)
 
 
 def images_per_step(training: Training) -> int:
@@ -180,7 +171,7 @@ def bare_step(training: Training, image_size: int) -> Callable[[], None]:
     y = torch.randint(len(training.data.class_names), (count,), device=settings.device)
 
     def step() -> None:
-        with _autocast(settings.device, settings.amp):
+        with autocast(settings.device, settings.amp):
             loss = F.cross_entropy(training.student(x).float(), y)
         training.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,21 +188,16 @@ def time_parts(
     Rounds interleave the parts (one call of each per round), so a change of load on a shared
     machine slows every part alike. Each call is timed to the end of its device work.
     """
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for part in parts.values():
         for _ in range(warmup):
             part()
-    sync()
+    synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(steps):
         for name, part in parts.items():
             start = time.perf_counter()
             part()
-            sync()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -227,7 +213,7 @@ def measure_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     parts: dict[str, Callable[[], Any]] = {"data": lambda: next_batches(training)}
     if skipped is None:
         parts["bare"] = bare_step(training, int(data_cfg["image_size"]))
-        parts["engine"] = lambda: engine_step(training, next(steps))
+        parts["engine"] = lambda: training_step(training, next(steps))
     times = time_parts(parts, args.steps, args.warmup, device)
     seconds = {name: statistics.median(values) for name, values in times.items()}
     unlabelled = training.streams["unlabelled"].spec.batch_size

@@ -24,16 +24,15 @@ from harness.engine import (
     FitResult,
     TrainData,
     TrainingStopped,
+    build_method,
     fit,
-    seed_everything,
 )
 from harness.failure import clear_failure, write_failure
 from harness.health import result_health
 from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
-from harness.method import Method, MethodSetup
 from harness.models import build_model
 from harness.provenance import collect_provenance
-from harness.registry import get_method
+from harness.rng import seed_everything
 from harness.run_info import write_run_info
 from harness.saved_model import keep_weights, model_meta
 from harness.spec import RunSpec
@@ -108,7 +107,7 @@ def _train_and_record(
         (work_dir / LOG_NAME).unlink(missing_ok=True)
     run = _load_run_data(spec)
     model, weights_report, pretrained = _build_model(spec, run, console, show_progress)
-    method = _build_method(spec, run)
+    method = build_method(spec.method, cfg, run.data)
     console.log(
         f"[bold]{spec.run_id}[/]: {run.dataset.name} ({len(run.dataset.train)} train / "
         f"{len(run.dataset.test)} test), {len(run.data.labelled)} labelled, "
@@ -204,20 +203,6 @@ def _build_model(
     if weights_report is not None:
         console.log(weights_report.summary())
     return model, weights_report, pretrained
-
-
-def _build_method(spec: RunSpec, run: _RunData) -> Method:
-    """The method plugin of ``spec`` with its settings and what it may know of the data."""
-    labelled = run.data.labelled
-    return get_method(spec.method).cls(
-        dict(spec.config["method"]),
-        MethodSetup(
-            num_classes=run.dataset.num_classes,
-            num_unlabelled=len(run.data.unlabelled),
-            labelled_targets=torch.as_tensor(run.dataset.train.labels[labelled], dtype=torch.int64),
-            total_steps=int(spec.config["train"]["steps"]),
-        ),
-    )
 
 
 def _result(spec: RunSpec, run: _RunData, outcome: FitResult, started: datetime) -> dict[str, Any]:

@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from harness.config import compose_config
-from harness.engine import (
-    CHECKPOINT_NAME,
-    TrainingStopped,
-    build_optimizer,
-    cosine_with_warmup,
-)
+from harness.engine import CHECKPOINT_NAME, TrainingStopped
+from harness.optim import build_optimizer, cosine_with_warmup
 from harness.plan import build_plan
 from harness.registry import available_methods, get_method, register_method
 from harness.store import RunBusyError, claim_run, has_result, run_dir

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.config import compose_config
-from harness.engine import Training, TrainingStopped, engine_step, next_batches
+from harness.engine import Training, TrainingStopped, next_batches, training_step
 from harness.plan import build_plan
 from harness.throughput import benchmark_data, build_case
 from harness.worker import run_spec
@@ -45,7 +45,7 @@ def test_cuda_defaults_train_under_bf16_in_channels_last(tiny: list[str]) -> Non
     first_conv = next(m for m in training.model.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
     before = [p.detach().clone() for p in training.model.parameters()]
-    _, diagnostics = engine_step(training, 0)
+    _, diagnostics = training_step(training, 0)
 
     assert torch.bfloat16 in dtypes, "the student's convolutions ran under bf16 autocast"
     assert all(p.dtype == torch.float32 for p in training.model.parameters()), "fp32 weights"
@@ -65,7 +65,7 @@ def test_compiled_student_matches_eager_and_learns(tiny: list[str]) -> None:
     losses = {"eager": [], "compiled": []}
     for step in range(30):
         for name, training in (("eager", eager), ("compiled", compiled)):
-            losses[name].append(engine_step(training, step)[1]["loss"])
+            losses[name].append(training_step(training, step)[1]["loss"])
     assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=0.02)
     first, last = losses["compiled"][:5], losses["compiled"][-5:]
     assert sum(last) < sum(first), f"compiled training lowered the loss: {losses['compiled']}"
