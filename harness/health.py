@@ -165,7 +165,7 @@ def has_adaptive_thresholds(result: dict[str, Any]) -> bool:
     from harness.registry import UnknownMethodError, get_method
 
     try:
-        switch = get_method(result["method"]).cls.adaptive_thresholds
+        switch = get_method(result.get("method") or result["method_label"]).cls.adaptive_thresholds
     except UnknownMethodError:
         return False
     if isinstance(switch, str):
@@ -177,9 +177,35 @@ def result_health(results_dir: Path, result: dict[str, Any]) -> Health:
     """The health of a stored result, from its compact step log (or full one) and itself."""
     from harness.steplog import run_step_log
 
-    steps = run_step_log(results_dir, result)
+    steps = run_step_log(results_dir, result) if result.get("run_id") else []
     return run_health(result, steps, has_adaptive_thresholds(result))
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def attach_health(results_dir: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results`` with each one's health under ``"health"`` (in memory only: the files are
+    never rewritten), as the leaderboard reads it."""
+    for result in results:
+        result["health"] = result_health(results_dir, result).as_dict()
+    return results
+
+
+def short(health: Health) -> str:
+    """``healthy`` or the flags joined: a table cell (``bench status``)."""
+    return "healthy" if health.healthy else "; ".join(health.flags)
+
+
+def stored_health(results_dir: Path, dataset: str, run_id: str) -> Health | None:
+    """The health of the stored result ``<results_dir>/<dataset>/<run_id>.json``; None when it
+    cannot be read."""
+    import json
+
+    path = Path(results_dir) / dataset / f"{run_id}.json"
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result_health(results_dir, result)

@@ -24,12 +24,14 @@ gives the same bytes.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.errors import BenchError
+from harness.health import FLAGS, attach_health
 from harness.report.frame import (
     BASELINE,
     EMPTY_CELL,
@@ -49,6 +51,7 @@ MIXED_MARK = "†"
 PROVENANCE_MARK = "‡"
 TIED_MARK = "≈"
 UNTESTED_MARK = "?"
+HEALTH_MARK = "⚠"
 
 
 class ResultsDirError(BenchError):
@@ -174,7 +177,40 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     for label, setting in provenance:
         if table.loc[label, setting] != EMPTY_CELL:
             table.loc[label, setting] += f" {PROVENANCE_MARK}"
+    for (label, setting), marks in health_marks(frame).items():
+        if table.loc[label, setting] != EMPTY_CELL:
+            table.loc[label, setting] += f" {HEALTH_MARK} {marks}"
     return table.to_markdown(colalign=["left", *["right"] * len(columns)]), notes
+
+
+def health_marks(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(row, label setting) → ``collapsed 2/3; never pseudo-labelled 3/3``: how many of the
+    cell's runs each health rule flagged (harness/health.py), for the cells with any."""
+    marks = {}
+    for (label, setting), cell in frame.groupby(["method_label", "labels"]):
+        counts = Counter(flag for flags in cell["health"] for flag in flags)
+        if counts:
+            marks[(label, setting)] = "; ".join(
+                f"{flag} {counts[flag]}/{len(cell)}" for flag in FLAGS if flag in counts
+            )
+    return marks
+
+
+def health_lines(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[str]:
+    """The runs a health rule flagged, one line each with its reasons, under the tables."""
+    flagged = [  # ``results`` are the frame's runs, in its order
+        f"- `{result['run_id']}`: {'; '.join(result['health']['reasons'])}"
+        for result, flags in zip(results, frame["health"], strict=True)
+        if flags
+    ]
+    if not flagged:
+        return []
+    return [
+        f"{HEALTH_MARK} Runs whose health flags a failure (rules: docs/health.md):",
+        "",
+        *flagged,
+        "",
+    ]
 
 
 def paired_table(frame: pd.DataFrame, metric: str, baseline: str, skip: set[str]) -> str | None:
@@ -250,6 +286,7 @@ def _section(
                 "",
             ]
         lines += _paired_tables(part, metric)
+    lines += health_lines(part, results)
     ablated = sorted(part.loc[part["method_label"] != part["method"], "method"].unique())
     for method in ablated:
         lines += [
@@ -307,7 +344,10 @@ LEGEND = (
     "seeds shared with the bold cell, not tested. Unmarked: significantly below the best. "
     f"`{MIXED_MARK}`: the cell mixes configs; `{PROVENANCE_MARK}`: its runs come from different "
     "commits, devices or thread counts (listed in the protocol). No correction for multiple "
-    "comparisons: a p near 0.05 among many rows is weak evidence."
+    "comparisons: a p near 0.05 among many rows is weak evidence. "
+    f"`{HEALTH_MARK} collapsed 2/3`: 2 of the cell's 3 runs broke that health rule "
+    "(collapsed, never pseudo-labelled, thresholds never moved, EMA behind; docs/health.md); "
+    "the runs are listed under each section's tables."
 )
 
 
@@ -399,7 +439,7 @@ def write_leaderboard(
 
     results_dir = check_results_dir(results_dir)
     path = Path(output) if output is not None else results_dir / "leaderboard.md"
-    text = render_leaderboard(load_results(results_dir), extras)
+    text = render_leaderboard(attach_health(results_dir, load_results(results_dir)), extras)
     cross = cross_dataset_tables(load_cross_results(results_dir))
     atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
     return path

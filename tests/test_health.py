@@ -140,3 +140,35 @@ def test_stored_result_reads_its_compact_step_log(tmp_path: Path):
     (folder / f"{result['run_id']}.steps.jsonl.gz").write_bytes(gzip.compress(text.encode()))
     health = result_health(tmp_path, result)  # flexmatch: adaptive thresholds
     assert health.flags == (NEVER_PSEUDO_LABELLED, THRESHOLDS_STILL)
+
+
+def test_leaderboard_marks_flagged_cells_and_lists_their_runs():
+    from harness.leaderboard import render_leaderboard
+
+    results = []
+    for seed, matrix in enumerate([_diagonal(), [[0, 0, 0, 10, 0, 0, 0] for _ in range(7)]]):
+        result = _result(matrix)
+        result.update(
+            run_id=f"flexmatch__10pct__seed{seed}__0000000{seed}",
+            method_label="flexmatch",
+            labels="10%",
+            seed=seed,
+            tag="",
+        )
+        result["health"] = run_health(result, [], True).as_dict()
+        results.append(result)
+    text = render_leaderboard(results)
+    assert "⚠ collapsed 1/2" in text
+    assert "- `flexmatch__10pct__seed1__00000001`: collapsed: 100% of test predictions" in text
+    assert "seed0__00000000`" not in text.split("Runs whose health")[1]
+
+
+def test_status_shows_a_done_runs_health(tmp_path: Path):
+    from harness.launchers.status import all_statuses
+
+    result = _result([[0, 0, 0, 10, 0, 0, 0] for _ in range(7)])
+    result.update(method_label="flexmatch", labels="10%", seed=0, tag="")
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / f"{result['run_id']}.json").write_text(json.dumps(result))
+    (status,) = all_statuses(tmp_path, query=lambda ids: {})
+    assert status.state == "done" and status.detail == "collapsed"

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.failure import FAILED_NAME, FailureRecord, read_failure
+from harness.health import short, stored_health
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -165,6 +166,8 @@ def _status(
     if state == "failed" and failure is not None and failure.step is not None:
         step = failure.step
     detail = _detail(state, record, scheduler_state, reason, holder, failure)
+    if state == "done" and (health := stored_health(results_dir, meta.get("dataset", ""), run_id)):
+        detail = short(health)  # docs/health.md: the ways a finished run can have failed
     if state == "missing" and (work_dir / CHECKPOINT_NAME).exists():
         detail = f"{detail}; resumes from its checkpoint".lstrip("; ")
     error: tuple[str, ...] = ()

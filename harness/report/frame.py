@@ -66,6 +66,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "train_seconds",
         "pretrain_key",
         "pretrain_seconds",
+        "health",
         *METRIC_NAMES,
     ]
     rows = []
@@ -94,6 +95,8 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 # harness/pretrain.py: the shared pretraining, trained once for all its runs.
                 "pretrain_key": str(pretrain.get("key") or ""),
                 "pretrain_seconds": _number(pretrain.get("train_seconds")),
+                # harness/health.py's flags, when the loader attached them (attach_health)
+                "health": tuple((result.get("health") or {}).get("flags") or ()),
                 **{name: _number(metrics.get(name)) for name in METRIC_NAMES},
             }
         )
