@@ -34,12 +34,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from harness.checkpoint import StatefulGroup, TrainState, resume
 from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
 from harness.device import autocast, cuda_switch, select_device
 from harness.ema import build_ema
-from harness.errors import ConfigError
 from harness.method import (
     LabelledBatch,
     Method,
@@ -123,12 +123,6 @@ def _scalar_diagnostics(diagnostics: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = float(value)
     return out
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 class _DiagnosticMeans:
@@ -392,64 +386,6 @@ def evaluate(training: Training, step: int, model: nn.Module | None = None) -> d
     return {"step": step, **classification_metrics(data.test_targets, preds, data.class_names)}
 
 
-class _StatefulGroup:
-    """Named stateful objects (the streams) as one checkpointable object, with strict names."""
-
-    def __init__(self, members: dict[str, Any]) -> None:
-        self.members = members
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: member.state_dict() for name, member in self.members.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != set(self.members):
-            raise ConfigError(
-                f"the checkpoint holds streams {sorted(state)}, this run has {sorted(self.members)}"
-            )
-        for name, member in self.members.items():
-            member.load_state_dict(state[name])
-
-
-def _stateful(value: Any) -> bool:
-    return hasattr(value, "state_dict") and hasattr(value, "load_state_dict")
-
-
-class TrainState(dict):
-    """Everything a checkpoint holds, each under its one key (Lightning Fabric's ``state``).
-
-    Values are either stateful objects (``state_dict`` / ``load_state_dict``: the model,
-    optimiser, streams, ...), saved as their state, or plain values (step, counters), saved
-    as they are and replaced on load. The checkpoint file is the flat dict of those keys, so
-    checkpoints of earlier versions (same keys) load unchanged; a file with a missing or an
-    extra key is refused by name rather than resumed half-way.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        """The checkpoint's content: each value's ``state_dict()``, or the value itself."""
-        return {k: v.state_dict() if _stateful(v) else v for k, v in self.items()}
-
-    def load_state_dict(self, saved: dict[str, Any], source: Path) -> None:
-        """Restore every key from ``saved`` (read from ``source``); strict on keys."""
-        missing, extra = sorted(set(self) - set(saved)), sorted(set(saved) - set(self))
-        if missing or extra:
-            problems = [
-                f"{what} keys {keys}"
-                for what, keys in (("missing", missing), ("unknown", extra))
-                if keys
-            ]
-            raise ConfigError(
-                f"{source} does not match this engine's checkpoint ({', '.join(problems)}); "
-                "delete it to start over"
-            )
-        for key, value in self.items():
-            if _stateful(value):
-                value.load_state_dict(saved[key])
-            else:
-                self[key] = saved[key]
-
-    def save(self, path: Path) -> None:
-        """Write the checkpoint atomically: a reader sees the previous file or this one."""
-        _atomic_torch_save(self.state_dict(), path)
 
 
 def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: str) -> TrainState:
@@ -462,7 +398,7 @@ def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: s
         ema=training.ema,
         optimizer=training.optimizer,
         scheduler=training.scheduler,
-        streams=_StatefulGroup(training.streams),
+        streams=StatefulGroup(training.streams),
         method=training.method,
         diagnostics=diagnostics,
         # Restored after every object above (keys load in this order), so nothing that loads
@@ -472,23 +408,6 @@ def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: s
         images_seen=0,
         evaluations=[],  # test metrics of every periodic evaluation, in order
     )
-
-
-def resume(state: TrainState, path: Path, device: torch.device) -> bool:
-    """Load ``path`` into ``state`` if it exists (True), after checking it belongs to this
-    run's config; False when there is nothing to resume."""
-    if not path.exists():
-        return False
-    try:
-        saved = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ConfigError(
-            f"cannot read checkpoint {path} ({err}); delete it to start over"
-        ) from err
-    if not isinstance(saved, dict) or saved.get("config_hash") != state["config_hash"]:
-        raise ConfigError(f"{path} belongs to a different config; delete it to start over")
-    state.load_state_dict(saved, source=path)
-    return True
 
 
 class _RunLog:
@@ -586,7 +505,9 @@ def fit(
     diagnostics = _DiagnosticMeans()
     state = initial_state(training, diagnostics, run_hash)
     checkpoint = run_dir / CHECKPOINT_NAME
-    resumed_from = state["step"] if resume(state, checkpoint, settings.device) else None
+    warn = lambda message: console.log(f"[bold yellow]warning:[/] {message}")  # noqa: E731
+    resumed = resume(state, checkpoint, settings.device, warn)
+    resumed_from = state["step"] if resumed else None
     log = _RunLog(run_dir, settings, state["step"], console, show_progress)
     if resumed_from is not None:
         console.log(f"resumed from {checkpoint} at step {resumed_from}/{settings.total_steps}")

@@ -26,8 +26,9 @@ from torch import nn
 
 from harness.data.transforms import MEAN, STD
 from harness.errors import BenchError
+from harness.files import atomic_write
 from harness.spec import RunSpec
-from harness.store import RUNS_DIR, atomic_write_with, result_path, superseded_path
+from harness.store import RUNS_DIR, result_path, superseded_path
 
 WEIGHTS_NAME = "weights.pt"
 FORMAT = "fer-bench-weights/1"
@@ -92,7 +93,7 @@ def save_weights(
     payload: dict[str, Any] = {"meta": meta, "ema": _cpu_state(ema_state)}
     if student_state is not None:
         payload["student"] = _cpu_state(student_state)
-    atomic_write_with(path, lambda handle: torch.save(payload, handle))
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.errors import ConfigError
+from harness.files import atomic_write_bytes
 from harness.store import RUNS_DIR
 
 COPY_SUFFIX = ".steps.jsonl.gz"
@@ -207,9 +208,7 @@ def keep_compact_copy(log_path: Path, result_path: Path) -> Path | None:
         return None
     text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
     target = copy_path(result_path)
-    tmp = target.with_name(f".tmp-{target.name}")
-    tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
-    tmp.replace(target)
+    atomic_write_bytes(target, gzip.compress(text.encode(), mtime=0))
     return target
 
 

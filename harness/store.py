@@ -12,20 +12,19 @@ one process at a time: ``claim_run`` locks its working folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import socket
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any
 
 from harness.errors import BenchError
+from harness.files import LockBusy, atomic_write_text, fsync_dir, holder_of, locked, write_temp
 from harness.spec import RunSpec
 
 RUNS_DIR = "runs"
@@ -37,17 +36,6 @@ SUPERSEDED_DIR = "superseded"
 LOCK_NAME = "lock"
 # What the leaderboard needs from a result; a JSON file without these is not one.
 REQUIRED_KEYS = ("dataset", "method_label", "labels", "seed", "metrics")
-
-
-def _file_mode() -> int:
-    """Permissions an ordinary ``open(..., "w")`` would give (mkstemp's are owner-only, which
-    would hide results from colleagues sharing the tree)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _file_mode()
 
 
 def result_path(results_dir: Path, spec: RunSpec) -> Path:
@@ -74,51 +62,20 @@ def claim_run(work_dir: Path) -> Iterator[None]:
     """Hold the run's lock (``<work_dir>/lock``) for the duration of the block.
 
     Two processes training one run would overwrite each other's checkpoints, so the second
-    one fails at once with :class:`RunBusyError`, naming the holder. The lock is an ``flock``:
-    the kernel drops it when its holder dies, so a killed or preempted run leaves no stale lock.
-    The lock file is removed on release (a finished run leaves none); :func:`lock_holder`
-    reads it.
+    one fails at once with :class:`RunBusyError`, naming the holder. The lock is
+    :func:`harness.files.locked`: an ``flock`` the kernel drops when its holder dies, or where
+    the file system has none a soft lock that a killed holder does not wedge (see
+    docs/guarantees.md). The lock file is removed on release (a finished run leaves none);
+    :func:`lock_holder` reads it.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    path = work_dir / LOCK_NAME
-    while True:
-        handle = path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown process"
-            handle.close()
-            raise RunBusyError(
-                f"{work_dir.name} is already being trained by {holder}; wait for it to finish "
-                "or stop it (it resumes from its checkpoint)"
-            ) from None
-        # The holder before us may have removed the file after we opened it: our lock is then
-        # on a file nobody else sees, so start again on the one at ``path``.
-        if _same_file(handle, path):
-            break
-        handle.close()
-    with handle:
-        handle.seek(0)
-        handle.truncate()
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)  # before unlocking: a waiter re-checks the file
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _same_file(handle: IO[str], path: Path) -> bool:
-    """Whether the open ``handle`` is the file now at ``path``."""
     try:
-        here = path.stat()
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(handle.fileno())
-    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+        with locked(work_dir / LOCK_NAME, wait=False):
+            yield
+    except LockBusy as busy:
+        raise RunBusyError(
+            f"{work_dir.name} is already being trained by {busy.holder}; wait for it to finish "
+            "or stop it (it resumes from its checkpoint)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -143,10 +100,8 @@ def lock_holder(work_dir: Path) -> LockHolder | None:
     wrote that is gone, or that no ``flock`` holds any more (one left by a killed process or
     by an older version that kept the file): nobody. Asking never takes the lock from anyone.
     """
-    path = Path(work_dir) / LOCK_NAME
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+    text = holder_of(Path(work_dir) / LOCK_NAME)
+    if text is None:
         return None
     match = _HOLDER.match(text)
     holder = (
@@ -161,77 +116,7 @@ def lock_holder(work_dir: Path) -> LockHolder | None:
             return None
         except PermissionError:
             pass  # alive, another user's
-    return holder if _flock_held(path) else None
-
-
-def _flock_held(path: Path) -> bool:
-    """Whether some process holds the ``flock`` of ``path`` (True when it cannot be told)."""
-    try:
-        with path.open("rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
-    except FileNotFoundError:
-        return False
-    except OSError:  # no flock on this file system: trust the file
-        return True
-
-
-def _write_tmp(directory: Path, name: str, text: str) -> Path:
-    """A fully written, fsynced temporary file in ``directory`` (same file system as the
-    target, so the final rename is atomic); the name is unique across processes and hosts."""
-    return _write_tmp_with(directory, name, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def _write_tmp_with(directory: Path, name: str, write: Callable[[BinaryIO], object]) -> Path:
-    """:func:`_write_tmp` for any content: ``write`` fills the open binary file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{name}-", suffix=".part")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (best effort: not every OS or file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never a part,
-    even if the process is killed: temporary file in the same folder, fsync, ``os.replace``."""
-    atomic_write_with(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """:func:`atomic_write_text` for binary content (e.g. ``torch.save`` into the handle)."""
-    path = Path(path)
-    tmp = _write_tmp_with(path.parent, path.name, write)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    return holder
 
 
 def _publish_new(tmp: Path, path: Path) -> None:
@@ -244,13 +129,15 @@ def _publish_new(tmp: Path, path: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise BenchError(f"{path} exists; pass --force to rerun (the old result is kept)") from None
     except OSError:
-        # No hard links here (some network or FUSE file systems): check, then rename.
-        if path.exists():
-            tmp.unlink(missing_ok=True)
-            raise BenchError(
-                f"{path} exists; pass --force to rerun (the old result is kept)"
-            ) from None
-        os.replace(tmp, path)
+        # No hard links here (some network or FUSE file systems): check, then rename, under a
+        # lock so that two writers cannot both find the place free.
+        with locked(path.with_name(f".{path.name}.lock")):
+            if path.exists():
+                tmp.unlink(missing_ok=True)
+                raise BenchError(
+                    f"{path} exists; pass --force to rerun (the old result is kept)"
+                ) from None
+            os.replace(tmp, path)
         return
     tmp.unlink(missing_ok=True)
 
@@ -288,7 +175,7 @@ def write_result(
     # Serialise before touching anything: a result that is not JSON-able must not cost the
     # old one.
     text = json.dumps(result, indent=1) + "\n"
-    tmp = _write_tmp(path.parent, path.name, text)
+    tmp = write_temp(path.parent, path.name, lambda handle: handle.write(text.encode()))
     try:
         if force and path.exists():
             _archive_copy(path, archive or superseded_path(path))
@@ -300,7 +187,7 @@ def write_result(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_result(path: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
+from harness.files import atomic_write, atomic_write_text
 
 # A weights file written by :func:`save_weights` has its checksum in this sidecar file.
 SIDECAR_SUFFIX = ".meta.json"
@@ -231,22 +231,10 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_path = sidecar(path)
     meta_path.unlink(missing_ok=True)  # the old marker must not vouch for the new bytes
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"state_dict": dict(state)}, tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: torch.save({"state_dict": dict(state)}, handle))
     record = {**metadata, "file": path.name, "bytes": path.stat().st_size}
     record["sha256"] = file_sha256(path)
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-        _fsync(tmp)
-        os.replace(tmp, meta_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(meta_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -276,9 +264,3 @@ def checksum_problem(path: Path) -> str | None:
     if file_sha256(path) != record["sha256"]:
         return f"{path} is corrupt: its SHA-256 differs from the one in its {SIDECAR_SUFFIX}"
     return None
-
-
-def _fsync(path: Path) -> None:
-    """Flush a written file to disk, so a crash cannot leave a renamed but empty file."""
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())

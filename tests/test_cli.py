@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.checkpoint import read_checkpoint
 from harness.cli import main
 from harness.data.synthfer import SynthConfig, ensure_synthfer
 
@@ -208,7 +209,7 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     assert "not started" in output and "checkpoint saved" in output
     checkpoints = sorted(stopped_dir.glob("runs/*/checkpoint.pt"))
     assert len(checkpoints) == parallel, "each run in training saved its step"
-    steps = {c.parent.name: torch.load(c, weights_only=False)["step"] for c in checkpoints}
+    steps = {c.parent.name: read_checkpoint(c)["step"] for c in checkpoints}
     assert all(0 < step < 300 for step in steps.values()), steps
     assert not list(stopped_dir.glob("synthfer/*.json"))
 

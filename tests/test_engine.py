@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.checkpoint import read_checkpoint
 from harness.config import compose_config
 from harness.engine import CHECKPOINT_NAME, TrainingStopped
 from harness.optim import build_optimizer, cosine_with_warmup
@@ -77,7 +78,7 @@ def test_killed_run_resumes_to_the_same_result(tiny: list[str], tmp_path: Path) 
     finally:
         cls.stop_at = None
     checkpoint = run_dir(tmp_path / "b", spec) / CHECKPOINT_NAME
-    assert torch.load(checkpoint, weights_only=False)["step"] == 20
+    assert read_checkpoint(checkpoint)["step"] == 20
     resumed = run_spec(spec, tmp_path / "b", show_progress=False)
 
     assert resumed["timing"]["resumed_from_step"] == 20
@@ -108,7 +109,7 @@ def test_a_stop_request_saves_that_step_and_resumes_to_the_same_result(
         run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=stop_after_13_steps)
     assert stopped.value.step == 13
     work_dir = run_dir(tmp_path / "b", spec)
-    assert torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)["step"] == 13
+    assert read_checkpoint(work_dir / CHECKPOINT_NAME)["step"] == 13
     assert not has_result(tmp_path / "b", spec)
     resumed = run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=lambda: False)
 

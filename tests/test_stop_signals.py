@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from test_cli import bench, start_in_own_group, wait_for_spawned_grandchildren
 
+from harness.checkpoint import read_checkpoint
 from harness.cli import main
 
 
@@ -31,7 +31,7 @@ def _stop_steps(results: Path) -> dict[str, int]:
     """Each run's checkpointed step, checked against the step its log says it stopped at."""
     steps = {}
     for checkpoint in results.glob("runs/*/checkpoint.pt"):
-        step = torch.load(checkpoint, weights_only=False)["step"]
+        step = read_checkpoint(checkpoint)["step"]
         log = [json.loads(line) for line in (checkpoint.parent / "metrics.jsonl").open()]
         assert log[-1] == {"event": "stop", "step": step}, log[-3:]
         steps[checkpoint.parent.name] = step

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from harness.errors import BenchError
+from harness.files import atomic_write_text
 from harness.provenance import collect_provenance, git_state, slurm_info
 from harness.spec import RunSpec
 from harness.store import (
     RunBusyError,
-    atomic_write_text,
     claim_run,
     has_result,
     load_results,

@@ -16,7 +16,6 @@ from PIL import Image
 from harness.data.rafdb import load_rafdb
 from harness.data.synthfer import (
     CLASS_GEOMETRY,
-    DONE_MARKER,
     RAFDB_TRAIN_COUNTS,
     SynthConfig,
     ensure_synthfer,
@@ -26,6 +25,7 @@ from harness.data.synthfer import (
     split_names,
 )
 from harness.errors import ConfigError, DatasetError
+from harness.files import DONE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SynthConfig(train_size=70, test_size=21, image_size=32, seed=7)

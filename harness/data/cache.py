@@ -6,8 +6,9 @@ fingerprint hashes the file list, the face boxes, the size and the decoder versi
 dataset gets a new file (image *contents* are not hashed: edit files in place and delete the
 cache yourself).
 
-Building is safe when several jobs start at once: an ``fcntl.flock`` on ``.<name>.lock`` lets one
-build while the others wait and then map the finished file. The builder writes a temporary
+Building is safe when several jobs start at once: a lock on ``.<name>.lock``
+(:func:`harness.files.locked`: ``flock``, or a soft lock where there is none) lets one build while
+the others wait and then map the finished file. The builder writes a temporary
 ``.npy`` next to the final one and renames it when complete, so a reader never sees a half-built
 cache; a temporary file left by a killed builder is deleted by the next one (whoever holds the
 lock is the only live builder).
@@ -16,7 +17,6 @@ lock is the only live builder).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import multiprocessing
 import os
@@ -25,13 +25,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from harness.data.images import DECODE_VERSION, load_face
 from harness.data.table import ImageTable
 from harness.errors import ConfigError
+from harness.files import locked
 from harness.interrupts import ctrl_c_held
 from harness.progress import counted
 
@@ -146,44 +147,23 @@ def build_lock(
     file ``final`` while others wait for it: the lock :func:`decoded_images` takes, and other
     cached artefacts (pretrained weights) that several jobs may ask for at once. A folder that
     cannot be written is a :class:`ConfigError` naming ``what`` and the keys that move it
-    (``or_else``: another way out, e.g. ``data.cache=false``)."""
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = (final.parent / f".{final.name}.lock").open("w")
-    except OSError as err:
-        alternative = f", or {or_else}" if or_else else ""
-        raise ConfigError(
-            f"cannot write {what} in {final.parent} ({err}); "
-            f"set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder{alternative}"
-        ) from None
-    with lock_file, _locked(lock_file, final, progress):
-        yield
+    (``or_else``: another way out, e.g. ``data.cache=false``). Where the file system has no
+    ``flock`` the lock is a soft one (:func:`harness.files.locked`)."""
 
+    def waiting(holder: str) -> None:
+        if progress:
+            print(f"waiting for {holder} to finish building {final.name} ...", file=sys.stderr)
 
-@contextlib.contextmanager
-def _locked(lock_file: IO[str], final: Path, progress: bool) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock_file``, saying so when another job has it."""
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(
-                    f"waiting for another job to finish building {final.name} ...", file=sys.stderr
-                )
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-    except OSError as err:
-        # Some cluster file systems (Lustre/NFS mounted without lock support) refuse flock;
-        # building without it could let two jobs race, so say how to avoid that instead.
-        raise ConfigError(
-            f"cannot lock {lock_file.name} ({err}): the file system of the cache does "
-            "not support file locks; set data.cache_dir (or $FER_BENCH_CACHE) to a local or "
-            "lock-capable folder, or data.cache=false"
-        ) from None
-    try:
+            stack.enter_context(locked(final.parent / f".{final.name}.lock", on_wait=waiting))
+        except OSError as err:
+            alternative = f", or {or_else}" if or_else else ""
+            raise ConfigError(
+                f"cannot write {what} in {final.parent} ({err}); "
+                f"set data.cache_dir (or $FER_BENCH_CACHE) to a writable folder{alternative}"
+            ) from None
         yield
-    finally:
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _open_if_valid(final: Path, shape: tuple[int, ...]) -> MappedImages | None:

@@ -18,6 +18,7 @@ same name does not (delete the cache file to force a recount).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from harness.data.folder import IMAGE_SUFFIXES
 from harness.errors import DatasetError
+from harness.files import atomic_write_text
 
 FINGERPRINT_VERSION = 1
 CACHE_FOLDER = "fingerprints"
@@ -122,14 +124,9 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    """Write-then-rename: processes planning at once write the same text; none reads half."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only cache only costs a recount next time
+    """Atomic: processes planning at once write the same text; none reads half."""
+    with contextlib.suppress(OSError):  # a read-only cache only costs a recount next time
+        atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def dataset_fingerprint(root: str | Path, cache_dir: Path) -> str:

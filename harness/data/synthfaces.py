@@ -33,12 +33,12 @@ from harness.data.synthfer import (
     GENERATOR_VERSION,
     SynthConfig,
     _default_workers,
-    ensure_generated,
     face_geometry,
     render_face,
 )
 from harness.data.table import FERDataset
 from harness.errors import ConfigError
+from harness.files import generate_once
 from harness.interrupts import ctrl_c_held
 
 # The seed-sequence element that separates identity draws from synthfer's splits (0, 1).
@@ -138,9 +138,9 @@ def generate_faces(root: Path, config: FaceSetConfig, workers: int | None = None
 
 def ensure_faces(cache_dir: Path, config: FaceSetConfig, workers: int | None = None) -> Path:
     """The set's root, ``cache_dir/synthfaces-<fingerprint>``, generated once on first use
-    (several processes asking at once generate it once: :func:`ensure_generated`)."""
+    (several processes asking at once generate it once: :func:`harness.files.generate_once`)."""
     root = Path(cache_dir).expanduser() / f"synthfaces-{config.fingerprint()}"
-    return ensure_generated(
+    return generate_once(
         root,
         lambda tmp: generate_faces(tmp, config, workers=workers),
         json.dumps(config.settings(), sort_keys=True),

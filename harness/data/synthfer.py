@@ -18,17 +18,12 @@ by any number of processes.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import math
 import os
-import shutil
-import socket
-from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -36,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from harness.errors import ConfigError, DatasetError
+from harness.errors import ConfigError
+from harness.files import generate_once
 from harness.interrupts import ctrl_c_held
 from harness.progress import counted
 
@@ -85,7 +81,6 @@ _IRIS = np.array([[70, 45, 25], [40, 90, 140], [60, 110, 60], [110, 80, 40]], dt
 # written by an older renderer is never mistaken for the current one.
 GENERATOR_VERSION = 2
 SUPERSAMPLE = 3  # draw at 3× and box-downsample: anti-aliasing at almost no cost
-DONE_MARKER = ".complete"  # written last: a folder without it is an unfinished generation
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # sic: RAF-DB's own spelling
 IMAGE_DIR = Path("Image") / "aligned"
 
@@ -690,55 +685,13 @@ def generate_synthfer(root: Path, config: SynthConfig, workers: int | None = Non
     (root / "synthfer.json").write_text(json.dumps(settings, indent=1) + "\n")  # provenance
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int | None = None) -> Path:
     """synthfer's root, ``cache_dir/synthfer-<config fingerprint>``, generated on first use
-    (safely when several processes ask at once: see :func:`ensure_generated`)."""
+    (safely when several processes ask at once: see :func:`harness.files.generate_once`)."""
     root = Path(cache_dir).expanduser() / f"synthfer-{config.fingerprint()}"
-    return ensure_generated(
+    return generate_once(
         root,
         lambda tmp: generate_synthfer(tmp, config, workers=workers),
         json.dumps(asdict(config)),
         "synthfer",
     )
-
-
-def ensure_generated(root: Path, write: Callable[[Path], None], marker: str, what: str) -> Path:
-    """``root``, written by ``write(folder)`` on first use; ``marker`` is the completion
-    marker's text (the generator's settings).
-
-    Safe when several processes ask at once: under a file lock one generates into a temporary
-    sibling folder, writes the completion marker last and renames it into place; the others wait
-    for the lock and reuse it. A folder without the marker (a killed generation) is replaced.
-    """
-    if (root / DONE_MARKER).is_file():
-        return root
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(root.with_name(root.name + ".lock")):
-            if (root / DONE_MARKER).is_file():  # another process finished it while we waited
-                return root
-            # Holding the lock, any temporary sibling is left over from a killed generation.
-            for stale in root.parent.glob(f".{root.name}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = root.with_name(f".{root.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-            write(tmp)
-            (tmp / DONE_MARKER).write_text(marker + "\n")
-            shutil.rmtree(root, ignore_errors=True)  # an unfinished folder from a killed run
-            os.replace(tmp, root)
-    except OSError as err:
-        raise DatasetError(
-            f"{what}: cannot generate into the cache folder {root.parent} ({err}); set "
-            "data.cache_dir or $FER_BENCH_CACHE to a writable folder"
-        ) from err
-    return root
