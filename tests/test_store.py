@@ -50,6 +50,16 @@ def _result(value: int, **extra: object) -> dict:
     }
 
 
+@pytest.fixture(params=["flock", "no-flock"])
+def locking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with ``flock``, and again as on a file system without one (NFS ``nolock``,
+    Lustre without ``-o flock``): the test switch makes every flock fail with ENOLCK, here and
+    in child processes, and the harness falls back to soft locks."""
+    if request.param == "no-flock":
+        monkeypatch.setenv("FER_BENCH_NO_FLOCK", "1")
+    return request.param
+
+
 def test_paths_follow_the_layout(tmp_path: Path) -> None:
     spec = _spec(labels="25/class", seed=3)
     assert result_path(tmp_path, spec) == tmp_path / "synthfer" / f"{spec.run_id}.json"
@@ -161,7 +171,7 @@ def test_a_forced_rewrite_never_leaves_the_result_missing(
     assert seen and seen[-1] == 2, seen
 
 
-def test_a_claimed_run_cannot_be_claimed_twice(tmp_path: Path) -> None:
+def test_a_claimed_run_cannot_be_claimed_twice(tmp_path: Path, locking: str) -> None:
     work_dir = run_dir(tmp_path, _spec())
     busy = pytest.raises(RunBusyError, match=rf"pid {os.getpid()} on ")
     with claim_run(work_dir), busy, claim_run(work_dir):
@@ -170,7 +180,7 @@ def test_a_claimed_run_cannot_be_claimed_twice(tmp_path: Path) -> None:
         pass
 
 
-def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path, locking: str) -> None:
     work_dir = run_dir(tmp_path, _spec())
     child = (
         "import sys, time\n"
@@ -197,7 +207,9 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         pass
 
 
-def test_a_claim_names_its_holder_while_held_and_leaves_no_lock_file(tmp_path: Path) -> None:
+def test_a_claim_names_its_holder_while_held_and_leaves_no_lock_file(
+    tmp_path: Path, locking: str
+) -> None:
     work_dir = run_dir(tmp_path, _spec())
     assert lock_holder(work_dir) is None
     with claim_run(work_dir):
@@ -335,3 +347,60 @@ def test_collect_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(json.dumps(info)) == info
     assert slurm_info({}) is None
     assert slurm_info({"SLURMD_NODENAME": "gpu07", "HOME": "/x"}) == {"SLURMD_NODENAME": "gpu07"}
+
+
+def test_concurrent_processes_without_flock_or_hard_links_lose_and_duplicate_nothing(
+    tmp_path: Path,
+) -> None:
+    # 8 processes on a file system with neither flock nor hard links (the soft lock and the
+    # locked check-then-rename are all that keep them apart): each claims every one of 20 runs
+    # and writes its result if it is missing, and races the others for 20 shared results.
+    child = (
+        "import errno, json, os, sys\n"
+        "from pathlib import Path\n"
+        "def no_link(*args, **kwargs):\n"
+        "    raise OSError(errno.EPERM, 'no hard links here')\n"
+        "os.link = no_link\n"
+        "from harness.errors import BenchError\n"
+        "from harness.store import RunBusyError, claim_run, write_result\n"
+        "root, me = Path(sys.argv[1]), int(sys.argv[2])\n"
+        "claimed, raced = [], []\n"
+        "def result(name):\n"
+        "    return {'dataset': 'synthfer', 'method_label': name, 'labels': '10%', 'seed': me,\n"
+        "            'metrics': {'top1': 1.0}, 'blob': 'x' * 50_000}\n"
+        "for i in range(20):\n"
+        "    path = root / 'synthfer' / f'r{i}.json'\n"
+        "    try:\n"
+        "        with claim_run(root / 'runs' / f'r{i}'):\n"
+        "            if not path.exists():\n"
+        "                write_result(path, result(f'r{i}'))\n"
+        "                claimed.append(i)\n"
+        "    except RunBusyError:\n"
+        "        pass\n"
+        "    try:\n"
+        "        write_result(root / 'synthfer' / f's{i}.json', result(f's{i}'))\n"
+        "        raced.append(i)\n"
+        "    except BenchError:\n"
+        "        pass\n"
+        "print(json.dumps([claimed, raced]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FER_BENCH_NO_FLOCK": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", child, str(tmp_path), str(me)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for me in range(8)
+    ]
+    outputs = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    claimed = sorted(i for out in outputs for i in out[0])
+    raced = sorted(i for out in outputs for i in out[1])
+    assert claimed == list(range(20)), "each claimed run written once: none lost, none twice"
+    assert raced == list(range(20)), "each raced result won by exactly one writer"
+    results = load_results(tmp_path)  # every file whole (a partial one would be skipped)
+    assert len(results) == 40 and all(len(r["blob"]) == 50_000 for r in results)
+    assert not [p for p in (tmp_path / "synthfer").iterdir() if p.name.startswith(".")]
+    assert not list((tmp_path / "runs").glob("*/lock*")), "released locks leave no files"

@@ -163,7 +163,7 @@ def test_ensure_reuses_a_finished_folder(tmp_path: Path) -> None:
     stamp = (root / LABEL_FILE).stat().st_mtime_ns
     assert ensure_synthfer(tmp_path, SMALL, workers=1) == root
     assert (root / LABEL_FILE).stat().st_mtime_ns == stamp, "regenerated a finished folder"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, root.name + ".lock"])
+    assert [p.name for p in tmp_path.iterdir()] == [root.name], "a released lock leaves no file"
 
 
 def test_ensure_replaces_unfinished_folders(tmp_path: Path) -> None:
