@@ -40,7 +40,7 @@ from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.labels import parse_protocols
 from harness.pretrain import pin_pretrain
-from harness.registry import get_method, method_settings
+from harness.registry import get_method, method_settings, plugin_identity
 from harness.spec import RunSpec, config_hash
 
 # Set by the grid's flags, per run: an override of them would contradict the run's name.
@@ -177,12 +177,15 @@ def build_plan(
         for configuration in configurations:
             _check_override_keys(variant, dataset, configuration.overrides)
             template = _run_template(variant, dataset, configuration.overrides)
+            plugin = plugin_identity(variant.name)  # a plugin's code is part of its runs' ids
             for protocol in protocols:
                 for seed in seed_list:
                     config = _drop_protocol_keys(
                         resolve_config(template, {"labels": protocol.text, "seed": seed})
                     )
                     config = pin_pretrain(contents.pin(_pin_generator(config)))
+                    if plugin is not None:
+                        config["plugin"] = dict(plugin)
                     spec = RunSpec(
                         dataset=config["dataset"]["name"],
                         method=variant.name,

@@ -15,11 +15,13 @@ An installed package adds methods by declaring, in its ``pyproject.toml``::
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
@@ -59,6 +61,8 @@ class MethodInfo:
 
 _REGISTRY: dict[str, MethodInfo] = {}
 _CLASSES: dict[str, type[Method]] = {}
+# The installed distribution (name, version) behind each entry point, by top-level package.
+_DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 _discovered = False
 
 
@@ -127,6 +131,8 @@ def _declare_module(module: str) -> bool:
 def _load_entry_point(entry: EntryPoint) -> None:
     """An entry point naming a module is read like a built-in; one naming a class (or a module
     whose registration is not literal) is imported, and a class registered under its name."""
+    if entry.dist is not None:
+        _DISTRIBUTIONS[entry.module.split(".")[0]] = (entry.dist.name, entry.dist.version)
     if entry.attr is None and _declare_module(entry.module):
         return
     from harness.method import Method
@@ -176,3 +182,58 @@ def method_settings(name: str) -> dict:
     if name in group_options("method"):
         return compose_config([f"method={name}"])["method"]
     return {"name": name, **get_method(name).cls.default_config}
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is one of this repository's methods (``methods/``)."""
+    return get_method(name).module.startswith(f"{BUILTIN_PACKAGE}.")
+
+
+def plugin_identity(name: str) -> dict[str, str] | None:
+    """What makes a run of a method from outside ``methods/`` the run it is, beyond its
+    settings: its module and a SHA-256 of its code (every file of the module's top-level
+    package), so that editing a plugin and rerunning trains again instead of skipping the run
+    as done. None for a built-in method: their code is the repository's commit, and their
+    committed run ids must not change."""
+    if is_builtin(name):
+        return None
+    module = get_method(name).module
+    return {"module": module, "source_sha256": _source_digest(module.split(".")[0])}
+
+
+def plugin_provenance(name: str) -> dict[str, str | None] | None:
+    """A plugin's identity with the distribution that installed it (package name and
+    version, None when it came from no installed entry point); None for a built-in method."""
+    identity = plugin_identity(name)
+    if identity is None:
+        return None
+    package, version = _DISTRIBUTIONS.get(identity["module"].split(".")[0], (None, None))
+    return {"package": package, "version": version, **identity}
+
+
+def _source_digest(top_level: str) -> str:
+    """SHA-256 over the files of a top-level package (relative path and bytes, in path order;
+    compiled caches left out), or of a single-file module; ``unknown`` when not found."""
+    try:
+        spec = importlib.util.find_spec(top_level)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return "unknown"
+    if spec.submodule_search_locations:
+        roots = [Path(location) for location in spec.submodule_search_locations]
+        files = [
+            (root, path)
+            for root in roots
+            for path in root.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        ]
+    elif spec.origin and Path(spec.origin).is_file():
+        files = [(Path(spec.origin).parent, Path(spec.origin))]
+    else:
+        return "unknown"
+    digest = hashlib.sha256()
+    for root, path in sorted(files, key=lambda item: item[1].relative_to(item[0]).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -32,6 +32,7 @@ from harness.health import result_health
 from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
 from harness.models import build_model
 from harness.provenance import collect_provenance
+from harness.registry import plugin_provenance
 from harness.rng import seed_everything
 from harness.run_info import write_run_info
 from harness.saved_model import keep_weights, model_meta
@@ -142,6 +143,7 @@ def _train_and_record(
         "device": outcome.device,
         "torch_threads": outcome.threads,
         **({"pretrain": pretrained.provenance()} if pretrained else {}),
+        **({"plugin": plugin} if (plugin := plugin_provenance(spec.method)) else {}),
     }
     result["config"] = cfg
     _store(result, spec, results_dir, work_dir, force)

@@ -10,7 +10,9 @@ with exactly the metrics, evaluations, diagnostics and summary of an uninterrupt
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,10 @@ from harness.worker import run_spec
 # The plugin's package is installed before the registry is read, so the parametrisation below
 # is the registry's own list: a new method (built-in or installed) is covered without an edit.
 register_plugin_in_this_process()
+# The README's example package (examples/pseudo_label/), imported from its folder: its method
+# registers itself as it does when installed (tests/test_example_plugin.py installs it).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "examples" / "pseudo_label"))
+importlib.import_module("fer_bench_pseudo_label.pseudo_label")
 METHODS = sorted(available_methods())
 NUM_CLASSES = 3
 

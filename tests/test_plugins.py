@@ -80,3 +80,32 @@ def test_without_the_package_the_method_is_unknown(tmp_path: Path) -> None:
     assert "unknown method 'entmin'; available methods: adacm, dta_snl" in " ".join(
         proc.stdout.split()
     )
+
+
+def test_a_plugins_code_enters_its_run_ids_and_its_package_its_provenance() -> None:
+    from plugin_package import PLUGIN_MODULE, register_plugin_in_this_process
+
+    from harness.plan import build_plan
+    from harness.registry import _source_digest, plugin_provenance
+
+    site = register_plugin_in_this_process()
+    (spec,) = build_plan("entmin", "10%", "0", "synthfer", [])
+    assert spec.config["plugin"] == {
+        "module": PLUGIN_MODULE,
+        "source_sha256": _source_digest(PLUGIN_MODULE),
+    }
+    assert plugin_provenance("entmin") == {
+        "package": "fer-bench-entmin", "version": "0.1", **spec.config["plugin"],
+    }  # fmt: skip
+    (builtin,) = build_plan("fixmatch", "10%", "0", "synthfer", [])
+    assert "plugin" not in builtin.config and plugin_provenance("fixmatch") is None
+    # Any change to the package's files is another digest (so another run id).
+    init = site / PLUGIN_MODULE / "__init__.py"
+    before = _source_digest(PLUGIN_MODULE)
+    text = init.read_text()
+    try:
+        init.write_text(text + "\n# edited\n")
+        assert _source_digest(PLUGIN_MODULE) != before
+    finally:
+        init.write_text(text)
+    assert _source_digest(PLUGIN_MODULE) == before
