@@ -54,9 +54,7 @@ def test_the_readme_method_example_trains_without_warnings() -> None:
             model, _ = build_model("fer_cnn", 3)
             images = torch.randn(3, 3, 32, 32)
             batch = UnlabelledBatch(images, images.flip(-1), torch.arange(3), torch.arange(3))
-            ctx = StepContext(
-                model, model, LabelledBatch(images, torch.arange(3)), batch, 0, 10, 3
-            )
+            ctx = StepContext(model, model, LabelledBatch(images, torch.arange(3)), batch, 0, 10, 3)
             out = method.training_loss(ctx)
     finally:
         registry._CLASSES.pop("mymethod", None)
