@@ -184,6 +184,7 @@ def build_model(
     num_classes: int,
     *,
     weights: str | None = None,
+    trust_weights: bool = False,
     pretrained: bool = False,
     drop_rate: float = 0.0,
 ) -> tuple[FERNet, LoadReport | None]:
@@ -191,8 +192,9 @@ def build_model(
 
     ``name`` is any timm CNN whose last feature map is 4-D (``resnet18``, ``resnet50``,
     ``fer_cnn``, ...). ``pretrained=True`` is refused: the harness never downloads, so weights
-    must come from a local file. Returns the model and the weight-loading report (``None``
-    without ``weights``).
+    must come from a local file, loaded weights-only unless ``trust_weights``
+    (:func:`harness.weights.load_backbone_weights`). Returns the model and the weight-loading
+    report (``None`` without ``weights``).
     """
     if pretrained:
         raise ConfigError(
@@ -206,7 +208,7 @@ def build_model(
     _check_name(name)
     # pretrained=False always: timm must never try to reach the hub.
     backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-    report = load_backbone_weights(backbone, weights) if weights else None
+    report = load_backbone_weights(backbone, weights, trust=trust_weights) if weights else None
     num_features = _feature_channels(backbone, name)
     return FERNet(backbone, num_features, num_classes, drop_rate=drop_rate), report
 

@@ -20,6 +20,7 @@ NON_SEMANTIC_KEYS = (
     ("train", "threads"),
     ("train", "tensorboard"),
     ("train", "save_weights"),
+    ("backbone", "trust_weights_file"),  # whether a weights file may be fully unpickled
     ("launcher",),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 
 from harness.errors import ConfigError
 from harness.files import atomic_write, atomic_write_text
+from harness.safe_load import load_weights_only
 
 # A weights file written by :func:`save_weights` has its checksum in this sidecar file.
 SIDECAR_SUFFIX = ".meta.json"
@@ -64,13 +66,18 @@ class LoadReport:
         return line if not notes else f"{line}\n  " + "; ".join(notes)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
+def load_backbone_weights(
+    backbone: nn.Module, path: str | Path, *, trust: bool = False
+) -> LoadReport:
     """Copy the matching tensors of the checkpoint at ``path`` into ``backbone`` (in place).
 
     A tensor matches a model entry when its name does, after stripping wrapper prefixes
     (``module.``, ``backbone.``, ``encoder.``, ...), and its shape does too; everything else is
     reported, not loaded. Raises :class:`ConfigError` when the file is missing, is not a
     checkpoint, or when not a single tensor matches (a silent no-op load would go unnoticed).
+    The file is unpickled weights-only (tensors, containers, the harmless types of
+    :mod:`harness.safe_load`); one that needs more is refused unless ``trust``
+    (``backbone.trust_weights_file``), since unpickling it could run code stored in it.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -79,7 +86,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
     problem = checksum_problem(path)
     if problem:  # only files with a sidecar (bench pretrain's) can be checked
         raise ConfigError(problem)
-    state = _tensors(_read_checkpoint(path), path)
+    state = _tensors(_read_checkpoint(path, trust), path)
     model_state = backbone.state_dict()
 
     matched: dict[str, torch.Tensor] = {}
@@ -117,8 +124,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
     )
 
 
-def _read_checkpoint(path: Path) -> Any:
-    """The deserialised file: safetensors by suffix, else torch.load (weights only if it can)."""
+def _read_checkpoint(path: Path, trust: bool) -> Any:
+    """The deserialised file: safetensors by suffix, else torch.load weights-only with the
+    harmless types of :mod:`harness.safe_load`; fully unpickled only when ``trust``."""
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -130,24 +138,31 @@ def _read_checkpoint(path: Path) -> Any:
                 f"{path} is not a readable safetensors file ({_brief(err)}). {EXPECTED}."
             ) from err
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
     except pickle.UnpicklingError as err:
-        safe_error = err
+        refused = err
     except Exception as err:  # zip/EOF/format errors all mean "not a torch checkpoint"
         raise ConfigError(
             f"{path} is not a PyTorch checkpoint ({_brief(err)}). {EXPECTED}."
         ) from err
-    # Many research checkpoints also pickle training objects (argparse.Namespace, numpy
-    # scalars) that weights-only loading refuses; the user named this file, so unpickle it fully.
+    asked = re.search(r"GLOBAL ([\w.]+)", str(refused))
+    if not trust and asked is None:  # not a pickle of objects at all (a text file, ...)
+        raise ConfigError(f"{path} is not a PyTorch checkpoint ({_brief(refused)}). {EXPECTED}.")
+    if not trust:
+        raise ConfigError(
+            f"{path} holds Python objects that weights-only loading refuses (it asks for "
+            f"{asked[1]}); unpickling it could run code stored in it, so it is not loaded. If "
+            "you trust this file, set backbone.trust_weights_file=true, or re-save its tensors "
+            "with torch.save(state_dict) or safetensors"
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ConfigError(
-            f"{path} is not a PyTorch checkpoint ({_brief(safe_error)}). {EXPECTED}."
+            f"{path} is not a PyTorch checkpoint ({_brief(refused)}). {EXPECTED}."
         ) from err
     warnings.warn(
-        f"{path} holds non-tensor Python objects and was loaded with full unpickling "
-        "(weights_only=False); only use checkpoint files you trust.",
+        f"{path} was loaded with full unpickling (backbone.trust_weights_file=true).",
         stacklevel=3,
     )
     return state

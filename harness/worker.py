@@ -199,6 +199,7 @@ def _build_model(
         backbone["name"],
         run.dataset.num_classes,
         weights=weights,
+        trust_weights=bool(backbone["trust_weights_file"]),
         pretrained=bool(backbone["pretrained"]),
         drop_rate=float(backbone["drop_rate"]),
     )

@@ -4,8 +4,10 @@ and loading real checkpoint files in the shapes researchers actually have."""
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -164,14 +166,69 @@ def test_partial_checkpoint_reports_missing_and_casts_dtype(tmp_path: Path) -> N
     torch.testing.assert_close(loaded, source["stages.0.0.conv.weight"].half().float())
 
 
-def test_checkpoint_with_python_objects_loads_with_a_warning(tmp_path: Path) -> None:
+def test_research_checkpoint_objects_load_weights_only(tmp_path: Path) -> None:
+    # What research checkpoints carry besides tensors (training arguments, numpy metrics and
+    # arrays) only rebuilds data: loaded weights-only, no warning, no trust needed.
     source = timm.create_model("fer_cnn", num_classes=0, global_pool="").state_dict()
     path = tmp_path / "with_args.pth"
-    torch.save({"state_dict": source, "args": argparse.Namespace(lr=0.1)}, path)
+    extras = {
+        "args": argparse.Namespace(lr=0.1),
+        "best_acc": np.float64(0.8),
+        "epoch": np.int64(90),
+        "dtype": np.dtype("float32"),
+        "hist": np.arange(3),
+    }
+    torch.save({"state_dict": source, **extras}, path)
     target = timm.create_model("fer_cnn", num_classes=0, global_pool="")
-    with pytest.warns(UserWarning, match="full unpickling"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         report = load_backbone_weights(target, path)
     assert len(report.loaded) == len(source)
+
+
+class _Planted:
+    """A pickle that runs code when unpickled: it writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_a_planted_weights_file_runs_no_code_unless_trusted(tmp_path: Path) -> None:
+    source = timm.create_model("fer_cnn", num_classes=0, global_pool="").state_dict()
+    path, marker = tmp_path / "planted.pth", tmp_path / "ran"
+    torch.save({"state_dict": source, "payload": _Planted(marker)}, path)
+    target = timm.create_model("fer_cnn", num_classes=0, global_pool="")
+    refused = r"planted\.pth holds Python objects .*exec.*backbone\.trust_weights_file=true"
+    with pytest.raises(ConfigError, match=refused):
+        load_backbone_weights(target, path)
+    assert not marker.exists(), "loading the planted file ran its code"
+    # The user's explicit word that they trust the file: then (and only then) it is unpickled.
+    with pytest.warns(UserWarning, match="full unpickling"):
+        report = load_backbone_weights(target, path, trust=True)
+    assert marker.exists() and len(report.loaded) == len(source)
+
+
+def test_trust_weights_file_is_refused_from_the_command_line_through_bench(
+    tmp_path: Path, tiny: list[str]
+) -> None:
+    source = timm.create_model("fer_cnn", num_classes=0, global_pool="").state_dict()
+    path, marker = tmp_path / "planted.pth", tmp_path / "ran"
+    torch.save({"state_dict": source, "payload": _Planted(marker)}, path)
+    from harness.plan import build_plan
+    from harness.worker import run_spec
+
+    (spec,) = build_plan("supervised", "25%", "0", "synthfer", [*tiny, f"backbone.weights={path}"])
+    with pytest.raises(ConfigError, match="trust_weights_file"):
+        run_spec(spec, tmp_path / "results", show_progress=False)
+    assert not marker.exists()
+    (trusted,) = build_plan(
+        "supervised", "25%", "0", "synthfer",
+        [*tiny, f"backbone.weights={path}", "backbone.trust_weights_file=true"],
+    )  # fmt: skip
+    assert trusted.run_id == spec.run_id, "trusting a file does not change what the run is"
 
 
 def test_missing_and_non_checkpoint_files_are_clear_errors(tmp_path: Path) -> None:
