@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -30,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from harness.errors import DatasetError
+from harness.errors import ConfigError, DatasetError
 
 # A soft lock whose holder on another host has not refreshed it for this long is taken over
 # (the holder refreshes it every third of that); every process sharing a folder must agree.
@@ -310,3 +311,40 @@ def generate_once(root: Path, write: Callable[[Path], None], marker: str, what: 
             "data.cache_dir or $FER_BENCH_CACHE to a writable folder with free space"
         ) from err
     return root
+
+
+# A name that becomes a file or folder name as it is (a dataset's results folder, a cache file):
+# letters, digits and _ . + = , - only, not starting with a dot (no hidden files, no "..").
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]*")
+
+
+def check_plain_name(value: object, what: str) -> str:
+    """``value`` if it is safe as a file or folder name on its own (see ``_PLAIN_NAME``),
+    else a :class:`ConfigError` naming ``what`` and the rule."""
+    text = str(value)
+    if not _PLAIN_NAME.fullmatch(text) or ".." in text:
+        raise ConfigError(
+            f"{what}={text!r} cannot name a file or folder: use letters, digits and _ . + = , - "
+            "(not starting with '.', no '..', no '/')"
+        )
+    return text
+
+
+def check_free_text(value: object, what: str) -> str:
+    """``value`` if it is free text that may end up in a file name once made safe (a tag, a
+    method variant's label): no path separators, no '..', no control characters, not
+    starting with '.'; else a :class:`ConfigError` naming ``what``."""
+    text = str(value)
+    bad = (
+        "/" in text
+        or "\\" in text
+        or ".." in text
+        or text.startswith(".")
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+    )
+    if bad:
+        raise ConfigError(
+            f"{what}={text!r} may not contain '/', '\\', '..' or control characters, nor start "
+            "with '.' (it ends up in file names)"
+        )
+    return text

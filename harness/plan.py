@@ -38,6 +38,7 @@ from harness.config import (
 from harness.data.fingerprint import ContentPins
 from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
+from harness.files import check_free_text, check_plain_name
 from harness.labels import parse_protocols
 from harness.pretrain import pin_pretrain
 from harness.registry import get_method, method_settings, plugin_identity
@@ -186,6 +187,7 @@ def build_plan(
                     config = pin_pretrain(contents.pin(_pin_generator(config)))
                     if plugin is not None:
                         config["plugin"] = dict(plugin)
+                    _check_path_names(variant, config)
                     spec = RunSpec(
                         dataset=config["dataset"]["name"],
                         method=variant.name,
@@ -198,6 +200,17 @@ def build_plan(
                     )
                     specs.setdefault(spec.run_id, spec)
     return list(specs.values())
+
+
+def _check_path_names(variant: MethodVariant, config: dict[str, Any]) -> None:
+    """Refuse, at planning, any name that would become a path component unsafely: the dataset
+    name (``results/<dataset>/``), the method or plugin name (its run ids and cache files), the
+    tag, the pretraining's name (a cache file); labels and settings are slugged into run ids."""
+    check_plain_name(variant.name, "method")
+    check_plain_name(config["dataset"]["name"], "dataset.name")
+    check_free_text(config["tag"], "tag")
+    if isinstance(config.get("pretrain"), dict) and "name" in config["pretrain"]:
+        check_plain_name(config["pretrain"]["name"], "pretrain.name")
 
 
 def _check_override_keys(variant: MethodVariant, dataset: str, overrides: Sequence[str]) -> None:
