@@ -18,6 +18,7 @@ from harness.errors import BenchError
 
 if TYPE_CHECKING:
     from harness.launchers.status import RunStatus
+    from harness.result_filter import ResultFilter
     from harness.spec import RunSpec
 
 EXAMPLES = """examples:
@@ -30,6 +31,7 @@ EXAMPLES = """examples:
   bench status --methods fixmatch --labels 10% --seeds 0-4
   bench leaderboard
   bench report                      # the leaderboard with its figures
+  bench report --tag mine --methods fixmatch   # only those: results/filtered/leaderboard.md
   bench export --format csv         # results/export/runs.csv and summary.csv
 """
 
@@ -96,23 +98,61 @@ def _add_results_parsers(sub: argparse._SubParsersAction) -> None:
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard.md from results")
     board.add_argument("--results-dir", default="results", type=Path)
     board.add_argument(
-        "--output", type=Path, default=None, help="default: <results-dir>/leaderboard.md"
+        "--output",
+        type=Path,
+        default=None,
+        help="default: <results-dir>/leaderboard.md (filtered: <results-dir>/filtered/...)",
     )
+    _add_filter_arguments(board)
 
     report = sub.add_parser(
         "report", help="the leaderboard with its figures (PNG, in figures/ beside it)"
     )
     report.add_argument("--results-dir", default="results", type=Path)
     report.add_argument(
-        "--output", type=Path, default=None, help="default: <results-dir>/leaderboard.md"
+        "--output",
+        type=Path,
+        default=None,
+        help="default: <results-dir>/leaderboard.md (filtered: <results-dir>/filtered/...)",
     )
+    _add_filter_arguments(report)
 
     export = sub.add_parser("export", help="per-run and aggregated tables as CSV or LaTeX")
     export.add_argument("--format", choices=("csv", "latex"), required=True)
     export.add_argument("--results-dir", default="results", type=Path)
     export.add_argument(
-        "--output", type=Path, default=None, help="a folder; default: <results-dir>/export"
+        "--output",
+        type=Path,
+        default=None,
+        help="a folder; default: <results-dir>/export (filtered: <results-dir>/filtered/export)",
     )
+    _add_filter_arguments(export)
+
+
+def _add_filter_arguments(parser: argparse.ArgumentParser, grid: bool = False) -> None:
+    """``--tag --methods --dataset --labels --seeds``: which results a reading command uses
+    (each a comma list; a result must match every flag given). ``grid``: ``bench eval``'s,
+    where methods, labels and seeds name a grid's cells, as for bench run."""
+    parser.add_argument("--tag", default=None, help="only results with one of these tags")
+    if grid:
+        parser.add_argument("--methods", default=None, help="the grid, as for bench run")
+        parser.add_argument("--labels", default="10%", help="as for bench run")
+        parser.add_argument("--seeds", default="0", help="as for bench run")
+        parser.add_argument("--dataset", default="synthfer", help="the dataset the runs trained on")
+        return
+    parser.add_argument(
+        "--methods", default=None, help="only these methods (a name also selects its variants)"
+    )
+    parser.add_argument("--dataset", default=None, help="only results on these datasets")
+    parser.add_argument("--labels", default=None, help="only these label settings, e.g. 10%%,25%%")
+    parser.add_argument("--seeds", default=None, help="only these seeds, e.g. 0-2")
+
+
+def _filter(args: argparse.Namespace) -> ResultFilter:
+    """The results filter of a reading command's flags."""
+    from harness.result_filter import ResultFilter
+
+    return ResultFilter.parse(args.tag, args.methods, args.dataset, args.labels, args.seeds)
 
 
 def _add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
@@ -147,17 +187,21 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate finished runs' kept weights on another dataset's test split",
         epilog="examples:\n  bench eval --methods supervised,fixmatch --labels 10% --seeds 0-2 "
-        "--on rafdb dataset.root=/data/RAF-DB\n  bench eval --runs fixmatch__10pct__seed0__1a2b3c4d"
+        "--tag mine --on rafdb --data-root /data/RAF-DB\n"
+        "  bench eval --runs fixmatch__10pct__seed0__1a2b3c4d"
         " --on folder dataset.root=/data/ckplus dataset.name=ckplus\n"
         "classes are matched by expression name; exit 1: missing weights or unmappable classes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ev.add_argument("--on", required=True, help="the test dataset: a config in configs/dataset/")
     ev.add_argument("--runs", default=None, help="comma list of run ids (instead of the grid)")
-    ev.add_argument("--methods", default=None, help="the grid, as for bench run")
-    ev.add_argument("--labels", default="10%", help="as for bench run")
-    ev.add_argument("--seeds", default="0", help="as for bench run")
-    ev.add_argument("--dataset", default="synthfer", help="the dataset the runs trained on")
+    _add_filter_arguments(ev, grid=True)
+    ev.add_argument(
+        "--data-root",
+        default=None,
+        help="the test dataset's folder (dataset.root of --on), any path as it is, as for "
+        "bench run",
+    )
     ev.add_argument("--results-dir", default="results", type=Path)
     ev.add_argument("--force", action="store_true", help="evaluate again (the old result is kept)")
     ev.add_argument(
@@ -207,18 +251,25 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, methods_required: bool)
 
 def _plan(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs of the grid named by the command line."""
-    from harness.config import add_config_dir, quote_value
+    from harness.config import add_config_dir
     from harness.plan import build_plan
 
     for folder in args.config_dir:
         add_config_dir(folder)
-    overrides = list(args.overrides)
-    if args.data_root is not None:
-        root = os.path.abspath(os.path.expanduser(args.data_root))
-        overrides.append(f"dataset.root={quote_value(root)}")
+    overrides = [*args.overrides, *_root_override(args.data_root)]
     if args.launcher:
         overrides.append(f"launcher={args.launcher}")
     return build_plan(args.methods, args.labels, args.seeds, args.dataset, overrides)
+
+
+def _root_override(data_root: str | None) -> list[str]:
+    """``--data-root PATH`` as the override ``dataset.root=PATH``: absolute, quoted for Hydra
+    (spaces, brackets, commas, '=' need no quoting by the user)."""
+    if data_root is None:
+        return []
+    from harness.config import quote_value
+
+    return [f"dataset.root={quote_value(os.path.abspath(os.path.expanduser(data_root)))}"]
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -378,7 +429,7 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     """``bench leaderboard``: write the markdown tables and show them."""
     from harness.leaderboard import write_leaderboard
 
-    path = write_leaderboard(args.results_dir, args.output)
+    path = write_leaderboard(args.results_dir, args.output, where=_filter(args))
     console.print(Markdown(path.read_text()))
     console.print(f"written to {path}")
     return 0
@@ -388,7 +439,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """``bench report``: the leaderboard, its figures, and where they were written."""
     from harness.report.build import write_report
 
-    path, figures = write_report(args.results_dir, args.output)
+    path, figures = write_report(args.results_dir, args.output, _filter(args))
     console.print(f"{len(figures)} figures in {path.parent / 'figures'}")
     console.print(f"written to {path}")
     return 0
@@ -398,7 +449,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     """``bench export``: the per-run and aggregated tables, as CSV or LaTeX files."""
     from harness.report.export import write_export
 
-    for path in write_export(args.results_dir, args.format, args.output):
+    for path in write_export(args.results_dir, args.format, args.output, _filter(args)):
         console.print(f"written to {path}")
     return 0
 
@@ -427,6 +478,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     """``bench eval``: see :mod:`harness.evaluate`."""
     from harness.evaluate import run_eval_command
 
+    args.overrides = [*args.overrides, *_root_override(args.data_root)]
     return run_eval_command(args, console)
 
 

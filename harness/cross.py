@@ -53,40 +53,42 @@ def select_runs(
     labels: str,
     seeds: str,
     dataset: str,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """The finished results to evaluate, and the grid cells that have none.
+    tag: str | None = None,
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The finished results ``bench eval`` may evaluate, per grid cell: (the cell's name, the
+    results that match it), in the grid's order; a cell without any is listed empty.
 
-    Either ``run_ids`` (comma list) or a grid as ``bench run`` names it (methods × labels ×
-    seeds on ``dataset``). A grid cell matches every finished result with that method variant,
-    label setting and seed on that dataset, whatever its other settings (each is its own
-    cross-dataset result, under its own run id).
+    Either ``run_ids`` (comma list: each id its own cell) or a grid as ``bench run`` names it
+    (methods × labels × seeds on ``dataset``, and only results tagged ``tag`` when given). A
+    cell matches every finished result with that method variant, label setting and seed
+    (and tag), whatever its other settings: the caller chooses among them.
     """
     if bool(run_ids) == bool(methods):
         raise ConfigError("bench eval needs either --runs ID,... or the grid's --methods ...")
     if run_ids:
         ids = [item.strip() for item in run_ids.split(",") if item.strip()]
-        return [_run_by_id(results_dir, run_id) for run_id in ids], []
+        return [(run_id, [_run_by_id(results_dir, run_id)]) for run_id in ids]
     # Imported here: the plan parsers pull in Hydra and the method registry.
     from harness.labels import parse_protocols
     from harness.plan import parse_methods, parse_seeds
+    from harness.result_filter import ResultFilter
 
     variants = [v.label for v in parse_methods(methods or "")]
-    settings = [p.text for p in parse_protocols(labels)]
+    settings = list(dict.fromkeys(p.text for p in parse_protocols(labels)))
     seed_list = parse_seeds(seeds)
-    finished = [r for r in load_results(results_dir) if r["dataset"] == dataset]
-    chosen, missing = [], []
+    where = ResultFilter.parse(tag=tag, dataset=dataset)
+    finished = where.apply(load_results(results_dir))
+    cells = []
     for variant in variants:
         for setting in settings:
             for seed in seed_list:
-                cell = [
-                    r
-                    for r in finished
-                    if (r["method_label"], r["labels"], r["seed"]) == (variant, setting, seed)
+                key = (variant, setting, seed)
+                matching = [
+                    r for r in finished if (r["method_label"], r["labels"], r["seed"]) == key
                 ]
-                chosen += cell
-                if not cell:
-                    missing.append(f"{variant} at {setting}, seed {seed}")
-    return chosen, missing
+                tagged = f" [tag {tag}]" if tag else ""
+                cells.append((f"{variant} at {setting}, seed {seed}{tagged}", matching))
+    return cells
 
 
 def load_cross_results(results_dir: Path) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ class EvalRequest:
     labels: str = "10%"
     seeds: str = "0"
     dataset: str = "synthfer"
+    tag: str | None = None  # only runs with this tag (comma list: any of them)
     force: bool = False
 
 
@@ -157,34 +158,74 @@ def _test_images(
 
 
 def _select(request: EvalRequest, console: Console) -> list[tuple[dict[str, Any], Path]]:
-    """The selected finished runs with their weights files (each must exist)."""
-    selected, missing = select_runs(
+    """The runs to evaluate with their weights files: for each grid cell, the one finished run
+    that matches it and has kept weights (said as chosen); a cell whose matching runs have no
+    kept weights, or several have, is refused, naming them."""
+    cells = select_runs(
         request.results_dir,
         run_ids=request.run_ids,
         methods=request.methods,
         labels=request.labels,
         seeds=request.seeds,
         dataset=request.dataset,
+        tag=request.tag,
     )
-    for cell in missing:
-        console.print(
-            f"[yellow]not finished[/] {escape(cell)}: nothing to evaluate", soft_wrap=True
-        )
-    if not selected:
+    runs = []
+    for cell, matching in cells:
+        if not matching:
+            console.print(
+                f"[yellow]not finished[/] {escape(cell)}: nothing to evaluate", soft_wrap=True
+            )
+            continue
+        kept = [(r, weights_path(request.results_dir, r["run_id"])) for r in matching]
+        kept = [(r, path) for r, path in kept if path.is_file()]
+        if not kept:
+            raise WeightsError(_no_weights(request.results_dir, cell, matching))
+        if len(kept) > 1:
+            raise ConfigError(
+                f"{cell}: {len(kept)} finished runs with kept weights match "
+                f"({'; '.join(_describe(r) for r, _ in kept)}); choose with --tag, or name "
+                "runs with --runs ID,..."
+            )
+        (result, path), others = kept[0], len(matching) - 1
+        if request.run_ids is None:
+            unkept = f" ({others} other matching runs without kept weights)" if others else ""
+            console.print(
+                f"chose {result['run_id']} for {escape(cell)}{unkept}",
+                soft_wrap=True,
+                highlight=False,
+            )
+        runs.append((result, path))
+    if not runs:
         raise ConfigError(
             f"no finished run on {request.dataset} matches the grid (bench status shows them)"
         )
-    runs = []
-    for result in selected:
-        path = weights_path(request.results_dir, result["run_id"])
-        if not path.is_file():
-            raise WeightsError(
-                f"{path}: no kept weights for run {result['run_id']} (it finished before "
-                "weights were kept, or with train.save_weights=false); `bench run ... --force` "
-                "retrains it and keeps them"
-            )
-        runs.append((result, path))
     return runs
+
+
+def _no_weights(results_dir: Path, cell: str, matching: list[dict[str, Any]]) -> str:
+    """Why a cell cannot be evaluated: none of its finished runs kept weights."""
+    if len(matching) == 1:
+        run_id = matching[0]["run_id"]
+        where = f"{weights_path(results_dir, run_id)}: no kept weights for run {run_id}"
+    else:
+        where = (
+            f"{cell}: no kept weights for any of its {len(matching)} finished runs "
+            f"({'; '.join(_describe(r) for r in matching)})"
+        )
+    return (
+        f"{where} (it finished before weights were kept, or with train.save_weights=false); "
+        "`bench run ... --force` retrains it and keeps them"
+    )
+
+
+def _describe(result: dict[str, Any]) -> str:
+    """A run as a choice among several: its id, tag, sweep point and length."""
+    extra = [f"tag {result['tag']}"] if result.get("tag") else []
+    extra += list(result.get("sweep") or [])
+    steps = (result.get("timing") or {}).get("steps")
+    extra += [f"{steps} steps"] if steps else []
+    return f"{result['run_id']} ({', '.join(extra)})" if extra else result["run_id"]
 
 
 @dataclass(frozen=True)
@@ -366,6 +407,7 @@ def run_eval_command(args: argparse.Namespace, console: Console) -> int:
         labels=args.labels,
         seeds=args.seeds,
         dataset=args.dataset,
+        tag=args.tag,
         force=args.force,
     )
     try:

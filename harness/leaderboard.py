@@ -46,6 +46,7 @@ from harness.report.frame import (
 )
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
+from harness.result_filter import FILTERED_DIR, ResultFilter
 from harness.stats import PairedDifference, format_difference, paired_difference
 from harness.store import atomic_write_text, load_results
 
@@ -388,6 +389,13 @@ def render_leaderboard(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def default_board(results_dir: Path, where: ResultFilter | None = None) -> Path:
+    """Where the leaderboard goes without ``--output``: ``<results_dir>/leaderboard.md``, or
+    ``<results_dir>/filtered/leaderboard.md`` for a filtered one."""
+    folder = Path(results_dir) / FILTERED_DIR if where else Path(results_dir)
+    return folder / "leaderboard.md"
+
+
 def check_results_dir(results_dir: Path) -> Path:
     """``results_dir`` when it is a folder; a clear error otherwise (a mistyped
     ``--results-dir`` must not yield an empty board and exit 0)."""
@@ -444,15 +452,25 @@ def _tag_suffix(tag: str) -> str:
 
 
 def write_leaderboard(
-    results_dir: Path, output: Path | None = None, extras: dict[str, list[str]] | None = None
+    results_dir: Path,
+    output: Path | None = None,
+    extras: dict[str, list[str]] | None = None,
+    where: ResultFilter | None = None,
 ) -> Path:
     """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results
-    (and the cross-dataset results of ``bench eval``, in a section after them)."""
+    (and the cross-dataset results of ``bench eval``, in a section after them). With a
+    filter ``where``, only the results it selects, by default into
+    ``<results_dir>/filtered/leaderboard.md`` (the results' own board is left as it is)."""
     from harness.cross import load_cross_results
 
+    where = where or ResultFilter()
     results_dir = check_results_dir(results_dir)
-    path = Path(output) if output is not None else results_dir / "leaderboard.md"
-    text = render_leaderboard(attach_health(results_dir, load_results(results_dir)), extras)
-    cross = cross_dataset_tables(load_cross_results(results_dir))
+    path = Path(output) if output is not None else default_board(results_dir, where)
+    results = where.select(load_results(results_dir), f"{results_dir}/")
+    text = render_leaderboard(attach_health(results_dir, results), extras)
+    if where:  # say so under the title: this board is not every result
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\nOnly the results selected by `{where.flags()}`.\n{rest}"
+    cross = cross_dataset_tables(where.apply(load_cross_results(results_dir)))
     atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
     return path

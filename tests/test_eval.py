@@ -438,3 +438,55 @@ def test_missing_weights_and_unmappable_classes_are_one_line_errors(
 
     unknown = bench(*args[:-1], "nosuchset", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown dataset" in unknown.stdout
+
+
+def test_eval_of_a_grid_chooses_the_run_with_kept_weights_and_says_so(
+    trained: tuple[Path, dict],
+    synth: FERDataset,
+    tiny: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beside the user's run, a result of the same cell without kept weights (as a committed
+    result is): the grid picks the user's run and names it; with two runs that have weights
+    it refuses, naming both, until --tag chooses. --data-root takes a path as it is."""
+    monkeypatch.setenv("COLUMNS", "300")  # one line per message
+    results, result = trained
+    copy = tmp_path / "results"
+    shutil.copytree(results / "synthfer", copy / "synthfer", ignore=shutil.ignore_patterns("cross"))
+    shutil.copytree(results / "runs" / result["run_id"], copy / "runs" / result["run_id"])
+    committed = {**result, "run_id": "supervised__25pct__seed0__0000aaaa", "saved_weights": None}
+    (copy / "synthfer" / f"{committed['run_id']}.json").write_text(json.dumps(committed))
+    root = make_synonym_folders(synth, tmp_path / "syn onyms [copy]")
+    args = ["eval", "--methods", "supervised", "--labels", "25%", "--seeds", "0",
+            "--results-dir", str(copy), "--on", "folder", "--data-root", str(root),
+            "dataset.name=synonyms", *eval_overrides(tiny)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"chose {result['run_id']} for supervised at 25%, seed 0 (1 other matching runs "
+        "without kept weights)" in out
+    )
+    assert (copy / "synthfer" / "cross" / f"{result['run_id']}__on_synonyms.json").is_file()
+
+    # A second run of the cell with kept weights, tagged: ambiguous without --tag.
+    mine = {**result, "run_id": "supervised__25pct__seed0__1111bbbb", "tag": "mine"}
+    (copy / "synthfer" / f"{mine['run_id']}.json").write_text(json.dumps(mine))
+    shutil.copytree(copy / "runs" / result["run_id"], copy / "runs" / mine["run_id"])
+    assert main(args) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "supervised at 25%, seed 0: 2 finished runs with kept weights match" in out
+    assert f"{mine['run_id']} (tag mine, 40 steps)" in out and "choose with --tag" in out
+    assert main([*args, "--tag", "mine"]) == 0
+    assert (
+        f"chose {mine['run_id']} for supervised at 25%, seed 0 [tag mine]"
+        in capsys.readouterr().out
+    )
+
+    # Every matching run without kept weights: refused, naming them (exit 1, as before).
+    assert main([*args, "--tag", "nosuch"]) == 2  # nothing finished under that tag
+    shutil.rmtree(copy / "runs")
+    assert main(args) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no kept weights for any of its 3 finished runs" in out

@@ -33,6 +33,7 @@ from harness.report.frame import (
     row_order,
     section_key,
 )
+from harness.result_filter import FILTERED_DIR, ResultFilter
 from harness.stats import PairedDifference
 from harness.store import atomic_write_text, load_results
 
@@ -237,13 +238,19 @@ def latex_runs(runs: pd.DataFrame) -> str:
     )
 
 
-def write_export(results_dir: Path, fmt: str, output: Path | None = None) -> list[Path]:
+def write_export(
+    results_dir: Path, fmt: str, output: Path | None = None, where: ResultFilter | None = None
+) -> list[Path]:
     """Write the per-run and aggregated tables of ``results_dir`` in ``fmt`` (``csv`` or
-    ``latex``) into ``output`` (default ``<results_dir>/export``); the files written."""
+    ``latex``) into ``output`` (default ``<results_dir>/export``); the files written. With a
+    filter ``where``: of the results it selects, by default into
+    ``<results_dir>/filtered/export``."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
-    results = load_results(check_results_dir(results_dir))
-    folder = Path(output) if output is not None else Path(results_dir) / "export"
+    where = where or ResultFilter()
+    results = where.select(load_results(check_results_dir(results_dir)), f"{results_dir}/")
+    base = Path(results_dir) / FILTERED_DIR if where else Path(results_dir)
+    folder = Path(output) if output is not None else base / "export"
     folder.mkdir(parents=True, exist_ok=True)
     runs, summary = run_rows(results), summary_rows(results)
     if fmt == "csv":
