@@ -285,7 +285,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     to_run = {s.run_id for s in pending}
     notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
     print_plan(console, specs, notes, len(pending))
-    print_cost(console, pending)
+    print_cost(console, pending, args.results_dir)
     print_warnings(console, pending)
     launcher = build_launcher(specs[0].config["launcher"], console, not args.no_progress)
     if args.dry_run:
@@ -367,11 +367,11 @@ def print_plan(
     print_table(console, f"{len(specs)} runs{sweep}, {to_run} to run", columns, rows, caption)
 
 
-def print_cost(console: Console, pending: Sequence[RunSpec]) -> None:
+def print_cost(console: Console, pending: Sequence[RunSpec], results_dir: Path) -> None:
     """The expected device time of the runs to run, from ``bench speed``'s saved figures."""
     from harness.cost import cost_lines
 
-    for line in cost_lines(pending):
+    for line in cost_lines(pending, results_dir=results_dir):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 

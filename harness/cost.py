@@ -1,8 +1,10 @@
 """A planned grid's expected device time, from the throughput benchmark's saved figures.
 
-``bench speed`` (``benchmarks/throughput.py``) writes ``throughput-<cpu|cuda>.json``: per case
-(backbone, image size, labelled batch, μ) the median seconds of one engine step, a FixMatch step
-as :func:`harness.engine.fit` runs it, on the machine it ran on. A grid's runs that share a case
+``bench speed --output FILE`` (and ``benchmarks/throughput.py``, the repository's page) save per
+case (backbone, image size, labelled batch, μ) the median seconds of one engine step, a FixMatch
+step as :func:`harness.engine.fit` runs it, on the machine it ran on. They are read from the
+repository's ``docs/performance/throughput-<cpu|cuda>.json`` and from ``<results-dir>/speed/``,
+where a user keeps the figures measured on the target machine. A grid's runs that share a case
 cost runs × steps × those seconds; a case no figure covers is named, with the command that
 measures it. Nothing here imports torch: ``bench run --dry-run`` stays instant.
 """
@@ -19,12 +21,13 @@ from typing import Any
 
 from harness.spec import RunSpec
 
-# Where `bench speed` writes its figures (relative to the working directory, as it does), and
-# the copy committed with a checkout.
+# The repository's figures (benchmarks/throughput.py): from the working directory, and beside
+# the code of a checkout.
 FIGURE_DIRS = (
     Path("docs/performance"),
     Path(__file__).resolve().parent.parent / "docs" / "performance",
 )
+SPEED_DIR = "speed"  # <results-dir>/speed/*.json: `bench speed --output` figures of your machines
 # A case of the benchmark to name in `bench speed --cases`; the overrides set its scale.
 _ANY_CASE = "resnet18-224"
 
@@ -58,13 +61,19 @@ class Scale:
         return f"{self.backbone} at {self.image_size} px, batch {self.batch_size}, μ={self.mu}"
 
 
-def load_step_figures(dirs: Sequence[Path] = FIGURE_DIRS) -> list[StepFigure]:
-    """Every timed engine step in the benchmark's saved figures (a case measured without
-    model steps, e.g. ResNet-18 on a CPU, has none). An unreadable file is skipped."""
+def load_step_figures(
+    dirs: Sequence[Path] = FIGURE_DIRS, results_dir: Path | None = None
+) -> list[StepFigure]:
+    """Every timed engine step in the benchmark's saved figures: ``throughput-*.json`` of
+    ``dirs``, and every ``*.json`` of ``<results_dir>/speed/`` (a case measured without model
+    steps, e.g. ResNet-18 on a CPU, has none). An unreadable file is skipped."""
     figures: list[StepFigure] = []
     seen: set[Path] = set()
-    for folder in dirs:
-        for path in sorted(folder.glob("throughput-*.json")) if folder.is_dir() else []:
+    sources = [(folder, "throughput-*.json") for folder in dirs]
+    if results_dir is not None:
+        sources.append((Path(results_dir) / SPEED_DIR, "*.json"))
+    for folder, pattern in sources:
+        for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
@@ -117,10 +126,15 @@ def device_kinds(config: dict[str, Any]) -> tuple[str, ...]:
     return ("cuda", "cpu")
 
 
-def cost_lines(specs: Sequence[RunSpec], figures: Sequence[StepFigure] | None = None) -> list[str]:
+def cost_lines(
+    specs: Sequence[RunSpec],
+    figures: Sequence[StepFigure] | None = None,
+    results_dir: Path = Path("results"),
+) -> list[str]:
     """One line per (case, device kind) of the grid's runs: the expected device time as
-    runs × steps × seconds per step, or that no figure covers it and how to measure one."""
-    figures = load_step_figures() if figures is None else figures
+    runs × steps × seconds per step, or that no figure covers it and how to measure one
+    (into ``<results_dir>/speed/``, where the next plan finds it)."""
+    figures = load_step_figures(results_dir=results_dir) if figures is None else figures
     groups: dict[tuple[Scale, tuple[str, ...]], list[RunSpec]] = defaultdict(list)
     for spec in specs:
         groups[(scale_of(spec.config), device_kinds(spec.config))].append(spec)
@@ -147,15 +161,17 @@ def cost_lines(specs: Sequence[RunSpec], figures: Sequence[StepFigure] | None = 
             lines.append(
                 f"expected device time, {scale.text()}: {grid} × (no measured step time for "
                 f"this case on {where}); measure it on the target machine: "
-                f"{measure_command(scale, kinds[0])}"
+                f"{measure_command(scale, kinds[0], results_dir)}"
             )
     return lines
 
 
-def measure_command(scale: Scale, kind: str) -> str:
-    """The ``bench speed`` command that times one engine step of ``scale`` on ``kind`` (the
-    overrides, applied after the case's own values, set the scale; on a CPU a ResNet step is
-    timed only when asked)."""
+def measure_command(scale: Scale, kind: str, results_dir: Path = Path("results")) -> str:
+    """The ``bench speed`` command that times one engine step of ``scale`` on ``kind`` and
+    saves it where :func:`cost_lines` reads it (the overrides, applied after the case's own
+    values, set the scale; on a CPU a ResNet step is timed only when asked)."""
+    name = f"{kind}-{scale.backbone}-{scale.image_size}px-b{scale.batch_size}-mu{scale.mu}.json"
+    output = str(Path(results_dir) / SPEED_DIR / name)
     overrides = [
         f"backbone={scale.backbone}",
         f"data.image_size={scale.image_size}",
@@ -163,7 +179,8 @@ def measure_command(scale: Scale, kind: str) -> str:
         f"data.unlabelled_ratio={scale.mu}",
     ]
     cpu = ["--cpu-model-steps"] if kind == "cpu" else []
-    return shlex.join(["bench", "speed", "--device", kind, "--cases", _ANY_CASE, *cpu, *overrides])
+    flags = ["--device", kind, "--cases", _ANY_CASE, *cpu, "--output", output]
+    return shlex.join(["bench", "speed", *flags, *overrides])
 
 
 def _best_match(figures: Sequence[StepFigure], scale: Scale, kind: str) -> StepFigure | None:

@@ -46,7 +46,7 @@ def test_an_unmeasured_case_says_so_and_how_to_measure_it(tmp_path: Path) -> Non
     specs = build_plan("fixmatch", "10%", "0", "synthfer", ["train.device=cpu"])
     (line,) = cost_lines(specs, load_step_figures([folder]))
     assert "no measured step time for this case on cpu" in line
-    assert "bench speed --device cpu --cases resnet18-224 --cpu-model-steps" in line
+    assert "bench speed --device cpu --cases resnet18-224 --cpu-model-steps --output" in line
     assert "data.image_size=48 data.batch_size=64 data.unlabelled_ratio=1" in line
 
 
