@@ -96,6 +96,7 @@ def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
     assert result["provenance"]["packages"]["torch"]
     assert {json.loads(f.read_text())["provenance"]["torch_threads"] for f in files} == {1}
     assert len(result["split"]["hash"]) == 16
+    assert not list(results.glob("runs/*/lock")) and not list(results.glob("runs/*/failed.*"))
 
     # A second identical command runs nothing.
     stamp = files[0].stat().st_mtime_ns
