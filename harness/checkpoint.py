@@ -146,22 +146,29 @@ def from_safe(value: Any) -> Any:
 
 
 class _Hashing:
-    """A write-only file that hashes what passes through it (torch.save needs only write)."""
+    """A write-only file that hashes what passes through it (torch.save needs only write).
+    Remembers a failed write: torch.save reports it as a RuntimeError of its own."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle, self.digest = handle, hashlib.sha256()
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
 
 
-def _write(content: dict[str, Any], handle: BinaryIO) -> None:
+def _write(content: dict[str, Any], handle: BinaryIO, sink: list[_Hashing]) -> None:
     handle.write(MAGIC + bytes(DIGEST_BYTES))
     hashing = _Hashing(handle)
+    sink.append(hashing)
     torch.save(to_safe(content), hashing)
     handle.seek(len(MAGIC))
     handle.write(hashing.digest.digest())
@@ -173,9 +180,13 @@ def save_checkpoint(content: dict[str, Any], path: Path) -> None:
     kept as :func:`previous_path`. A failed write (full disk) raises
     :class:`CheckpointWriteError` and leaves both earlier files as they were."""
     path = Path(path)
+    writers: list[_Hashing] = []
     try:
-        tmp = write_temp(path.parent, path.name, lambda handle: _write(content, handle))
-    except OSError as err:
+        tmp = write_temp(path.parent, path.name, lambda handle: _write(content, handle, writers))
+    except (OSError, RuntimeError) as failure:
+        err = writers[0].error if writers and writers[0].error else failure
+        if not isinstance(err, OSError):
+            raise
         raise CheckpointWriteError(
             f"cannot write checkpoint {path} ({err.strerror or err}); the last checkpoint is "
             "kept: free space and rerun to resume from it"

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.errors import ConfigError
+from harness.errors import BenchError, ConfigError
 from harness.files import atomic_write_bytes
 from harness.store import RUNS_DIR
 
@@ -45,19 +45,52 @@ class Sink(Protocol):
         """Flush and release."""
 
 
+class StepLogWriteError(BenchError):
+    """The step log could not be written (a full disk); the run resumes from its checkpoint."""
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut an unfinished last line (left by a kill or a full disk) off the log at ``path``."""
+    try:
+        with path.open("rb+") as handle:
+            size = handle.seek(0, 2)
+            if size == 0:
+                return
+            handle.seek(max(0, size - 1))
+            if handle.read(1) == b"\n":
+                return
+            block = min(size, 1 << 20)
+            handle.seek(size - block)
+            tail = handle.read(block)
+            handle.truncate(size - block + tail.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        return
+
+
 class StepLog:
     """The engine's step-log file: text written to it is appended to ``path`` unchanged, and
     each complete JSON line is also handed, parsed, to every sink."""
 
     def __init__(self, path: Path, sinks: list[Sink]) -> None:
+        self.path = Path(path)
+        _drop_partial_line(self.path)  # so that the first record appended starts a line
         # Line-buffered: each line reaches the file as written (`tail -f`; a kill loses none).
-        self._file = Path(path).open("a", buffering=1)  # noqa: SIM115 (open for the run; close())
+        self._file = self.path.open("a", buffering=1)
         self._sinks = sinks
         self._pending = ""
 
+    def _failed(self, err: OSError) -> StepLogWriteError:
+        return StepLogWriteError(
+            f"cannot write the step log {self.path} ({err.strerror or err}); free space and "
+            "rerun: the run resumes from its last checkpoint"
+        )
+
     def write(self, text: str) -> None:
         """Append ``text`` (JSON lines) to the file and give the complete lines to the sinks."""
-        self._file.write(text)
+        try:
+            self._file.write(text)
+        except OSError as err:  # a full disk: a partial line at most, dropped on reopening
+            raise self._failed(err) from None
         if not self._sinks:
             return
         *lines, self._pending = (self._pending + text).split("\n")
@@ -69,11 +102,17 @@ class StepLog:
 
     def flush(self) -> None:
         """Flush the file (the sinks flush on close)."""
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as err:
+            raise self._failed(err) from None
 
     def close(self) -> None:
         """Close the file and every sink."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as err:
+            raise self._failed(err) from None
         for sink in self._sinks:
             sink.close()
 
@@ -178,10 +217,22 @@ def training_steps(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as file:
-        records = [json.loads(line) for line in file if line.strip()]
+    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
+        records = [record for line in file if (record := _record(line)) is not None]
     steps = {r["step"]: r for r in records if "event" not in r and "step" in r}
     return [steps[step] for step in sorted(steps)]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One log line's record; None for a blank line or an unfinished one (a kill or a full
+    disk mid-write), which a reader must not take for a record."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def compact(records: list[dict[str, Any]], max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:

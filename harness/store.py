@@ -53,6 +53,10 @@ def has_result(results_dir: Path, spec: RunSpec) -> bool:
     return result_path(results_dir, spec).is_file()
 
 
+class ResultWriteError(BenchError):
+    """A result could not be written (a full disk); nothing partial was left."""
+
+
 class RunBusyError(BenchError):
     """The run is being trained by another process (its working folder is locked)."""
 
@@ -175,7 +179,13 @@ def write_result(
     # Serialise before touching anything: a result that is not JSON-able must not cost the
     # old one.
     text = json.dumps(result, indent=1) + "\n"
-    tmp = write_temp(path.parent, path.name, lambda handle: handle.write(text.encode()))
+    try:
+        tmp = write_temp(path.parent, path.name, lambda handle: handle.write(text.encode()))
+    except OSError as err:  # a full disk: the temporary file is gone, ``path`` untouched
+        raise ResultWriteError(
+            f"cannot write result {path} ({err.strerror or err}); nothing was written: free "
+            "space and rerun"
+        ) from None
     try:
         if force and path.exists():
             _archive_copy(path, archive or superseded_path(path))

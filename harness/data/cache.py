@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -32,12 +33,15 @@ import numpy as np
 from harness.data.images import DECODE_VERSION, load_face
 from harness.data.table import ImageTable
 from harness.errors import ConfigError
-from harness.files import locked
+from harness.files import atomic_write_text, fsync_dir, locked
 from harness.interrupts import ctrl_c_held
 from harness.progress import counted
 
 CHUNK = 256  # images per task sent to a decoding process
 HEADROOM = 256 * 2**20  # free bytes to leave on the cache disk beyond the array itself
+CHECK_SUFFIX = ".check"
+FULL_CHECK_BYTES = 64 * 2**20  # files up to this size are checksummed whole at every open
+SAMPLED_BLOCKS, BLOCK_BYTES = 64, 64 * 2**10  # larger ones: this many blocks of this size
 
 
 def table_fingerprint(table: ImageTable, size: int) -> str:
@@ -132,7 +136,14 @@ def decoded_images(
             for stale in final.parent.glob(f".{final.name}.tmp-*"):
                 stale.unlink(missing_ok=True)  # left by a killed builder: we hold the lock
             _check_space(final.parent, shape)
-            _build(table, size, final, workers, progress)
+            try:
+                _build(table, size, final, workers, progress)
+            except OSError as err:  # a full disk: _build removed its temporary file
+                raise ConfigError(
+                    f"cannot write the decoded-image cache {final} ({err.strerror or err}); "
+                    "free space and rerun, set data.cache_dir (or $FER_BENCH_CACHE) to a larger "
+                    "disk, or data.cache=false"
+                ) from None
             cached = _open_if_valid(final, shape)
     if cached is None:  # pragma: no cover - _build either succeeds or raises
         raise RuntimeError(f"cache {final} was not built")
@@ -167,14 +178,52 @@ def build_lock(
 
 
 def _open_if_valid(final: Path, shape: tuple[int, ...]) -> MappedImages | None:
-    """The finished cache file mapped read-only, or None if absent or not the expected array."""
+    """The finished cache file mapped read-only, or None if absent, not the expected array, or
+    not the bytes its checksum file recorded (truncated or corrupt: it is then rebuilt)."""
     try:
         array = np.load(final, mmap_mode="r")
     except (FileNotFoundError, ValueError, OSError):
         return None
     if array.shape != shape or array.dtype != np.uint8:
         return None
+    recorded = _read_check(final)
+    # No checksum file: a cache built before they existed, accepted as it was then.
+    if recorded is not None and recorded != content_check(final):
+        return None
     return MappedImages(final, array)
+
+
+def check_path(final: Path) -> Path:
+    """The checksum file of the cache file ``final``: ``.<name>.check`` beside it."""
+    return final.with_name(f".{final.name}{CHECK_SUFFIX}")
+
+
+def content_check(path: Path) -> dict[str, Any]:
+    """The size and a BLAKE2 digest of the file at ``path``: of every byte up to
+    :data:`FULL_CHECK_BYTES`, above that of the header, the tail and
+    :data:`SAMPLED_BLOCKS` evenly spaced blocks (a truncated file, or a lost or zeroed stretch
+    of one, is caught without reading gigabytes at every start)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as handle:
+        if size <= FULL_CHECK_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            stride = (size - BLOCK_BYTES) // (SAMPLED_BLOCKS + 1)
+            inner = [stride * (i + 1) for i in range(SAMPLED_BLOCKS)]
+            for offset in [0, *inner, size - BLOCK_BYTES]:
+                handle.seek(offset)
+                digest.update(handle.read(BLOCK_BYTES))
+    return {"bytes": size, "blake2b": digest.hexdigest(), "sampled": size > FULL_CHECK_BYTES}
+
+
+def _read_check(final: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads(check_path(final).read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _check_space(folder: Path, shape: tuple[int, ...]) -> None:
@@ -238,7 +287,12 @@ def _build(table: ImageTable, size: int, final: Path, workers: int, progress: bo
             else:
                 for done in _run_pool(jobs, workers):
                     advance(done)
+        with tmp.open("rb+") as handle:  # the decoders' pages on disk before the rename
+            os.fsync(handle.fileno())
+        # The checksum first: a crash before the rename leaves a checksum without its file.
+        atomic_write_text(check_path(final), json.dumps(content_check(tmp)) + "\n")
         os.replace(tmp, final)
+        fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
