@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
+from harness.settings import read_settings
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Method:
     Class attributes describe what the engine must provide:
 
     * ``uses_unlabelled``: build the unlabelled loader (weak + strong views) or not;
+    * ``Settings``: the method's settings dataclass (:mod:`harness.settings`), read strictly
+      from its ``method:`` block into ``self.settings`` when it is built;
     * ``default_config``: its config when it has no file in ``configs/method/``;
     * ``interval_steps`` (instance attribute, 0 = never): how often :meth:`on_interval` runs;
     * ``adaptive_thresholds``: whether its logged ``threshold`` is meant to move (True, or the
@@ -104,14 +107,35 @@ class Method:
     # Defaults for a method that ships no configs/method/<name>.yaml (e.g. one from another
     # package): the ``method:`` block is ``{"name": <name>, **default_config}``.
     default_config: ClassVar[dict[str, Any]] = {}
+    # Every built-in method declares one (an empty dataclass when it has no settings); a
+    # plugin without one reads its keys untyped with :meth:`setting`.
+    Settings: ClassVar[type | None] = None
+    settings: Any  # an instance of ``Settings`` (subclasses narrow the type)
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         self.config = config
         self.setup = setup
         self.interval_steps = 0
+        if self.Settings is not None:
+            self.settings = read_settings(
+                self.Settings,
+                config,
+                "method",
+                missing_hint=self._missing_hint(),
+                ignore=("name",),
+            )
+
+    def _missing_hint(self) -> str:
+        """Where a missing ``method.<key>`` is set: the method's config file or defaults."""
+        name = self.config.get("name", type(self).__name__)
+        return (
+            f" from the config of method {name!r}: set it in configs/method/{name}.yaml or in "
+            "the method's default_config"
+        )
 
     def setting(self, key: str) -> Any:
-        """``method.<key>`` from the run's config; a missing key is a :class:`ConfigError`.
+        """``method.<key>`` from the run's config, untyped, for a plugin that declares no
+        ``Settings``; a missing key is a :class:`ConfigError`.
 
         Defaults live in one place, the method's ``configs/method/<name>.yaml`` (or its
         ``default_config``), never again in the code: the contract test checks that every key
@@ -120,11 +144,7 @@ class Method:
         try:
             return self.config[key]
         except KeyError:
-            name = self.config.get("name", type(self).__name__)
-            raise ConfigError(
-                f"method.{key} is missing from the config of method {name!r}: set it in "
-                f"configs/method/{name}.yaml or in the method's default_config"
-            ) from None
+            raise ConfigError(f"method.{key} is missing{self._missing_hint()}") from None
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """Return the model to train (default: unchanged). Called once, before the EMA copy."""

@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 # Bump when training changes what the same settings produce: it is part of the key.
 PRETRAIN_VERSION = 1
 FORMAT = "fer-bench pretrained backbone"
-# The engine's EMA only gives the log's and sidecar's EMA figure (the student is stored); it
-# averages over about the last 1/EMA_TENTHS of the schedule: at a fixed 0.999 it still held 60%
-# of the random initialisation after 500 of 1500 steps (held-out top-1 0.6% as the loss fell).
-EMA_TENTHS = 10
+# The engine's EMA only gives the log's and sidecar's EMA figure (the student is stored); its
+# decay 1 - EMA_HORIZON_DIVISOR / steps averages over about the last steps / EMA_HORIZON_DIVISOR
+# steps (the last tenth): at a fixed 0.999 it still held 60% of the random initialisation after
+# 500 of 1500 steps (held-out top-1 0.6% as the loss fell).
+EMA_HORIZON_DIVISOR = 10
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,10 @@ def _fit_config(config: dict[str, Any], settings: PretrainSettings) -> dict[str,
         "data": data,
         "optim": dict(settings.optim),
         "sched": dict(settings.sched),
-        "ema": {**config["ema"], "decay": 1 - EMA_TENTHS / max(settings.steps, 2 * EMA_TENTHS)},
+        "ema": {
+            **config["ema"],
+            "decay": 1 - EMA_HORIZON_DIVISOR / max(settings.steps, 2 * EMA_HORIZON_DIVISOR),
+        },
         "method": method_settings("supervised"),
     }
 

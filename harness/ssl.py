@@ -1,14 +1,18 @@
 """Building blocks shared by the semi-supervised methods (USB's conventions).
 
-Small pure functions: one concatenated forward, the supervised and masked losses, the
-confidence-threshold mask and the threshold mappings, the pseudo-label diagnostics, an in-place
-EMA for the methods' running statistics, the guard for a method that needs unlabelled data,
-and the checkpoint round trip of a method's tensor state.
+The skeleton every pseudo-labelling method shares (:func:`pseudo_label_step`: unlabelled batch,
+logits, weak-view probabilities, threshold mask, supervised and masked losses, diagnostics), so
+that a method states only its thresholds and its extra terms; and the small pure functions it is
+made of: one concatenated forward, the supervised and masked losses, the confidence-threshold
+mask and the threshold mappings, the pseudo-label diagnostics, an in-place EMA for the methods'
+running statistics, the guard for a method that needs unlabelled data, and the checkpoint round
+trip of a method's tensor state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -131,3 +135,82 @@ def ramp_weight(step: int, total_steps: int, fraction: float) -> float:
     when ``fraction`` is 0 (the methods' default: no ramp)."""
     ramp = fraction * total_steps
     return 1.0 if ramp <= 0 else min(1.0, (step + 1) / ramp)
+
+
+@dataclass
+class PseudoLabelStep:
+    """One step of pseudo-labelling, as :func:`pseudo_label_step` computed it."""
+
+    unlabelled: UnlabelledBatch
+    logits_x: Tensor  # student, labelled weak views
+    logits_s: Tensor  # student, unlabelled strong views
+    probs: Tensor  # the weak-view probabilities the pseudo-labels come from (detached, float)
+    thresholds: Tensor | float  # per class, or one for all
+    mask: Tensor  # kept samples (max prob >= threshold of the pseudo-label)
+    pseudo: Tensor  # argmax of ``probs``
+    loss_sup: Tensor  # cross-entropy on the labelled batch
+    loss_unsup: Tensor  # masked cross-entropy of the strong views against the pseudo-labels
+
+    def loss(self, lambda_u: float) -> Tensor:
+        """``loss_sup + lambda_u · loss_unsup`` (FixMatch's objective)."""
+        return self.loss_sup + lambda_u * self.loss_unsup
+
+    def diagnostics(self, num_classes: int, **extra: float | Tensor) -> dict[str, float | Tensor]:
+        """The losses, mask rate and pseudo-label accuracy, the thresholds (one per class),
+        and ``extra``, for the step log."""
+        thresholds = self.thresholds
+        per_class = (
+            thresholds.cpu()
+            if isinstance(thresholds, Tensor)
+            else torch.full((num_classes,), thresholds)
+        )
+        return {
+            "loss_sup": float(self.loss_sup.detach()),
+            "loss_unsup": float(self.loss_unsup.detach()),
+            **extra,
+            **pseudo_label_stats(self.mask, self.pseudo, self.unlabelled.hidden_targets),
+            "threshold": per_class,
+        }
+
+
+def pseudo_label_step(
+    ctx: StepContext,
+    method: str,
+    thresholds: Callable[[Tensor], Tensor | float],
+    *,
+    teacher: bool = False,
+    logits: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> PseudoLabelStep:
+    """The shared skeleton of a pseudo-labelling step.
+
+    The student runs once on [labelled weak, unlabelled weak, unlabelled strong] (or ``logits``
+    are the caller's own pass); the pseudo-labels come from the detached weak-view softmax of
+    the student, or with ``teacher`` from the EMA teacher's (run first, without gradients);
+    ``thresholds(probs)`` gives the threshold of each class (or one for all), after any update
+    of the method's statistics with this batch; the strong views learn the kept pseudo-labels
+    (:func:`masked_cross_entropy`), the labelled batch its targets.
+    """
+    u = require_unlabelled(ctx, method)
+    probs = None
+    if teacher:
+        with torch.no_grad():
+            (logits_t,) = forward_logits(ctx.teacher, u.weak)
+        probs = logits_t.float().softmax(dim=-1)
+    if logits is None:
+        logits = tuple(forward_logits(ctx.student, ctx.labelled.images, u.weak, u.strong))
+    logits_x, logits_w, logits_s = logits
+    if probs is None:
+        probs = logits_w.detach().float().softmax(dim=-1)
+    tau = thresholds(probs)
+    mask, pseudo = threshold_mask(probs, tau)
+    return PseudoLabelStep(
+        unlabelled=u,
+        logits_x=logits_x,
+        logits_s=logits_s,
+        probs=probs,
+        thresholds=tau,
+        mask=mask,
+        pseudo=pseudo,
+        loss_sup=supervised_loss(logits_x, ctx.labelled.targets),
+        loss_unsup=masked_cross_entropy(logits_s, pseudo, mask),
+    )

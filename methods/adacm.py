@@ -24,24 +24,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
 from harness.method import LabelledEvalBatches, Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import (
-    load_tensor_state,
-    masked_cross_entropy,
-    pseudo_label_stats,
-    require_unlabelled,
-    supervised_loss,
-    tensor_state,
-    threshold_mask,
-)
+from harness.settings import setting
+from harness.ssl import load_tensor_state, pseudo_label_step, require_unlabelled, tensor_state
 
 
 def adacm_thresholds(
@@ -99,6 +92,21 @@ class NormalisedEmbeddingNet(nn.Module):
         return self.forward_with_embedding(x)[0]
 
 
+@dataclass(frozen=True)
+class AdaCMSettings:
+    """``configs/method/adacm.yaml``."""
+
+    dropout: float = setting(low=0.0, high=1.0, high_open=True)  # before the embedding
+    lambda_x: float = setting()  # weight of the labelled cross-entropy Lx
+    lambda_u: float = setting()  # weight of the confident pseudo-label loss Lu
+    lambda_s: float = setting()  # weight of the contrastive loss Ls
+    temperature: float = setting(low=0.0, low_open=True)  # NT-Xent temperature
+    tau_floor: float = setting()  # lowest threshold; every class starts here
+    tau_scale: float = setting()  # τ_c = max(tau_floor, tau_scale · sigmoid(e) · confidence)
+    epochs: int = setting(low=1)  # the run is cut into this many epochs without epoch_steps
+    epoch_steps: int | None = setting(low=1)  # steps per epoch (null: steps // epochs)
+
+
 @register_method("adacm", "Ada-CM: adaptive per-class confidence margin + contrastive low-conf")
 class AdaCM(Method):
     """Ada-CM: per-epoch per-class thresholds from the EMA model on the labelled set; CE on
@@ -106,36 +114,22 @@ class AdaCM(Method):
 
     uses_unlabelled = True
     adaptive_thresholds = True
+    Settings = AdaCMSettings
+    settings: AdaCMSettings
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.lambda_x = float(self.setting("lambda_x"))
-        self.lambda_u = float(self.setting("lambda_u"))
-        self.lambda_s = float(self.setting("lambda_s"))
-        self.temperature = float(self.setting("temperature"))
-        self.tau_floor = float(self.setting("tau_floor"))
-        self.tau_scale = float(self.setting("tau_scale"))
-        self.dropout = float(self.setting("dropout"))
-        epochs = int(self.setting("epochs"))
-        epoch_steps = self.setting("epoch_steps")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"method.dropout must be in [0, 1), got {self.dropout}")
-        if epochs < 1:
-            raise ConfigError(f"method.epochs must be >= 1, got {epochs}")
-        if self.temperature <= 0:
-            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+        s = self.settings
         # null epoch_steps: the run is cut into `epochs` epochs, like the original's 20 × 800.
         self.interval_steps = (
-            int(epoch_steps) if epoch_steps is not None else max(1, setup.total_steps // epochs)
+            s.epoch_steps if s.epoch_steps is not None else max(1, setup.total_steps // s.epochs)
         )
-        if self.interval_steps < 1:
-            raise ConfigError(f"method.epoch_steps must be >= 1, got {epoch_steps}")
-        self.threshold = torch.full((setup.num_classes,), self.tau_floor)
+        self.threshold = torch.full((setup.num_classes,), s.tau_floor)
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """The original's head: classifier and contrastive loss on the L2-normalised embedding
         taken after Dropout(``method.dropout``)."""
-        return NormalisedEmbeddingNet(model, self.dropout)
+        return NormalisedEmbeddingNet(model, self.settings.dropout)
 
     def on_interval(
         self, teacher: nn.Module, labelled_batches: LabelledEvalBatches, step: int
@@ -143,7 +137,7 @@ class AdaCM(Method):
         """Recompute the thresholds with the EMA model after each finished epoch."""
         epoch = step // self.interval_steps
         if epoch == 0:
-            self.threshold = torch.full_like(self.threshold, self.tau_floor)
+            self.threshold = torch.full_like(self.threshold, self.settings.tau_floor)
             return
         probs, targets = [], []
         with torch.no_grad():
@@ -154,8 +148,8 @@ class AdaCM(Method):
             torch.cat(probs),
             torch.cat(targets).to(probs[0].device),
             epoch,
-            self.tau_floor,
-            self.tau_scale,
+            self.settings.tau_floor,
+            self.settings.tau_scale,
         ).cpu()
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
@@ -165,23 +159,19 @@ class AdaCM(Method):
         # One pass over all views: shared batch-norm statistics, as harness.ssl.forward_logits.
         logits, emb = ctx.student.forward_with_embedding(torch.cat(images))
         sizes = [len(x) for x in images]
-        logits_x, logits_w, logits_s = logits.split(sizes)
         _, emb_w, emb_s = emb.split(sizes)
-        probs = logits_w.detach().float().softmax(dim=-1)
-        thresholds = self.threshold.to(probs.device)
-        mask, pseudo = threshold_mask(probs, thresholds)  # original: .ge
-        loss_x = supervised_loss(logits_x, ctx.labelled.targets)
-        loss_u = masked_cross_entropy(logits_s, pseudo, mask)
-        loss_s = nt_xent(emb_w[~mask], emb_s[~mask], self.temperature)
-        loss = self.lambda_x * loss_x + self.lambda_u * loss_u + self.lambda_s * loss_s
-        diagnostics: dict[str, float | Tensor] = {
-            "loss_sup": float(loss_x.detach()),
-            "loss_unsup": float(loss_u.detach()),
-            "loss_extra": float(loss_s.detach()),
-            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
-            "threshold": thresholds.cpu(),
-        }
-        return StepOutput(loss, diagnostics)
+        step = pseudo_label_step(
+            ctx,
+            "adacm",
+            lambda probs: self.threshold.to(probs.device),  # original: .ge
+            logits=tuple(logits.split(sizes)),
+        )
+        s, mask = self.settings, step.mask
+        loss_s = nt_xent(emb_w[~mask], emb_s[~mask], s.temperature)
+        loss = s.lambda_x * step.loss_sup + s.lambda_u * step.loss_unsup + s.lambda_s * loss_s
+        return StepOutput(
+            loss, step.diagnostics(ctx.num_classes, loss_extra=float(loss_s.detach()))
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The current per-class thresholds (a CPU copy)."""

@@ -13,25 +13,22 @@ are written to the memory and β is recomputed. β starts at 0, so every thresho
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from harness.errors import ConfigError
 from harness.method import Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
+from harness.settings import setting
 from harness.ssl import (
-    forward_logits,
+    MAPPINGS,
     load_tensor_state,
     mapping,
-    masked_cross_entropy,
-    pseudo_label_stats,
+    pseudo_label_step,
     ramp_weight,
-    require_unlabelled,
-    supervised_loss,
     tensor_state,
-    threshold_mask,
 )
 
 
@@ -60,75 +57,76 @@ def remember_(selected: Tensor, indices: Tensor, probs: Tensor, p_cutoff: float)
     selected[indices[select]] = pseudo[select]
 
 
+@dataclass(frozen=True)
+class FlexMatchSettings:
+    """``configs/method/flexmatch.yaml``."""
+
+    p_cutoff: float = setting(low=0.0, high=1.0)  # upper threshold; the memory's confidence
+    lambda_u: float = setting()  # weight of the unlabelled loss
+    lambda_u_ramp: float = setting(low=0.0, high=1.0)  # lambda_u ramps up over this fraction
+    thresh_warmup: bool = setting()  # count never-confident samples in β's denominator
+    mapping: str = setting(choices=tuple(MAPPINGS))  # M(β)
+
+
 @register_method("flexmatch", "FlexMatch: FixMatch with per-class thresholds from learning effects")
 class FlexMatch(Method):
     """FlexMatch with curriculum pseudo-labelling (per-class flexible thresholds)."""
 
     uses_unlabelled = True
     adaptive_thresholds = True
+    Settings = FlexMatchSettings
+    settings: FlexMatchSettings
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.p_cutoff = float(self.setting("p_cutoff"))
-        self.lambda_u = float(self.setting("lambda_u"))
-        self.lambda_u_ramp = float(self.setting("lambda_u_ramp"))
-        self.thresh_warmup = bool(self.setting("thresh_warmup"))
-        self.mapping = str(self.setting("mapping"))
-        if not 0.0 <= self.p_cutoff <= 1.0:
-            raise ConfigError(f"method.p_cutoff must be in [0, 1], got {self.p_cutoff}")
-        mapping(self.mapping)  # an unknown name fails here, not at the first step
         self.selected_label = torch.full((setup.num_unlabelled,), -1, dtype=torch.long)
-        self.classwise_acc = torch.zeros(setup.num_classes)
+        self.beta = torch.zeros(setup.num_classes)  # β(c), the learning effect of each class
 
     def thresholds(self) -> Tensor:
         """The current per-class thresholds."""
-        return flexmatch_thresholds(self.classwise_acc, self.p_cutoff, self.mapping)
+        return flexmatch_thresholds(self.beta, self.settings.p_cutoff, self.settings.mapping)
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """L_sup + lambda_u · masked CE with per-class thresholds; then update the memory."""
-        u = require_unlabelled(ctx, "flexmatch")
-        logits_x, logits_w, logits_s = forward_logits(
-            ctx.student, ctx.labelled.images, u.weak, u.strong
+        step = pseudo_label_step(ctx, "flexmatch", self._thresholds_on)
+        indices = step.unlabelled.indices.to(step.probs.device)
+        remember_(self.selected_label, indices, step.probs, self.settings.p_cutoff)
+        self.beta = learning_effect(
+            self.selected_label, self.setup.num_classes, self.settings.thresh_warmup, self.beta
         )
-        device = logits_w.device
-        self.selected_label = self.selected_label.to(device)
-        self.classwise_acc = self.classwise_acc.to(device)
-        probs = logits_w.detach().float().softmax(dim=-1)
-        thresholds = self.thresholds()
-        mask, pseudo = threshold_mask(probs, thresholds)
-        remember_(self.selected_label, u.indices.to(device), probs, self.p_cutoff)
-        self.classwise_acc = learning_effect(
-            self.selected_label, self.setup.num_classes, self.thresh_warmup, self.classwise_acc
+        weight = self.settings.lambda_u * ramp_weight(
+            ctx.step, ctx.total_steps, self.settings.lambda_u_ramp
         )
-        loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
-        loss_unsup = masked_cross_entropy(logits_s, pseudo, mask)
-        diagnostics: dict[str, float | Tensor] = {
-            "loss_sup": float(loss_sup.detach()),
-            "loss_unsup": float(loss_unsup.detach()),
-            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
-            "threshold": thresholds.cpu(),
-        }
-        weight = self.lambda_u * ramp_weight(ctx.step, ctx.total_steps, self.lambda_u_ramp)
-        return StepOutput(loss_sup + weight * loss_unsup, diagnostics)
+        return StepOutput(step.loss(weight), step.diagnostics(ctx.num_classes))
+
+    def _thresholds_on(self, probs: Tensor) -> Tensor:
+        """The thresholds from the memory as it stands before this batch, on ``probs``' device
+        (where the memory moves too)."""
+        self.selected_label = self.selected_label.to(probs.device)
+        self.beta = self.beta.to(probs.device)
+        return self.thresholds()
 
     def _state_tensors(self) -> dict[str, Tensor]:
-        return {"selected_label": self.selected_label, "classwise_acc": self.classwise_acc}
+        return {"selected_label": self.selected_label, "learning_effect": self.beta}
 
     def state_dict(self) -> dict[str, Any]:
-        """The pseudo-label memory and the learning effects (CPU copies)."""
+        """The pseudo-label memory and the learning effects β (CPU copies)."""
         return tensor_state(**self._state_tensors())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; sizes must match this dataset."""
+        """Restore :meth:`state_dict`; sizes must match this dataset. A checkpoint written
+        before β was named for what it holds keeps it under ``classwise_acc``."""
+        if "classwise_acc" in state and "learning_effect" not in state:
+            state = {**state, "learning_effect": state["classwise_acc"]}
         restored = load_tensor_state(state, self._state_tensors(), "flexmatch")
         self.selected_label = restored["selected_label"]
-        self.classwise_acc = restored["classwise_acc"]
+        self.beta = restored["learning_effect"]
 
     def summary(self) -> dict[str, Any]:
         """Final per-class thresholds and learning effects, and the share of samples used."""
         used = (self.selected_label >= 0).float().mean()
         return {
             "threshold": self.thresholds().cpu().tolist(),
-            "learning_effect": self.classwise_acc.cpu().tolist(),
+            "learning_effect": self.beta.cpu().tolist(),
             "memory_used": float(used) if len(self.selected_label) else 0.0,
         }

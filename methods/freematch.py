@@ -20,20 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.errors import ConfigError
 from harness.method import Method, MethodSetup, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import (
-    ema_update_,
-    forward_logits,
-    load_tensor_state,
-    masked_cross_entropy,
-    pseudo_label_stats,
-    require_unlabelled,
-    supervised_loss,
-    tensor_state,
-    threshold_mask,
-)
+from harness.settings import setting
+from harness.ssl import ema_update_, load_tensor_state, pseudo_label_step, tensor_state
 
 _FIELDS = ("tau", "p_model", "label_hist")
 
@@ -94,49 +84,51 @@ def fairness_loss(mask: Tensor, logits_s: Tensor, state: SATState) -> Tensor:
     return (target * torch.log(mean_s + 1e-12)).sum()
 
 
+@dataclass(frozen=True)
+class FreeMatchSettings:
+    """``configs/method/freematch.yaml``."""
+
+    ema_p: float = setting(low=0.0, high=1.0, high_open=True)  # momentum of the SAT EMAs
+    lambda_u: float = setting()  # weight of the pseudo-label loss
+    lambda_e: float = setting()  # weight of the fairness term
+    use_quantile: bool = setting()  # τ from the 0.8 quantile of max prob instead of its mean
+    clip_thresh: bool = setting()  # clip τ to [0, 0.95]
+
+
 @register_method("freematch", "FreeMatch: self-adaptive thresholds and class fairness")
 class FreeMatch(Method):
     """FreeMatch: SAT thresholds, pseudo-label CE and the self-adaptive fairness term."""
 
     uses_unlabelled = True
     adaptive_thresholds = True
+    Settings = FreeMatchSettings
+    settings: FreeMatchSettings
 
     def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
         super().__init__(config, setup)
-        self.ema_p = float(self.setting("ema_p"))
-        self.lambda_u = float(self.setting("lambda_u"))
-        self.lambda_e = float(self.setting("lambda_e"))
-        self.use_quantile = bool(self.setting("use_quantile"))
-        self.clip_thresh = bool(self.setting("clip_thresh"))
-        if not 0.0 <= self.ema_p < 1.0:
-            raise ConfigError(f"method.ema_p must be in [0, 1), got {self.ema_p}")
         self.sat = SATState.initial(setup.num_classes)
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """Update SAT, then L_sup + lambda_u · masked CE + lambda_e · fairness."""
-        u = require_unlabelled(ctx, "freematch")
-        logits_x, logits_w, logits_s = forward_logits(
-            ctx.student, ctx.labelled.images, u.weak, u.strong
-        )
-        probs = logits_w.detach().float().softmax(dim=-1)
-        self.sat = sat_update(
-            self.sat.to(probs.device), probs, self.ema_p, self.use_quantile, self.clip_thresh
-        )
-        mask, pseudo = threshold_mask(probs, sat_thresholds(self.sat))
-        loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
-        loss_unsup = masked_cross_entropy(logits_s, pseudo, mask)
+        step = pseudo_label_step(ctx, "freematch", self._update_thresholds)
         loss_fair = (
-            fairness_loss(mask, logits_s, self.sat) if mask.any() else loss_unsup.new_zeros(())
+            fairness_loss(step.mask, step.logits_s, self.sat)
+            if step.mask.any()
+            else step.loss_unsup.new_zeros(())
         )
-        loss = loss_sup + self.lambda_u * loss_unsup + self.lambda_e * loss_fair
-        diagnostics: dict[str, float | Tensor] = {
-            "loss_sup": float(loss_sup.detach()),
-            "loss_unsup": float(loss_unsup.detach()),
-            "loss_extra": float(loss_fair.detach()),
-            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
-            "threshold": sat_thresholds(self.sat).cpu(),
-        }
-        return StepOutput(loss, diagnostics)
+        loss = step.loss(self.settings.lambda_u) + self.settings.lambda_e * loss_fair
+        return StepOutput(
+            loss, step.diagnostics(ctx.num_classes, loss_extra=float(loss_fair.detach()))
+        )
+
+    def _update_thresholds(self, probs: Tensor) -> Tensor:
+        """SAT updated with this batch's weak-view probabilities first (as USB), then the
+        thresholds it gives."""
+        s = self.settings
+        self.sat = sat_update(
+            self.sat.to(probs.device), probs, s.ema_p, s.use_quantile, s.clip_thresh
+        )
+        return sat_thresholds(self.sat)
 
     def state_dict(self) -> dict[str, Any]:
         """τ, p̃ and h̃ (CPU copies)."""

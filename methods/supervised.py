@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from harness.method import Method, StepContext, StepOutput
 from harness.registry import register_method
 from harness.ssl import forward_logits, supervised_loss
+
+
+@dataclass(frozen=True)
+class SupervisedSettings:
+    """``configs/method/supervised.yaml``: no settings (any key there is refused)."""
 
 
 @register_method(
@@ -15,6 +22,7 @@ class Supervised(Method):
     """Labelled data only; same backbone, schedule and augmentation as the SSL methods."""
 
     uses_unlabelled = False
+    Settings = SupervisedSettings
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """Mean cross-entropy of the student on the labelled weak views."""

@@ -178,8 +178,16 @@ def test_config_file_defaults_and_registry() -> None:
     assert block["name"] == "adacm"
     method = get_method("adacm").cls(block, setup(total_steps=40000))
     assert isinstance(method, AdaCM)
-    assert (method.lambda_x, method.lambda_u, method.lambda_s) == (0.5, 1.0, 0.1)
-    assert (method.temperature, method.tau_floor, method.tau_scale) == (0.07, 0.8, 0.97)
+    assert (method.settings.lambda_x, method.settings.lambda_u, method.settings.lambda_s) == (
+        0.5,
+        1.0,
+        0.1,
+    )
+    assert (method.settings.temperature, method.settings.tau_floor, method.settings.tau_scale) == (
+        0.07,
+        0.8,
+        0.97,
+    )
     assert method.interval_steps == 2000
     assert method.threshold.tolist() == pytest.approx([0.8] * 3)
     with pytest.raises(ConfigError, match="temperature"):

@@ -134,7 +134,7 @@ def test_first_step_updates_statistics_before_masking() -> None:
     assert tau[0] > 0.505 > 0.5
     assert out.diagnostics["mask_rate"] == 0.5
     assert out.diagnostics["pseudo_label_acc"] == 0.5  # sample 0 right (0), sample 1 wrong (1≠2)
-    assert out.diagnostics["g"] == pytest.approx(0.25 / 3 + 0.75 * 0.61375, abs=1e-6)
+    assert out.diagnostics["stage_confidence"] == pytest.approx(0.25 / 3 + 0.75 * 0.61375, abs=1e-6)
 
 
 def test_known_step_loss_and_negative_learning_diagnostics() -> None:
@@ -295,7 +295,7 @@ def test_state_survives_a_checkpoint_exactly(bias_correction: bool, tmp_path: Pa
     a, b = method.training_loss(ctx_for(BATCH3)), restored.training_loss(ctx_for(BATCH3))
     assert a.loss.item() == b.loss.item()
     assert torch.equal(a.diagnostics["threshold"], b.diagnostics["threshold"])
-    assert a.diagnostics["g"] == b.diagnostics["g"]
+    assert a.diagnostics["stage_confidence"] == b.diagnostics["stage_confidence"]
     for key, value in method.state_dict().items():
         assert torch.equal(value, restored.state_dict()[key])
     _, _, tau = reference_dta([BATCH1, BATCH2, BATCH3], 0.25, "convex", 0.5, 0.95, bias_correction)
@@ -372,8 +372,8 @@ def _pinned_steps(bias_correction: bool) -> tuple[DTASNL, list[tuple]]:
         labelled, unlabelled = tiny_batches(8 * step)
         out = method.training_loss(StepContext(model, teacher, labelled, unlabelled, step, 10, 3))
         d = out.diagnostics
-        outputs.append((out.loss.item(), d["threshold"].tolist(), d["g"], d["mask_rate"],
-                        d["loss_neg"]))  # fmt: skip
+        outputs.append((out.loss.item(), d["threshold"].tolist(), d["stage_confidence"],
+                        d["mask_rate"], d["loss_neg"]))  # fmt: skip
     return method, outputs
 
 

@@ -76,6 +76,6 @@ def test_config_file_defaults_and_registry() -> None:
     assert block == {"name": "fixmatch", "p_cutoff": 0.95, "lambda_u": 1.0}
     method = get_method("fixmatch").cls(block, setup())
     assert isinstance(method, FixMatch) and method.uses_unlabelled
-    assert (method.p_cutoff, method.lambda_u) == (0.95, 1.0)
+    assert (method.settings.p_cutoff, method.settings.lambda_u) == (0.95, 1.0)
     with pytest.raises(ConfigError, match="p_cutoff"):
         FixMatch(full_config("fixmatch", p_cutoff=1.5), setup())

@@ -142,7 +142,8 @@ def test_config_file_defaults_and_registry() -> None:
     assert block["name"] == "flexmatch"
     method = get_method("flexmatch").cls(block, setup())
     assert isinstance(method, FlexMatch)
-    assert (method.p_cutoff, method.lambda_u, method.thresh_warmup, method.mapping) == (
+    s = method.settings
+    assert (s.p_cutoff, s.lambda_u, s.thresh_warmup, s.mapping) == (
         0.95,
         1.0,
         True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def test_total_loss_weights_and_no_mask_case() -> None:
     assert d["loss_sup"] == pytest.approx(math.log(3.0), rel=1e-6)
     # a state whose thresholds nobody reaches: no mask, no fairness term, NaN accuracy
     method.sat = SATState(torch.tensor(1.0), torch.ones(3) / 3, torch.ones(3) / 3)
-    method.ema_p = 0.99
+    method.settings = dataclasses.replace(method.settings, ema_p=0.99)
     out = method.training_loss(ctx_for(weak, strong, [0, 1, 2]))
     assert out.diagnostics["mask_rate"] == 0.0 and out.diagnostics["loss_extra"] == 0.0
     assert math.isnan(out.diagnostics["pseudo_label_acc"])
@@ -186,7 +187,8 @@ def test_config_file_defaults_and_registry() -> None:
     assert block["name"] == "freematch"
     method = get_method("freematch").cls(block, setup())
     assert isinstance(method, FreeMatch)
-    values = (method.ema_p, method.lambda_u, method.lambda_e, method.use_quantile)
-    assert values == (0.999, 1.0, 0.001, False) and method.clip_thresh is False
+    s = method.settings
+    values = (s.ema_p, s.lambda_u, s.lambda_e, s.use_quantile)
+    assert values == (0.999, 1.0, 0.001, False) and s.clip_thresh is False
     with pytest.raises(ConfigError, match="ema_p"):
         FreeMatch(full_config("freematch", ema_p=1.0), setup())
