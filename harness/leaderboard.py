@@ -42,7 +42,6 @@ from harness.report.frame import (
     label_order,
     results_frame,
     row_order,
-    section_key,
 )
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
@@ -314,28 +313,33 @@ def _section(
 def _sections(
     frame: pd.DataFrame, results: list[dict[str, Any]], extras: dict[str, list[str]]
 ) -> list[tuple[str, str, str]]:
-    """(dataset, tag, markdown body) per section, sorted by dataset then tag ("" first)."""
+    """(dataset, section name, markdown body) per section, sorted by dataset, tag ("" first)
+    and name: one section per dataset, tag and protocol (:func:`section_names`)."""
     sections = []
-    for (dataset, tag), part in frame.groupby(["dataset", "tag"], sort=True):
-        key = section_key(dataset, tag)
+    for (dataset, _, key), part in frame.groupby(["dataset", "tag", "section"], sort=True):
         chosen = [results[i] for i in part.index]
-        sections.append((dataset, tag, _section(part, dataset, chosen, extras.get(key, []))))
+        sections.append((dataset, key, _section(part, dataset, chosen, extras.get(key, []))))
     return sections
 
 
 def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
-    """Section name (``dataset``, or ``dataset [tag]``) → its markdown: protocol, the
+    """Section name (``dataset``, ``dataset [tag]``, and what differs where one dataset and
+    tag hold several protocols: :func:`section_names`) → its markdown: protocol, the
     headline-metric table then the macro-F1 table, each under a ``###`` heading and followed
     by its paired differences, cost, ablations."""
     frame = results_frame(results)
-    return {section_key(d, t): body for d, t, body in _sections(frame, results, {})}
+    return {key: body for _, key, body in _sections(frame, results, {})}
 
 
 def section_keys(results: list[dict[str, Any]]) -> list[str]:
     """The section names of ``results``, in document order."""
     frame = results_frame(results)
-    keys = frame[["dataset", "tag"]].drop_duplicates().sort_values(["dataset", "tag"])
-    return [section_key(dataset, tag) for dataset, tag in keys.itertuples(index=False)]
+    keys = (
+        frame[["dataset", "tag", "section"]]
+        .drop_duplicates()
+        .sort_values(["dataset", "tag", "section"])
+    )
+    return list(keys["section"])
 
 
 BEST_NOTE = (
@@ -383,9 +387,9 @@ def render_leaderboard(
         LEGEND,
         "",
     ]
-    for dataset, tag, body in _sections(frame, results, extras or {}):
+    for dataset, key, body in _sections(frame, results, extras or {}):
         headline = METRIC_NAMES[headline_metric(dataset)]
-        lines += [f"## {section_key(dataset, tag)} — headline: {headline}", "", body]
+        lines += [f"## {key} — headline: {headline}", "", body]
     return "\n".join(lines).rstrip() + "\n"
 
 

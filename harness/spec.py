@@ -27,9 +27,7 @@ NON_SEMANTIC_KEYS = (
 
 # Keys added after results were committed, at the value that reproduces the old behaviour: left
 # out of the hash at that value, so a default-valued new key changes no run id.
-NEUTRAL_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
-    (("method", "lambda_u_ramp"), 0.0),
-)
+NEUTRAL_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = ((("method", "lambda_u_ramp"), 0.0),)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -40,6 +38,14 @@ def config_hash(config: dict[str, Any]) -> str:
     data in another folder is the same run. Configs without it (synthfer generated into the
     cache, results written before content fingerprints) hash as they always did.
     """
+    text = json.dumps(semantic_config(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``config`` as :func:`config_hash` hashes it: without the keys that do not
+    change the result, the dataset's path where its content identifies it, and the keys added
+    later at their neutral value (:data:`NEUTRAL_DEFAULTS`)."""
     pruned = json.loads(json.dumps(config))  # deep copy of plain data
     if isinstance(pruned.get("dataset"), dict) and pruned["dataset"].get("content"):
         pruned["dataset"].pop("root", None)
@@ -55,8 +61,7 @@ def config_hash(config: dict[str, Any]) -> str:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
             node.pop(path[-1])
-    text = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return pruned
 
 
 def slug(text: str) -> str:

@@ -12,6 +12,7 @@ from harness.leaderboard import (
     leaderboard_tables,
     render_leaderboard,
     results_frame,
+    section_keys,
     write_leaderboard,
 )
 from harness.spec import config_hash
@@ -187,7 +188,9 @@ def test_affectnet_headline_is_mean_class_accuracy() -> None:
 def test_cells_mixing_experiments_get_a_footnote() -> None:
     results = [
         _result("fixmatch", "10%", 0, 50.0),
-        _result("fixmatch", "10%", 1, 52.0, optim={"lr": 0.1}),
+        # A method setting given as an override, not a variant: same row, another experiment
+        # (a different optim.lr would be another protocol, so another section: test_sections).
+        _result("fixmatch", "10%", 1, 52.0, method={"name": "fixmatch", "p_cutoff": 0.8}),
         _result("supervised", "10%", 0, 40.0),
         # Only the thread count differs: that does not change the experiment.
         _result("supervised", "10%", 1, 41.0, train={"steps": 10, "threads": 4}),
@@ -311,14 +314,18 @@ def test_protocol_and_cost_per_section() -> None:
     # train.threads in the config is what the engine trained with (older results recorded
     # the process's count in their provenance).
     results[1]["config"]["train"]["threads"] = 1
-    # A pretrained run names its pretraining (harness/pretrain.py records it), not "random init".
+    # A pretrained run names its pretraining (harness/pretrain.py records it), not "random init";
+    # beside a run from random weights it is another protocol, so another section.
     results[1]["config"]["pretrain"] = {"name": "synth_faces", "key": "df9a09934930"}
     results[1]["provenance"]["pretrain"] = {"identity_top1": 70.45}
+    assert len(section_keys(results)) == 2
+    results[0]["config"]["pretrain"] = results[1]["config"]["pretrain"]
+    results[0]["provenance"]["pretrain"] = results[1]["provenance"]["pretrain"]
     doc = render_leaderboard(results)
     assert "- **torch threads**: 2 (1 run); 1 (1 run)" in doc
     assert (
-        "- **backbone**: `resnet18` (random init) (1 run); `resnet18` (pretrained: synth_faces, "
-        "key df9a09934930; identity top-1 70.45% held out) (1 run)"
+        "- **backbone**: `resnet18` (pretrained: synth_faces, key df9a09934930; identity top-1 "
+        "70.45% held out)"
     ) in doc
     assert "the face-recognition pretraining the runs share" not in render_leaderboard(results[:1])
     results[1]["provenance"]["pretrain"].update(key="df9a09934930", train_seconds=1166.4)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from harness.leaderboard import check_results_dir, default_board, section_keys, write_leaderboard
 from harness.report.figures import figure_lines, section_figures, section_slug
-from harness.report.frame import section_key
+from harness.report.frame import section_names
 from harness.result_filter import ResultFilter
 from harness.store import load_results
 
@@ -24,8 +24,9 @@ def write_report(
     results = where.select(load_results(results_dir), f"{results_dir}/")
     extras: dict[str, list[str]] = {}
     written: list[Path] = []
+    sections = section_names(results)
     for key in section_keys(results):
-        part = [r for r in results if section_key(r["dataset"], r.get("tag") or "") == key]
+        part = [r for r, name in zip(results, sections, strict=True) if name == key]
         folder = board.parent / "figures" / section_slug(key)
         figures, notes = section_figures(part, part[0]["dataset"], results_dir, folder)
         extras[key] = figure_lines(figures, notes, board.parent)

@@ -8,6 +8,9 @@ This module imports nothing from the report modules above it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 import shlex
 from pathlib import Path
@@ -17,7 +20,7 @@ import pandas as pd
 
 from harness.errors import LabelProtocolError
 from harness.labels import parse_protocol
-from harness.spec import config_hash, row_label
+from harness.spec import config_hash, row_label, semantic_config
 
 METRIC_NAMES = {
     "top1": "top-1 accuracy (%)",
@@ -30,6 +33,11 @@ METRIC_NAMES = {
     "best_macro_f1": "best macro-F1 over evaluations (%, chosen on the test set)",
 }
 BEST_PREFIX = "best_"
+# What the rows of one section may differ in: the method with its settings (and a plugin's
+# code), the label setting and the seed; the tag only names a section. Everything else in a
+# run's config is its section's protocol (schedule, backbone, image size, optimiser, data).
+ROW_KEYS = ("method", "plugin", "labels", "seed", "tag")
+NAMED_KEYS = 4  # a section named by more differing keys than this says "+N more"
 BALANCED_TEST_SETS = ("affectnet7", "affectnet8")
 BASELINE = "supervised"
 PAIRED_BASELINE = "fixmatch"  # the SSL baseline every other method is also compared with
@@ -53,7 +61,8 @@ def experiment_key(result: dict[str, Any]) -> str:
 
 def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: dataset, tag, method, method_label, labels, seed, config_hash,
-    experiment (config hash without the seed), finished, and the three table metrics."""
+    experiment (config hash without the seed), finished, its section (:func:`section_names`)
+    and the three table metrics."""
     columns = [
         "dataset",
         "tag",
@@ -73,10 +82,11 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "pretrain_key",
         "pretrain_seconds",
         "health",
+        "section",
         *METRIC_NAMES,
     ]
     rows = []
-    for result in results:
+    for result, section in zip(results, section_names(results), strict=True):
         timing = result.get("timing") or {}
         provenance = result.get("provenance") or {}
         pretrain = provenance.get("pretrain") or {}
@@ -102,6 +112,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "pretrain_seconds": _number(pretrain.get("train_seconds")),
                 # harness/health.py's flags, when the loader attached them (attach_health)
                 "health": tuple((result.get("health") or {}).get("flags") or ()),
+                "section": section,
                 **{name: _metric(result, name) for name in METRIC_NAMES},
             }
         )
@@ -180,3 +191,107 @@ def row_order(frame: pd.DataFrame) -> list[str]:
 def section_key(dataset: str, tag: str) -> str:
     """The name of a leaderboard section: ``dataset``, or ``dataset [tag]``."""
     return f"{dataset} [{tag}]" if tag else dataset
+
+
+@functools.cache
+def method_owned_keys() -> tuple[frozenset[str], frozenset[str]]:
+    """Dotted keys that belong to a method although they sit outside its ``method:`` block,
+    over every method config: (the keys a method's config sets for it, e.g. dta_snl's
+    ``data.balanced_sampling``; the recipe keys a ``paper:`` block declares, a method's own
+    under ``protocol=paper``)."""
+    import yaml
+
+    from harness.config import config_dirs
+
+    own: set[str] = set()
+    paper: set[str] = set()
+    for folder in config_dirs():
+        for path in sorted((folder / "method").glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            for key, value in data.items():
+                if key == "paper":
+                    paper |= set(_leaves(value))
+                elif key not in ("method", "defaults"):
+                    own |= set(_leaves({key: value}))
+    return frozenset(own), frozenset(paper)
+
+
+def section_protocol(result: dict[str, Any]) -> dict[str, str]:
+    """What every run of ``result``'s section shares: its config as the run id hashes it
+    (:func:`~harness.spec.semantic_config`), less :data:`ROW_KEYS` and the keys a method owns
+    (:func:`method_owned_keys`), as dotted key → JSON value. Empty without a config."""
+    config = result.get("config")
+    if not isinstance(config, dict):
+        return {}
+    pruned = semantic_config({k: v for k, v in config.items() if k not in ROW_KEYS})
+    own, paper = method_owned_keys()
+    mine = own | paper if config.get("protocol") == "paper" else own
+    return {key: value for key, value in _leaves(pruned).items() if key not in mine}
+
+
+def section_names(results: list[dict[str, Any]]) -> list[str]:
+    """The leaderboard section of each result: :func:`section_key` of its dataset and tag, one
+    section per protocol (:func:`section_protocol`). Where runs of one dataset and tag differ
+    in protocol, each section's name adds what differs: ``synthfer · train.steps=60``."""
+    protocols = [section_protocol(r) for r in results]
+    bases = [section_key(r["dataset"], r.get("tag") or "") for r in results]
+    names = list(bases)
+    for base in dict.fromkeys(bases):
+        members = [i for i, b in enumerate(bases) if b == base]
+        distinct = {_digest(protocols[i]): protocols[i] for i in members}
+        if len(distinct) < 2:
+            continue
+        differing = sorted(
+            k
+            for k in set().union(*distinct.values())
+            if len({p.get(k) for p in distinct.values()}) > 1
+        )
+        # A paper section lacks the recipe keys its methods own: not what names it.
+        paper = method_owned_keys()[1] if any(_is_paper(p) for p in distinct.values()) else set()
+        keys = [k for k in differing if k not in paper] or differing
+        named = {digest: _named(base, protocol, keys) for digest, protocol in distinct.items()}
+        clashes = {name for name in named.values() if list(named.values()).count(name) > 1}
+        for i in members:
+            digest = _digest(protocols[i])
+            name = named[digest]
+            names[i] = f"{name} #{digest[:6]}" if name in clashes else name
+    return names
+
+
+def _named(base: str, protocol: dict[str, str], keys: list[str]) -> str:
+    """``base · key=value, ...`` for the first :data:`NAMED_KEYS` of ``keys``."""
+    shown = [f"{key}={_plain(key, protocol.get(key))}" for key in keys[:NAMED_KEYS]]
+    if len(keys) > NAMED_KEYS:
+        shown.append(f"+{len(keys) - NAMED_KEYS} more")
+    return f"{base} · {', '.join(shown)}"
+
+
+def _is_paper(protocol: dict[str, str]) -> bool:
+    return protocol.get("protocol") == json.dumps("paper")
+
+
+def _plain(key: str, value: str | None) -> str:
+    """A JSON value as a section name shows it: strings bare, a missing key ``unset`` (the
+    default protocol, which configs leave out, by its name)."""
+    if value is None:
+        if key == "protocol":
+            from harness.plan import DEFAULT_PROTOCOL
+
+            return DEFAULT_PROTOCOL
+        return "unset"
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, str) else value
+
+
+def _digest(protocol: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, str]:
+    """A nested mapping's leaves as dotted key → JSON value (an empty mapping is a leaf)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): json.dumps(node, sort_keys=True)}
