@@ -12,6 +12,7 @@ runs them.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -119,6 +120,27 @@ def _run(command: list[str]) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout if proc.returncode == 0 else None
+
+
+def parse_max_array_size(config_text: str) -> int | None:
+    """``MaxArraySize`` from ``scontrol show config``'s text; None if it is not there."""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config_text, re.MULTILINE)
+    return int(match[1]) if match else None
+
+
+@functools.cache
+def cluster_max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` (an array's task indices must stay below it, so an array
+    holds at most that many tasks), asked of ``scontrol``; None where it cannot be asked."""
+    if shutil.which("scontrol") is None:
+        return None
+    return parse_max_array_size(_run(["scontrol", "show", "config"]) or "")
+
+
+def array_size(configured: int, cluster: int | None) -> int:
+    """The most tasks one array may hold: ``launcher.max_array_size``, lowered to the
+    cluster's ``MaxArraySize`` when that is smaller (a larger array sbatch would refuse)."""
+    return min(configured, cluster) if cluster else configured
 
 
 def partition_limits(partition: str | None) -> PartitionLimits | None:

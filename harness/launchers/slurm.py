@@ -29,7 +29,12 @@ from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
 
 from harness.errors import ConfigError
 from harness.launchers import RunOutcome
-from harness.launchers.partition import check_request, partition_limits
+from harness.launchers.partition import (
+    array_size,
+    check_request,
+    cluster_max_array_size,
+    partition_limits,
+)
 from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
 from harness.spec import RunSpec
@@ -295,10 +300,14 @@ class SlurmLauncher:
         self.console = console
         self.show_progress = show_progress
 
+    def _array_size(self) -> int:
+        """Runs per array: ``launcher.max_array_size`` within the cluster's MaxArraySize."""
+        return array_size(self.settings.max_array_size, cluster_max_array_size())
+
     def preview(self, specs: Sequence[RunSpec], results_dir: Path) -> str:
         """What ``launch`` would submit: one batch script per array (``--dry-run``)."""
         folder = log_folder(self.settings, results_dir)
-        chunks = chunked(specs, self.settings.max_array_size)
+        chunks = chunked(specs, self._array_size())
         parts = [f"SLURM: {len(specs)} runs in {len(chunks)} array(s), logs in {folder}"]
         for index, chunk in enumerate(chunks, 1):
             what = f"{len(chunk)} tasks" if len(chunk) > 1 else "1 task (a plain job)"
@@ -332,7 +341,7 @@ class SlurmLauncher:
         # Half the warning the signal gives, so the save and the requeue fit in the rest.
         job = SlurmRun(force=force, stop_grace_s=max(1, self.settings.signal_delay_s // 2))
         outcomes = []
-        for chunk in chunked(specs, self.settings.max_array_size):
+        for chunk in chunked(specs, self._array_size()):
             try:
                 jobs = executor.map_array(job, chunk, [str(results_dir)] * len(chunk))
             except FailedJobError as err:
