@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
@@ -426,12 +425,21 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
-    """``bench leaderboard``: write the markdown tables and show them."""
-    from harness.leaderboard import write_leaderboard
+    """``bench leaderboard``: write the markdown file; print each section's headline table
+    and where the file is (the whole file is hundreds of lines)."""
+    from harness.leaderboard import write_board
+    from harness.report.figure_index import index_path
 
-    path = write_leaderboard(args.results_dir, args.output, where=_filter(args))
-    console.print(Markdown(path.read_text()))
-    console.print(f"written to {path}")
+    path, summary = write_board(args.results_dir, args.output, where=_filter(args))
+    console.print(summary, markup=False, highlight=False, soft_wrap=True)
+    figures = "" if index_path(path.parent).is_file() else "; `bench report` draws the figures"
+    console.print(
+        f"\nwritten to {path} (every section's protocol, macro-F1, paired differences, "
+        f"ablations and cost{figures})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from harness.errors import BenchError
 from harness.health import FLAGS, attach_health
+from harness.report.figure_index import recorded_figures
 from harness.report.frame import (
     BASELINE,
     BEST_PREFIX,
@@ -42,6 +43,7 @@ from harness.report.frame import (
     label_order,
     results_frame,
     row_order,
+    section_names,
 )
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
@@ -331,6 +333,13 @@ def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
     return {key: body for _, key, body in _sections(frame, results, {})}
 
 
+def sections_of(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each section's results, sections in document order."""
+    names = section_names(results)
+    return {key: [r for r, name in zip(results, names, strict=True) if name == key]
+            for key in section_keys(results)}  # fmt: skip
+
+
 def section_keys(results: list[dict[str, Any]]) -> list[str]:
     """The section names of ``results``, in document order."""
     frame = results_frame(results)
@@ -464,17 +473,47 @@ def write_leaderboard(
     """Regenerate ``<results_dir>/leaderboard.md`` (or ``output``) from the stored results
     (and the cross-dataset results of ``bench eval``, in a section after them). With a
     filter ``where``, only the results it selects, by default into
-    ``<results_dir>/filtered/leaderboard.md`` (the results' own board is left as it is)."""
+    ``<results_dir>/filtered/leaderboard.md`` (the results' own board is left as it is).
+    Without ``extras`` (``bench leaderboard``), the figure links ``bench report`` recorded
+    beside the board are kept (:mod:`harness.report.figure_index`)."""
+    return write_board(results_dir, output, extras, where)[0]
+
+
+def write_board(
+    results_dir: Path,
+    output: Path | None = None,
+    extras: dict[str, list[str]] | None = None,
+    where: ResultFilter | None = None,
+) -> tuple[Path, str]:
+    """:func:`write_leaderboard`, and the short summary ``bench leaderboard`` prints
+    (:func:`leaderboard_summary`) from the same results."""
     from harness.cross import load_cross_results
 
     where = where or ResultFilter()
     results_dir = check_results_dir(results_dir)
     path = Path(output) if output is not None else default_board(results_dir, where)
     results = where.select(load_results(results_dir), f"{results_dir}/")
-    text = render_leaderboard(attach_health(results_dir, results), extras)
+    if extras is None:
+        extras = recorded_figures(path.parent, sections_of(results))
+    results = attach_health(results_dir, results)
+    text = render_leaderboard(results, extras)
     if where:  # say so under the title: this board is not every result
         title, _, rest = text.partition("\n")
         text = f"{title}\n\nOnly the results selected by `{where.flags()}`.\n{rest}"
     cross = cross_dataset_tables(where.apply(load_cross_results(results_dir)))
     atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
-    return path
+    return path, leaderboard_summary(results)
+
+
+def leaderboard_summary(results: list[dict[str, Any]]) -> str:
+    """What ``bench leaderboard`` prints instead of the whole file: each section's name, run
+    count and headline table (the file's own, marks included)."""
+    if not results:
+        return "0 results: run `bench run` first."
+    frame = results_frame(results)
+    blocks = []
+    for (dataset, _, key), part in frame.groupby(["dataset", "tag", "section"], sort=True):
+        metric = headline_metric(dataset)
+        table, _ = metric_table(part, metric)
+        blocks.append(f"{key} — {METRIC_NAMES[metric]}, {len(part)} runs\n{table}")
+    return "\n\n".join(blocks)

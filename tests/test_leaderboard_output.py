@@ -1,0 +1,62 @@
+"""``bench leaderboard`` and ``bench report`` write the same file (the figure links survive a
+``bench leaderboard``); ``bench leaderboard`` prints a short summary, ``bench report`` its
+progress (issue 23 items 5 and 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_sections import DEBUG, GRID, _result
+
+from harness.cli import main
+from harness.report.figure_index import STALE_NOTE
+from harness.store import write_result
+
+
+def _store(results_dir: Path, results: list[dict]) -> None:
+    for result in results:
+        write_result(results_dir / "synthfer" / f"{result['run_id']}.json", result)
+
+
+def test_leaderboard_and_report_write_the_same_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    _store(results, GRID + DEBUG)
+    assert main(["report", "--results-dir", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "drawing the figures of 10 runs: 0/2 sections" in err and "2/2 sections, done" in err
+    board = results / "leaderboard.md"
+    reported = board.read_text()
+    assert "figures/synthfer_train.steps=60/accuracy_vs_labels.png" in reported
+
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    assert board.read_text() == reported, "bench leaderboard kept the figure links"
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "synthfer · train.steps=1200 — top-1 accuracy (%), 8 runs"
+    assert "synthfer · train.steps=60 — top-1 accuracy (%), 2 runs" in lines
+    assert any(line.startswith("| fixmatch ") for line in lines)
+    assert "### " not in out and "paired" not in out.split("written to")[0]  # the file has them
+    assert lines[-1].startswith(f"written to {board} (") and "bench report" not in lines[-1]
+    assert len(lines) < len(reported.splitlines()) / 3
+
+    # A new run: the section's figures are older than its runs, and the file says so.
+    _store(results, [_result("fixmatch", "10%", 1, 21.0, train__steps=60)])
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    updated = board.read_text()
+    assert "figures/synthfer_train.steps=60/accuracy_vs_labels.png" in updated
+    assert updated.count(STALE_NOTE) == 1  # the 1,200-step section's figures are current
+
+
+def test_without_a_report_the_leaderboard_says_how_to_draw_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    _store(results, GRID)
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "synthfer — top-1 accuracy (%), 8 runs"
+    assert "`bench report` draws the figures" in out
+    assert "### Figures" not in (results / "leaderboard.md").read_text()
