@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report.frame import METRIC_NAMES, headline_metric, label_order
+from harness.report.frame import BASELINE, METRIC_NAMES, headline_metric, label_order
 from harness.spec import slug
+from harness.stats import paired_difference
 from harness.steplog import run_step_log
 
 Result = dict[str, Any]
@@ -76,17 +77,40 @@ def _legend(fig: Any, axes: Any) -> None:
         fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False)
 
 
+def protocol_of(result: Result) -> str:
+    """The run's protocol (harness/plan.py): ``shared`` unless its config says ``paper``."""
+    return str((result.get("config") or {}).get("protocol") or "shared")
+
+
+def majority_rate(results: list[Result], metric: str) -> float | None:
+    """What always predicting the test set's largest class scores on ``metric`` (%): its
+    share of the test images for top-1, 100/C for the class-balanced measures; None when no
+    result holds a confusion matrix."""
+    for r in results:
+        matrix = (r.get("metrics") or {}).get("confusion_matrix")
+        if matrix:
+            if metric != "top1":
+                return 100.0 / len(matrix) if metric == "mean_class_acc" else None
+            sizes = [sum(row) for row in matrix]
+            return 100.0 * max(sizes) / sum(sizes)
+    return None
+
+
 def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
-    """Mean ± std of ``metric`` per label setting and method, with every seed as a dot."""
+    """Mean ± std of ``metric`` per label setting and method, with every seed as a dot; one
+    line per method and protocol (never joining points of two protocols), and the rate of
+    always predicting the majority class."""
     methods, settings = _methods(results), _settings(results)
+    protocols = sorted({protocol_of(r) for r in results})
+    series = [(m, p) for m in methods for p in protocols]
     colours = _colours(methods)
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     x = {setting: i for i, setting in enumerate(settings)}
-    width = 0.3 / max(1, len(methods))
-    for k, method in enumerate(methods):
-        offset = (k - (len(methods) - 1) / 2) * width
-        runs = [r for r in results if r["method_label"] == method]
+    width = 0.3 / max(1, len(series))
+    for k, (method, protocol) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * width
+        runs = [r for r in results if r["method_label"] == method and protocol_of(r) == protocol]
         frame = pd.DataFrame(
             {"labels": r["labels"], "value": (r.get("metrics") or {}).get(metric)} for r in runs
         ).dropna()
@@ -99,10 +123,11 @@ def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
             xs,
             stats["mean"],
             yerr=stats["std"].fillna(0),
-            marker="o",
+            marker="o" if protocol == "shared" else "s",
+            linestyle="-" if protocol == "shared" else "--",
             capsize=3,
             color=colours[method],
-            label=method,
+            label=method if len(protocols) == 1 else f"{method} ({protocol})",
         )
         ax.scatter(
             [x[s] + offset for s in frame["labels"]],
@@ -112,10 +137,82 @@ def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
             alpha=0.45,
             zorder=3,
         )
+    majority = majority_rate(results, metric)
+    if majority is not None:
+        ax.axhline(majority, color="grey", lw=1, ls=":", label=f"majority class ({majority:.1f})")
     ax.set_xticks(range(len(settings)), settings)
     ax.set_xlabel("labelled images (label setting)")
     ax.set_ylabel(METRIC_NAMES[metric])
     ax.set_title(f"{METRIC_NAMES[metric]} by label setting\n(mean ± std over seeds; dots: seeds)")
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    fig.savefig(path)
+    return path
+
+
+def paired_differences(
+    results: list[Result], metric: str, baseline: str, path: Path
+) -> Path | None:
+    """Each method's paired difference from ``baseline`` per label setting (mean over seeds
+    with its 95% t interval; seeds paired, one protocol at a time); None when no pair exists."""
+    rows = []
+    for protocol in sorted({protocol_of(r) for r in results}):
+        runs = [r for r in results if protocol_of(r) == protocol]
+        base = {
+            (r["labels"], r["seed"]): r["metrics"][metric]
+            for r in results  # the baseline of the shared protocol serves every protocol
+            if r["method_label"] == baseline and protocol_of(r) == "shared"
+        } or {
+            (r["labels"], r["seed"]): r["metrics"][metric]
+            for r in runs
+            if r["method_label"] == baseline
+        }
+        for method in _methods(runs):
+            if method == baseline:
+                continue
+            for setting in _settings(runs):
+                pairs = [
+                    (r["metrics"][metric], base[(setting, r["seed"])])
+                    for r in runs
+                    if r["method_label"] == method
+                    and r["labels"] == setting
+                    and (setting, r["seed"]) in base
+                ]
+                if len(pairs) >= 2:
+                    diff = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+                    rows.append((method, protocol, setting, diff))
+    if not rows:
+        return None
+    settings = sorted({setting for _, _, setting, _ in rows}, key=label_order)
+    series = sorted({(m, p) for m, p, _, _ in rows})
+    colours = _colours(sorted({m for m, _ in series}))
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    width = 0.6 / max(1, len(series))
+    for k, (method, protocol) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * width
+        mine = [(s, d) for m, p, s, d in rows if (m, p) == (method, protocol)]
+        xs = [settings.index(s) + offset for s, _ in mine]
+        means = [d.mean for _, d in mine]
+        errors = [[d.mean - d.low for _, d in mine], [d.high - d.mean for _, d in mine]]
+        label = method if len({p for _, p in series}) == 1 else f"{method} ({protocol})"
+        ax.errorbar(
+            xs,
+            means,
+            yerr=errors,
+            fmt="o" if protocol == "shared" else "s",
+            capsize=3,
+            color=colours[method],
+            label=label,
+        )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_xlabel("labelled images (label setting)")
+    ax.set_ylabel(f"Δ {METRIC_NAMES[metric]} vs {baseline} (points)")
+    ax.set_title(
+        f"Paired difference from {baseline}, by seed\n(mean and 95% t interval; points are not "
+        "joined across settings)"
+    )
     ax.grid(alpha=0.3)
     _legend(fig, ax)
     fig.savefig(path)
@@ -183,7 +280,11 @@ def pseudo_labels_vs_step(steps: pd.DataFrame, methods: list[str], path: Path) -
     signals = [s for s in ("mask_rate", "pseudo_label_acc") if s in steps]
     if not signals:
         return None
-    settings = sorted(steps["labels"].unique(), key=label_order)
+    # Only the settings where some method logged these (none at 100%: no empty panels).
+    logged = steps.dropna(subset=signals, how="all")
+    settings = sorted(logged["labels"].unique(), key=label_order)
+    if not settings:
+        return None
     colours = _colours(methods)
     fig = _figure(4.0 * len(settings) + 0.5, 3.2 * len(signals))
     axes = fig.subplots(len(signals), len(settings), squeeze=False, sharex="col", sharey="row")
@@ -215,9 +316,13 @@ def pseudo_labels_vs_step(steps: pd.DataFrame, methods: list[str], path: Path) -
     return path
 
 
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
 def thresholds_vs_step(steps: pd.DataFrame, class_names: list[str], path: Path) -> Path | None:
-    """Per-class thresholds against step (mean over seeds): one panel per threshold method and
-    label setting, one line per class."""
+    """Per-class thresholds against step, **per seed** (a line style per seed: an average over
+    a collapsed and a recovered run describes neither): one panel per threshold method and
+    label setting that logged them, one colour per class."""
     if "threshold" not in steps:
         return None
     logged = steps.dropna(subset=["threshold"])
@@ -229,16 +334,27 @@ def thresholds_vs_step(steps: pd.DataFrame, class_names: list[str], path: Path) 
     fig = _figure(4.0 * len(settings) + 0.5, 2.8 * len(methods))
     axes = fig.subplots(len(methods), len(settings), squeeze=False, sharex="col", sharey=True)
     colours = _colours(class_names)
+    seeds = sorted(logged["seed"].unique())
     for row, method in enumerate(methods):
         for col, setting in enumerate(settings):
             ax = axes[row][col]
             part = logged[(logged["method"] == method) & (logged["labels"] == setting)]
-            if not part.empty:
-                values = np.array(part["threshold"].tolist(), dtype=float)
-                table = pd.DataFrame(values, index=part["step"].to_numpy()).groupby(level=0).mean()
-                for k in table.columns:
+            if part.empty:
+                ax.set_axis_off()  # this method did not run at this setting
+                continue
+            for seed, run in part.groupby("seed"):
+                values = np.array(run["threshold"].tolist(), dtype=float)
+                style = SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)]
+                for k in range(values.shape[1]):
                     name = class_names[k] if k < len(class_names) else str(k)
-                    ax.plot(table.index, table[k], color=colours.get(name), label=name, lw=1.2)
+                    ax.plot(
+                        run["step"].to_numpy(),
+                        values[:, k],
+                        color=colours.get(name),
+                        ls=style,
+                        lw=1.0,
+                        label=name if seed == seeds[0] else None,
+                    )
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
             ax.set_title(f"{method} — {setting} labelled", fontsize=9)
@@ -246,7 +362,10 @@ def thresholds_vs_step(steps: pd.DataFrame, class_names: list[str], path: Path) 
                 ax.set_xlabel("training step")
             if col == 0:
                 ax.set_ylabel("class threshold")
-    fig.suptitle("Per-class confidence thresholds against step (mean over seeds)")
+    styles = ", ".join(
+        f"seed {seed} {SEED_STYLES[i % len(SEED_STYLES)]!r}" for i, seed in enumerate(seeds)
+    )
+    fig.suptitle(f"Per-class confidence thresholds against step, per seed ({styles})")
     _legend(fig, axes[0][0])
     fig.savefig(path)
     return path
@@ -424,6 +543,9 @@ def section_figures(
     class_names = _class_names(results)
     written: list[Path | None] = [
         accuracy_vs_labels(results, headline_metric(dataset), folder / "accuracy_vs_labels.png"),
+        paired_differences(
+            results, headline_metric(dataset), BASELINE, folder / "paired_differences.png"
+        ),
         ema_top1_vs_step(results, folder / "ema_top1_vs_step.png"),
     ]
     methods = _methods(results)
@@ -466,9 +588,10 @@ def section_figures(
 
 TITLES = {
     "accuracy_vs_labels": "accuracy by label setting",
+    "paired_differences": "paired difference from supervised (95% intervals)",
     "ema_top1_vs_step": "EMA top-1 against step",
     "pseudo_labels_vs_step": "mask rate and pseudo-label accuracy against step",
-    "thresholds_vs_step": "per-class thresholds against step",
+    "thresholds_vs_step": "per-class thresholds against step, per seed",
     "pseudo_labels_mean": "mask rate and pseudo-label accuracy (whole-run means)",
     "thresholds_final": "per-class thresholds at the last step",
 }
