@@ -48,7 +48,13 @@ from harness.report.frame import (
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
 from harness.result_filter import FILTERED_DIR, ResultFilter
-from harness.stats import PairedDifference, format_difference, paired_difference
+from harness.stats import (
+    MAX_SEEDS,
+    PairedDifference,
+    format_difference,
+    paired_difference,
+    seeds_to_separate,
+)
 from harness.store import atomic_write_text, load_results
 
 MIXED_MARK = "†"
@@ -56,6 +62,8 @@ PROVENANCE_MARK = "‡"
 TIED_MARK = "≈"
 UNTESTED_MARK = "?"
 HEALTH_MARK = "⚠"
+NOT_SEPARATED_MARK = "n.s."
+CLOSE = 2.0  # points: a not-separated row whose 95% interval lies within ±CLOSE of the best
 
 
 class ResultsDirError(BenchError):
@@ -119,12 +127,26 @@ def best_row(stats: pd.DataFrame, setting: str) -> str | None:
 
 
 def standing(frame: pd.DataFrame, metric: str, setting: str, label: str, best: str) -> str:
-    """The mark of a non-best row: tied (not significantly below the best), untested
-    (fewer than two seeds paired with it), or none (significantly below)."""
+    """The mark of a non-best row: close (not separated from the best, and its 95% interval
+    within ±:data:`CLOSE` points), not separated (with the Δ and the seeds a paired t-test
+    would need to separate it at the observed spread), untested (fewer than two seeds paired
+    with it), or none (significantly below)."""
     diff = paired(frame, metric, setting, label, best)
     if diff is None or not diff.tested:
         return UNTESTED_MARK
-    return "" if diff.significant and diff.mean < 0 else TIED_MARK
+    if diff.significant and diff.mean < 0:
+        return ""
+    if diff.low >= -CLOSE and diff.high <= CLOSE:
+        return TIED_MARK
+    needed = seeds_to_separate(diff)
+    seeds = (
+        ""
+        if needed is None
+        else f", >{MAX_SEEDS} seeds"
+        if needed > MAX_SEEDS
+        else f", {needed} seeds"
+    )
+    return f"{NOT_SEPARATED_MARK} Δ{diff.mean:+.1f}{seeds}"
 
 
 def provenance_mixes(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -366,8 +388,12 @@ LEGEND = (
     "**paired by seed** (the per-seed differences, on the same split): mean Δ, its 95 % "
     "Student-t confidence interval and the two-sided paired t-test's p, with the number of "
     "pairs. **Bold**: the best mean of a column, when it has two or more seeds (with one seed, "
-    f"no claim). `{TIED_MARK}` tied: not significantly below the bold cell (paired t-test, "
-    f"p ≥ 0.05) — the data do not separate it from the best. `{UNTESTED_MARK}`: fewer than two "
+    f"no claim). `{TIED_MARK}` close: not significantly below the bold cell (paired t-test, "
+    f"p ≥ 0.05) and the 95 % interval of the difference within ±{CLOSE:g} points. "
+    f"`{NOT_SEPARATED_MARK} Δ-23.2, 5 seeds`: not separated from the bold cell either, but not "
+    "shown close: the mean paired difference, and the seeds a paired t-test would need to "
+    "separate that difference at its observed spread (power 0.8, two-sided 0.05; a planning "
+    f"figure, itself uncertain with few seeds). `{UNTESTED_MARK}`: fewer than two "
     "seeds shared with the bold cell, not tested. Unmarked: significantly below the best. "
     f"`{MIXED_MARK}`: the cell mixes configs; `{PROVENANCE_MARK}`: its runs come from different "
     "commits, devices or thread counts (listed in the protocol). No correction for multiple "

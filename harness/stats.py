@@ -69,6 +69,33 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     return PairedDifference(n, mean, float(interval.low), float(interval.high), float(test.pvalue))
 
 
+POWER = 0.8  # the power a planned grid should have to separate an observed difference
+MAX_SEEDS = 100  # beyond this the answer is "more than 100"
+
+
+def seeds_to_separate(diff: PairedDifference, power: float = POWER) -> int | None:
+    """How many seeds a paired t-test (two-sided, :data:`ALPHA`) needs to separate a true
+    difference of ``diff.mean`` with the spread of the observed per-seed differences, with
+    probability ``power``: the smallest n whose noncentral-t power reaches it. None when the
+    difference is untested, zero or has no spread; ``MAX_SEEDS + 1`` when more than
+    :data:`MAX_SEEDS` would be needed. A planning figure from n pairs' own spread, itself
+    uncertain with few seeds."""
+    if not diff.tested or diff.mean == 0 or diff.high == diff.low:
+        return None
+    from scipy import stats
+
+    half = (diff.high - diff.low) / 2
+    sd = half * math.sqrt(diff.n) / stats.t.ppf(1 - ALPHA / 2, diff.n - 1)
+    effect = abs(diff.mean) / sd
+    for n in range(2, MAX_SEEDS + 1):
+        critical = stats.t.ppf(1 - ALPHA / 2, n - 1)
+        shift = effect * math.sqrt(n)
+        reached = stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift)
+        if reached >= power:
+            return n
+    return MAX_SEEDS + 1
+
+
 def format_p(p: float) -> str:
     """``p=0.16``, ``p=0.004``, ``p<0.001``; ``–`` when untested."""
     if math.isnan(p):

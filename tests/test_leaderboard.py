@@ -98,7 +98,7 @@ def test_rows_columns_cells_and_bold_best() -> None:
     # 10%: fixmatch's best mean has 3 seeds: bold. Supervised pairs with it on seeds 0 and 1
     # (+10, +12: p = 0.063 with one degree of freedom): tied. dta_snl[snl=false] shares one
     # seed with it: untested.
-    assert rows["supervised"] == ["–", "–", "41.00 ± 1.41 (2) ≈", "80.00 (1)"]
+    assert rows["supervised"] == ["–", "–", "41.00 ± 1.41 (2) n.s. Δ-11.0, 3 seeds", "80.00 (1)"]
     assert rows["fixmatch"] == ["45.00 (1)", "60.00 (1)", "**52.00 ± 2.00 (3)**", "–"]
     # 25/class and 4000: the best has a single seed: no claim, no bold, no marks.
     assert rows["adacm"] == ["44.00 (1)", "–", "–", "–"]
@@ -123,7 +123,8 @@ def test_one_seed_makes_no_claim() -> None:
 
 def test_only_what_the_paired_test_supports() -> None:
     # b is below a by 3.0, 2.9, 3.1 on the three shared splits: significantly below (p = 0.001).
-    # c is below by 10, -8, 1: far lower on average, but the seeds disagree: tied.
+    # c is below by 10, -8, 1: lower on average, but the seeds disagree: not separated, and
+    # not close either (the interval is wide): the mark says so, with the seeds it would need.
     a = [60.0, 50.0, 55.0]
     b = [57.0, 47.1, 51.9]
     c = [50.0, 58.0, 54.0]
@@ -135,7 +136,7 @@ def test_only_what_the_paired_test_supports() -> None:
     _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
     assert rows["a"] == ["**55.00 ± 5.00 (3)**"]
     assert rows["b"] == ["52.00 ± 4.95 (3)"]
-    assert rows["c"] == ["54.00 ± 4.00 (3) ≈"]
+    assert rows["c"] == ["54.00 ± 4.00 (3) n.s. Δ-1.0, >100 seeds"]
 
 
 def test_equal_means_the_one_with_more_seeds_is_bold() -> None:

@@ -320,6 +320,7 @@ def test_report_without_step_logs_shows_what_the_results_hold(tmp_path: Path) ->
         "accuracy_vs_labels.png",
         "confusion_5pct.png",
         "ema_top1_vs_step.png",
+        "paired_differences.png",
         "pseudo_labels_mean.png",
         "thresholds_final.png",
     ]
