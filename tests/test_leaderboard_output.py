@@ -60,3 +60,17 @@ def test_without_a_report_the_leaderboard_says_how_to_draw_figures(
     assert out.splitlines()[0] == "synthfer — top-1 accuracy (%), 8 runs"
     assert "`bench report` draws the figures" in out
     assert "### Figures" not in (results / "leaderboard.md").read_text()
+
+
+def test_the_committed_board_is_what_bench_leaderboard_writes(tmp_path: Path) -> None:
+    """The committed leaderboard was written by ``bench report``; ``bench leaderboard`` writes
+    it again byte for byte, figure links included (from the committed figure index)."""
+    import shutil
+
+    from harness.leaderboard import write_leaderboard
+
+    committed = Path(__file__).resolve().parents[1] / "results"
+    (tmp_path / "figures").mkdir()
+    shutil.copy(committed / "figures" / ".index.json", tmp_path / "figures" / ".index.json")
+    board = write_leaderboard(committed, tmp_path / "leaderboard.md")
+    assert board.read_text() == (committed / "leaderboard.md").read_text()
