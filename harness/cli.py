@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from harness.errors import BenchError
 
@@ -472,13 +471,10 @@ def cmd_speed(args: argparse.Namespace, console: Console) -> int:
 def cmd_methods(args: argparse.Namespace, console: Console) -> int:
     """``bench methods``: the registry, one line each."""
     from harness.registry import available_methods
+    from harness.tables import print_table
 
-    table = Table(title="registered methods")
-    table.add_column("method")
-    table.add_column("description")
-    for info in available_methods().values():
-        table.add_row(info.name, info.description)
-    console.print(table)
+    rows = [[info.name, info.description] for info in available_methods().values()]
+    print_table(console, "registered methods", ("method", "description"), rows)
     return 0
 
 
