@@ -303,10 +303,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.wait and watch:
         from harness.launchers.follow import follow
 
-        poll_s = float(specs[0].config["launcher"].get("poll_s", 5.0))
         followed = {
             o.run_id: o
-            for o in follow(watch, args.results_dir, console, not args.no_progress, poll_s)
+            for o in follow(watch, args.results_dir, console, not args.no_progress, launcher.poll_s)
         }
         outcomes = [followed.pop(o.run_id, o) for o in outcomes] + list(followed.values())
     if not outcomes:

@@ -33,6 +33,8 @@ class RunOutcome:
 class Launcher(Protocol):
     """Executes (or submits) a list of runs whose results do not exist yet."""
 
+    poll_s: float  # how often ``bench run --wait`` polls runs it follows (``launcher.poll_s``)
+
     def launch(
         self, specs: Sequence[RunSpec], results_dir: Path, force: bool
     ) -> list[RunOutcome]: ...

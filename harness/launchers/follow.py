@@ -54,8 +54,8 @@ def follow(
     specs: Sequence[RunSpec],
     results_dir: Path,
     console: Console,
-    show_progress: bool = True,
-    poll_s: float = 5.0,
+    show_progress: bool,
+    poll_s: float,
     query: StateQuery = query_states,
     unknown_grace_s: float = UNKNOWN_GRACE_S,
 ) -> list[RunOutcome]:

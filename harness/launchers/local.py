@@ -125,14 +125,25 @@ def _kill_workers() -> None:
 
 
 def parallel_of(config: dict[str, Any]) -> int:
-    """``launcher.parallel``, checked."""
-    value = config.get("parallel", 1)
+    """``launcher.parallel``, checked (configs/launcher/local.yaml sets it)."""
+    value = config.get("parallel")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(
             f"launcher.parallel (configs/launcher/local.yaml or launcher.parallel=N) must be a "
             f"whole number ≥ 1, got {value!r}"
         )
     return value
+
+
+def poll_of(config: dict[str, Any]) -> float:
+    """``launcher.poll_s``, checked (configs/launcher/local.yaml sets it)."""
+    value = config.get("poll_s")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"launcher.poll_s (configs/launcher/local.yaml or launcher.poll_s=S) must be a "
+            f"number of seconds > 0, got {value!r}"
+        )
+    return float(value)
 
 
 def _outcome_of(future: Future[RunOutcome], spec: RunSpec) -> RunOutcome:
@@ -156,6 +167,7 @@ class LocalLauncher:
     def __init__(self, config: dict[str, Any], console: Console, show_progress: bool = True):
         self.config = config
         self.parallel = parallel_of(config)
+        self.poll_s = poll_of(config)
         self.console = console
         self.show_progress = show_progress
 

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,26 +49,27 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """``configs/launcher/slurm.yaml``, checked (see that file for what each option means)."""
+    """``configs/launcher/slurm.yaml``, checked (see that file for what each option means and
+    its default: every key is read from there, none is restated here)."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_min: int = 60
-    gpus_per_node: int = 0
-    cpus_per_task: int = 4
-    mem_gb: float | None = None
-    array_parallelism: int = 64
-    max_array_size: int = 1000
-    signal_delay_s: int = 90
-    max_num_timeout: int = 3
-    additional_parameters: dict[str, Any] = field(default_factory=dict)
-    setup: tuple[str, ...] = ()
-    python: str | None = None
-    use_srun: bool = False
-    folder: str | None = None
-    job_name: str = "fer-bench"
-    poll_s: float = 5.0
+    partition: str | None
+    account: str | None
+    qos: str | None
+    time_min: int
+    gpus_per_node: int
+    cpus_per_task: int
+    mem_gb: float | None
+    array_parallelism: int
+    max_array_size: int
+    signal_delay_s: int
+    max_num_timeout: int
+    additional_parameters: dict[str, Any]
+    setup: tuple[str, ...]
+    python: str | None
+    use_srun: bool
+    folder: str | None
+    job_name: str
+    poll_s: float
 
 
 _INTS = {
@@ -80,7 +81,7 @@ _INTS = {
     "signal_delay_s": 0,
     "max_num_timeout": 0,
 }
-_TEXTS = ("partition", "account", "qos", "python", "folder", "job_name")
+_OPTIONAL_TEXTS = ("partition", "account", "qos", "python", "folder")
 
 
 def _where(key: str) -> str:
@@ -90,60 +91,69 @@ def _where(key: str) -> str:
 def settings_from_config(cfg: dict[str, Any]) -> SlurmSettings:
     """Check the ``launcher`` node of a run's config and turn it into :class:`SlurmSettings`.
 
-    Every problem is a :class:`ConfigError` naming the option and what it should be.
+    Every key must be there (configs/launcher/slurm.yaml sets each one) and no other; every
+    problem is a :class:`ConfigError` naming the option and what it should be.
     """
-    known = set(SlurmSettings.__dataclass_fields__) | {"name"}
-    unknown = sorted(set(cfg) - known)
+    known = set(SlurmSettings.__dataclass_fields__)
+    unknown = sorted(set(cfg) - known - {"name"})
     if unknown:
         raise ConfigError(
             f"unknown SLURM launcher option(s) {', '.join(unknown)} in configs/launcher/slurm.yaml;"
-            f" known: {', '.join(sorted(known - {'name'}))} (extra sbatch options go in "
+            f" known: {', '.join(sorted(known))} (extra sbatch options go in "
             "launcher.additional_parameters)"
+        )
+    missing = sorted(known - set(cfg))
+    if missing:
+        raise ConfigError(
+            f"SLURM launcher option(s) {', '.join(missing)} missing from the launcher config: "
+            "configs/launcher/slurm.yaml sets every one (a config of another launcher?)"
         )
     values: dict[str, Any] = {}
     for key, minimum in _INTS.items():
-        if cfg.get(key) is None:
-            continue
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{_where(key)} must be a whole number ≥ {minimum}, got {value!r}")
         values[key] = value
-    for key in _TEXTS:
-        value = cfg.get(key)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigError(f"{_where(key)} must be text or null, got {value!r}")
-        if value is not None:
-            values[key] = value
-    mem = cfg.get("mem_gb")
+    for key in (*_OPTIONAL_TEXTS, "job_name"):
+        value = cfg[key]
+        optional = key in _OPTIONAL_TEXTS
+        if (value is not None or not optional) and (
+            not isinstance(value, str) or not value.strip()
+        ):
+            raise ConfigError(
+                f"{_where(key)} must be text{' or null' if optional else ''}, got {value!r}"
+            )
+        values[key] = value
+    mem = cfg["mem_gb"]
     if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int | float) or mem <= 0):
         raise ConfigError(f"{_where('mem_gb')} must be a number of GB > 0 or null, got {mem!r}")
     values["mem_gb"] = mem
-    extra = cfg.get("additional_parameters") or {}
+    extra = cfg["additional_parameters"]
     if not isinstance(extra, dict):
         raise ConfigError(
             f"{_where('additional_parameters')} must be a mapping of sbatch options, e.g. "
             f"{{constraint: a100}}, got {extra!r}"
         )
     values["additional_parameters"] = {str(k): v for k, v in extra.items()}
-    setup = cfg.get("setup") or []
-    if isinstance(setup, str) or not all(isinstance(line, str) for line in setup):
+    setup = cfg["setup"]
+    if not isinstance(setup, list | tuple) or not all(isinstance(line, str) for line in setup):
         raise ConfigError(
             f"{_where('setup')} must be a list of shell lines, e.g. "
             f"['module load cuda/12.1'], got {setup!r}"
         )
     values["setup"] = tuple(setup)
-    use_srun = cfg.get("use_srun", False)
+    use_srun = cfg["use_srun"]
     if not isinstance(use_srun, bool):
         raise ConfigError(f"{_where('use_srun')} must be true or false, got {use_srun!r}")
     values["use_srun"] = use_srun
-    poll = cfg.get("poll_s", SlurmSettings.poll_s)
+    poll = cfg["poll_s"]
     if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
         raise ConfigError(f"{_where('poll_s')} must be a number of seconds > 0, got {poll!r}")
     values["poll_s"] = float(poll)
-    if values.get("signal_delay_s", 90) >= values.get("time_min", 60) * 60:
+    if values["signal_delay_s"] >= values["time_min"] * 60:
         raise ConfigError(
-            f"{_where('signal_delay_s')} ({values.get('signal_delay_s', 90)} s) must be shorter "
-            f"than launcher.time_min ({values.get('time_min', 60)} min): the requeue signal "
+            f"{_where('signal_delay_s')} ({values['signal_delay_s']} s) must be shorter "
+            f"than launcher.time_min ({values['time_min']} min): the requeue signal "
             "would come before the run starts"
         )
     return SlurmSettings(**values)
@@ -297,6 +307,7 @@ class SlurmLauncher:
         show_progress: bool = True,
     ) -> None:
         self.settings = settings_from_config(config)
+        self.poll_s = self.settings.poll_s
         self.console = console
         self.show_progress = show_progress
 
