@@ -238,7 +238,9 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
     use), neither kills them nor hangs the grid: the grid exits 130 with no run failed, each
     run in training saved its step, and the command resumes."""
     if starting == "DataLoader workers":  # the dataset exists: the runs' first children are these
-        ensure_synthfer(cache_dir, SynthConfig(train_size=280, test_size=140, image_size=48))
+        ensure_synthfer(
+            cache_dir, SynthConfig(train_size=280, test_size=140, image_size=48, seed=1234)
+        )
         dataset = []
     else:  # a dataset no other test generates: the runs' first children render it
         dataset = ["dataset.generate.seed=4321"]

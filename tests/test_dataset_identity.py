@@ -28,7 +28,9 @@ LABELS = Path("EmoLabel") / "list_patition_label.txt"
 @pytest.fixture
 def rafdb_copies(cache_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
     """Two copies of one small RAF-DB-layout dataset (synthfer's faces), one under an odd name."""
-    source = ensure_synthfer(cache_dir, SynthConfig(train_size=280, test_size=140, image_size=48))
+    source = ensure_synthfer(
+        cache_dir, SynthConfig(train_size=280, test_size=140, image_size=48, seed=1234)
+    )
     plain, odd = tmp_path / "RAF-DB", tmp_path / "data" / ODD_NAME
     shutil.copytree(source, plain)
     shutil.copytree(source, odd)

@@ -136,6 +136,20 @@ def test_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
         FlexMatch(config, setup(num_unlabelled=7)).load_state_dict(method.state_dict())
 
 
+def test_a_checkpoint_from_before_the_rename_still_loads() -> None:
+    """β was saved as ``classwise_acc`` before it was named ``learning_effect``."""
+    config = full_config("flexmatch", p_cutoff=0.5)
+    method = FlexMatch(config, setup())
+    method.training_loss(ctx_for(*STEP1))
+    method.training_loss(ctx_for(*STEP2))
+    old = method.state_dict()
+    old["classwise_acc"] = old.pop("learning_effect")
+    restored = FlexMatch(config, setup())
+    restored.load_state_dict(old)
+    assert torch.equal(restored.beta, method.beta) and restored.beta.abs().sum() > 0
+    assert torch.equal(restored.selected_label, method.selected_label)
+
+
 def test_config_file_defaults_and_registry() -> None:
     text, block = method_config("flexmatch")
     assert text.startswith("# @package _global_")

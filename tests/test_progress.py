@@ -38,7 +38,7 @@ def test_counted_waits_report_counts_off_a_terminal(capsys: pytest.CaptureFixtur
 def test_generation_and_decoding_say_how_far_they_are(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = SynthConfig(train_size=28, test_size=14, image_size=32)
+    config = SynthConfig(train_size=28, test_size=14, image_size=32, seed=1234)
     generate_synthfer(tmp_path / "synthfer", config, workers=2)
     err = capsys.readouterr().err
     assert "synthfer: rendering 42 faces" in err and "42/42 faces, done" in err

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from harness.config import config_dir
 from harness.data.rafdb import load_rafdb
 from harness.data.synthfer import (
     CLASS_GEOMETRY,
@@ -29,6 +31,10 @@ from harness.files import DONE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SynthConfig(train_size=70, test_size=21, image_size=32, seed=7)
+# synthfer's sizes and seed as configs/dataset/synthfer.yaml sets them (SynthConfig has no default)
+YAML_SIZES = yaml.safe_load((config_dir() / "dataset" / "synthfer.yaml").read_text())["dataset"][
+    "generate"
+]
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGES = Path("Image") / "aligned"
 
@@ -115,7 +121,7 @@ def test_class_imbalance_follows_rafdb() -> None:
 
 def test_expressions_change_the_face_not_the_background() -> None:
     """Same identity and nuisances, seven expressions: seven faces that differ inside the face."""
-    config = SynthConfig(image_size=64)
+    config = SynthConfig(**{**YAML_SIZES, "image_size": 64})
     for seed in range(3):
         faces = [
             np.asarray(
@@ -145,14 +151,15 @@ def test_class_mean_images_differ(tmp_path: Path) -> None:
 
 def test_config_is_validated_and_yaml_lists_hash_like_tuples() -> None:
     with pytest.raises(ConfigError, match="train_size"):
-        SynthConfig(train_size=3)
+        SynthConfig(**{**YAML_SIZES, "train_size": 3})
     with pytest.raises(ConfigError, match="occlusion_prob"):
-        SynthConfig(occlusion_prob=1.5)
+        SynthConfig(**YAML_SIZES, occlusion_prob=1.5)
     with pytest.raises(ConfigError, match="scale_range"):
-        SynthConfig(scale_range=(1.2, 0.8))
-    from_yaml = SynthConfig(scale_range=[0.85, 1.1])  # type: ignore[arg-type]
-    assert from_yaml.fingerprint() == SynthConfig().fingerprint()
-    assert SynthConfig(noise_std=11.0).fingerprint() != SynthConfig().fingerprint()
+        SynthConfig(**YAML_SIZES, scale_range=(1.2, 0.8))
+    from_yaml = SynthConfig(**YAML_SIZES, scale_range=[0.85, 1.1])  # type: ignore[arg-type]
+    assert from_yaml.fingerprint() == SynthConfig(**YAML_SIZES).fingerprint()
+    changed = SynthConfig(**YAML_SIZES, noise_std=11.0)
+    assert changed.fingerprint() != SynthConfig(**YAML_SIZES).fingerprint()
 
 
 def test_ensure_reuses_a_finished_folder(tmp_path: Path) -> None:
@@ -185,8 +192,8 @@ _RACE = """
 import os, sys
 from pathlib import Path
 from harness.data.synthfer import SynthConfig, ensure_synthfer
-root = ensure_synthfer(Path(sys.argv[1]), SynthConfig(train_size=40, test_size=10, image_size=24),
-                       workers=1)
+config = SynthConfig(train_size=40, test_size=10, image_size=24, seed=1234)
+root = ensure_synthfer(Path(sys.argv[1]), config, workers=1)
 print(os.stat(root).st_ino)
 """
 

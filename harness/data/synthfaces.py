@@ -44,27 +44,33 @@ from harness.interrupts import ctrl_c_held
 # The seed-sequence element that separates identity draws from synthfer's splits (0, 1).
 IDENTITY_STREAM = 2
 SPLITS = ("train", "test")  # test: held-out images of the training identities
+# The renderer's sizes and seed, which rendering faces does not use: fixed at these values
+# (never the synthfer config's) because they enter every pretraining's cache key.
+RENDER_UNUSED = {"train_size": 6000, "test_size": 1500, "image_size": 100, "seed": 1234}
 
 
 @dataclass(frozen=True)
 class FaceSetConfig:
     """Which people, how many images of each, and the renderer's nuisance settings.
 
-    Every field enters the cache key. ``render`` holds synthfer's settings (pose, lighting,
-    occlusion, ...) with its own defaults; its sizes and seed are not used here.
+    Every field enters the cache key. The sizes and the seed come from the config
+    (``pretrain.faces`` in configs/pretrain/*.yaml; no default here). ``render`` holds
+    synthfer's settings (pose, lighting, occlusion, ...) with their own defaults; its sizes and
+    seed are not used here (:data:`RENDER_UNUSED`).
     """
 
-    identities: int = 500
-    train_per_identity: int = 24
-    heldout_per_identity: int = 4
-    image_size: int = 64  # side of the written JPEGs
-    seed: int = 20_261
-    render: SynthConfig = field(default_factory=SynthConfig)
+    identities: int
+    train_per_identity: int
+    heldout_per_identity: int
+    image_size: int  # side of the written JPEGs
+    seed: int
+    render: SynthConfig = field(default_factory=lambda: SynthConfig(**RENDER_UNUSED))
 
     def __post_init__(self) -> None:
         if isinstance(self.render, dict):  # from YAML
             try:
-                object.__setattr__(self, "render", SynthConfig(**self.render))
+                render = SynthConfig(**{**RENDER_UNUSED, **self.render})
+                object.__setattr__(self, "render", render)
             except TypeError as err:
                 raise ConfigError(f"pretrain.faces.render: {err}") from None
         problems = []

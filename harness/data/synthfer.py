@@ -87,12 +87,17 @@ IMAGE_DIR = Path("Image") / "aligned"
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How big, how hard and which draw of synthfer to make (every field enters the cache key)."""
+    """How big, how hard and which draw of synthfer to make (every field enters the cache key).
 
-    train_size: int = 6000
-    test_size: int = 1500
-    image_size: int = 100  # side of the written JPEGs (RAF-DB's aligned faces are 100×100)
-    seed: int = 1234
+    The sizes and the seed come from the config (``dataset.generate`` in
+    configs/dataset/synthfer.yaml; no default here); the renderer's settings after them have
+    their one default here and may be overridden there.
+    """
+
+    train_size: int
+    test_size: int
+    image_size: int  # side of the written JPEGs (RAF-DB's aligned faces are 100×100)
+    seed: int
     expression_strength: float = 1.0  # scales class means' distance from neutral: <1 subtler
     expression_spread: float = 0.8  # scales GEOMETRY_SPREAD: larger → classes overlap more (0.8:
     # calibrated so that 10% of the labels scores ~18 points below 100% with a small CNN)
