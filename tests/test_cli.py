@@ -123,7 +123,7 @@ def test_methods_lists_the_registry(
         ("adacm", "Ada-CM: adaptive per-class confidence margin"),
         ("dta_snl", "DTA+SNL: dynamic thresholds, negative learning"),
     ]:
-        line = next((row for row in out.splitlines() if f" {name} " in row), "")
+        line = next((row for row in out.splitlines() if f"{name} " in f" {row}"), "")
         assert description in line, f"{name}: {line!r}"
 
 
