@@ -30,6 +30,7 @@ from harness.method import LabelledBatch, Method, MethodSetup, StepContext, Unla
 from harness.models import build_model
 from harness.plan import build_plan
 from harness.registry import available_methods, get_method, method_settings
+from harness.settings import setting_keys
 from harness.worker import run_spec
 
 # The plugin's package is installed before the registry is read, so the parametrisation below
@@ -122,6 +123,16 @@ def test_defaults_come_from_one_place_and_are_read_strictly(name: str) -> None:
         partial = {k: v for k, v in settings.items() if k != key}
         with pytest.raises(ConfigError, match=rf"method\.{key} is missing"):
             _build(name, partial)  # so the code holds no second default for it
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_method_with_typed_settings_refuses_an_unknown_key(name: str) -> None:
+    cls = get_method(name).cls
+    if cls.Settings is None:  # a plugin reading its keys untyped (Method.setting)
+        pytest.skip(f"{name} declares no Settings")
+    assert set(method_settings(name)) - {"name"} <= set(setting_keys(cls.Settings))
+    with pytest.raises(ConfigError, match="method: unknown setting not_a_setting"):
+        _build(name, {**method_settings(name), "not_a_setting": 1})
 
 
 @pytest.mark.parametrize("name", METHODS)
