@@ -1,0 +1,80 @@
+"""Figures that do not mislead (issue 21 §5): the majority-class rate, one series per protocol,
+the paired-difference figure, no empty panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.report.figures import (
+    majority_rate,
+    paired_differences,
+    protocol_of,
+    pseudo_labels_vs_step,
+)
+
+
+def _result(method: str, labels: str, seed: int, top1: float, protocol: str | None = None):
+    config = {"protocol": protocol} if protocol else {}
+    matrix = [[6, 4], [0, 10]]  # 10 + 10 test images; the larger row is 10 of 20
+    return {
+        "method": method,
+        "method_label": method,
+        "labels": labels,
+        "seed": seed,
+        "metrics": {"top1": top1, "confusion_matrix": [[6, 4], [0, 30]] if seed else matrix},
+        "config": config,
+    }
+
+
+def test_majority_rate_is_the_largest_test_class_share():
+    results = [_result("supervised", "10%", 1, 50.0)]  # rows 10 and 30 images
+    assert majority_rate(results, "top1") == pytest.approx(75.0)
+    assert majority_rate(results, "mean_class_acc") == pytest.approx(50.0)
+
+
+def test_protocol_defaults_to_shared():
+    assert protocol_of(_result("a", "10%", 0, 1.0)) == "shared"
+    assert protocol_of(_result("a", "10%", 0, 1.0, "paper")) == "paper"
+
+
+def test_paired_differences_per_protocol(tmp_path: Path):
+    results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 55.0 + 2 * s) for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 40.0 + s, "paper") for s in range(3)]
+    assert paired_differences(results, "top1", "supervised", tmp_path / "d.png") is not None
+    # one seed per cell: no interval, no figure
+    single = [_result("supervised", "10%", 0, 50.0), _result("fixmatch", "10%", 0, 55.0)]
+    assert paired_differences(single, "top1", "supervised", tmp_path / "e.png") is None
+
+
+def test_no_panel_for_a_setting_without_pseudo_labels(tmp_path: Path):
+    steps = pd.DataFrame(
+        [
+            {
+                "method": "fixmatch",
+                "labels": "10%",
+                "seed": 0,
+                "step": 20,
+                "mask_rate": 0.5,
+                "pseudo_label_acc": 0.8,
+            },
+            {
+                "method": "supervised",
+                "labels": "100%",
+                "seed": 0,
+                "step": 20,
+                "mask_rate": float("nan"),
+                "pseudo_label_acc": float("nan"),
+            },
+        ]
+    )
+    path = pseudo_labels_vs_step(steps, ["supervised", "fixmatch"], tmp_path / "p.png")
+    assert path is not None
+    from PIL import Image
+
+    width, _ = Image.open(path).size
+    one_setting = pseudo_labels_vs_step(steps.iloc[:1], ["fixmatch"], tmp_path / "q.png")
+    assert Image.open(one_setting).size[0] == width  # the 100% column was left out
