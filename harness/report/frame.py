@@ -220,25 +220,42 @@ def section_protocol(result: dict[str, Any]) -> dict[str, str]:
     """What every run of ``result``'s section shares: its config as the run id hashes it
     (:func:`~harness.spec.semantic_config`), less :data:`ROW_KEYS` and the keys a method owns
     (:func:`method_owned_keys`), as dotted key → JSON value. Empty without a config."""
+    return dict(_protocol(_config_text(result))[0])  # a copy: the cached one is shared
+
+
+def _config_text(result: dict[str, Any]) -> str:
+    """The result's config less :data:`ROW_KEYS`, as canonical JSON (a cache key: a grid's
+    runs share a handful of protocols)."""
     config = result.get("config")
     if not isinstance(config, dict):
-        return {}
-    pruned = semantic_config({k: v for k, v in config.items() if k not in ROW_KEYS})
+        return "{}"
+    return json.dumps({k: v for k, v in config.items() if k not in ROW_KEYS}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _protocol(config_text: str) -> tuple[dict[str, str], str]:
+    """:func:`section_protocol` of a config given as :func:`_config_text`, and its digest."""
+    config = json.loads(config_text)
+    if not config:
+        return {}, _digest({})
     own, paper = method_owned_keys()
     mine = own | paper if config.get("protocol") == "paper" else own
-    return {key: value for key, value in _leaves(pruned).items() if key not in mine}
+    leaves = _leaves(semantic_config(config)).items()
+    protocol = {key: value for key, value in leaves if key not in mine}
+    return protocol, _digest(protocol)
 
 
 def section_names(results: list[dict[str, Any]]) -> list[str]:
     """The leaderboard section of each result: :func:`section_key` of its dataset and tag, one
     section per protocol (:func:`section_protocol`). Where runs of one dataset and tag differ
     in protocol, each section's name adds what differs: ``synthfer · train.steps=60``."""
-    protocols = [section_protocol(r) for r in results]
+    protocols = [_protocol(_config_text(r)) for r in results]
     bases = [section_key(r["dataset"], r.get("tag") or "") for r in results]
-    names = list(bases)
-    for base in dict.fromkeys(bases):
-        members = [i for i, b in enumerate(bases) if b == base]
-        distinct = {_digest(protocols[i]): protocols[i] for i in members}
+    groups: dict[str, dict[str, dict[str, str]]] = {}  # base → digest → protocol
+    for base, (protocol, digest) in zip(bases, protocols, strict=True):
+        groups.setdefault(base, {})[digest] = protocol
+    named: dict[tuple[str, str], str] = {}
+    for base, distinct in groups.items():
         if len(distinct) < 2:
             continue
         differing = sorted(
@@ -249,13 +266,13 @@ def section_names(results: list[dict[str, Any]]) -> list[str]:
         # A paper section lacks the recipe keys its methods own: not what names it.
         paper = method_owned_keys()[1] if any(_is_paper(p) for p in distinct.values()) else set()
         keys = [k for k in differing if k not in paper] or differing
-        named = {digest: _named(base, protocol, keys) for digest, protocol in distinct.items()}
-        clashes = {name for name in named.values() if list(named.values()).count(name) > 1}
-        for i in members:
-            digest = _digest(protocols[i])
-            name = named[digest]
-            names[i] = f"{name} #{digest[:6]}" if name in clashes else name
-    return names
+        names = {digest: _named(base, protocol, keys) for digest, protocol in distinct.items()}
+        clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
+        for digest, name in names.items():
+            named[base, digest] = f"{name} #{digest[:6]}" if name in clashes else name
+    return [
+        named.get((base, digest), base) for base, (_, digest) in zip(bases, protocols, strict=True)
+    ]
 
 
 def _named(base: str, protocol: dict[str, str], keys: list[str]) -> str:
