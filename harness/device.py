@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 import torch
+from torch import nn
 
 from harness.errors import ConfigError
 
@@ -28,6 +29,12 @@ def select_device(name: str) -> torch.device:
 def cuda_switch(value: Any, device: torch.device) -> bool:
     """Resolve an ``auto | true | false`` switch that defaults to on for CUDA only."""
     return device.type == "cuda" if value in ("auto", None) else bool(value)
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` on ``device``, in channels_last memory layout when asked (as it trains)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:

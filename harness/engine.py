@@ -38,7 +38,7 @@ from harness.checkpoint import StatefulGroup, TrainState, resume
 from harness.data.randaugment import StrongPolicy
 from harness.data.streams import BatchStream, StreamSpec, eval_batches
 from harness.data.transforms import to_model_input
-from harness.device import autocast, cuda_switch, select_device
+from harness.device import autocast, cuda_switch, place_model, select_device
 from harness.ema import build_ema
 from harness.method import (
     LabelledBatch,
@@ -210,9 +210,7 @@ def build_training(
     if cfg["train"].get("threads"):
         torch.set_num_threads(int(cfg["train"]["threads"]))
     settings = EngineSettings.from_config(cfg)
-    model = method.wrap_model(model).to(settings.device)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(method.wrap_model(model), settings.device, settings.channels_last)
     ema = build_ema(model, cfg["ema"])
     optimizer = build_optimizer(model, cfg["optim"])
     return Training(
@@ -384,8 +382,6 @@ def evaluate(training: Training, step: int, model: nn.Module | None = None) -> d
             settings.amp,
         )
     return {"step": step, **classification_metrics(data.test_targets, preds, data.class_names)}
-
-
 
 
 def initial_state(training: Training, diagnostics: _DiagnosticMeans, run_hash: str) -> TrainState:

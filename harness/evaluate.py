@@ -39,7 +39,7 @@ from harness.config import compose_config, group_options
 from harness.cross import cross_archive_path, cross_result_path, select_runs
 from harness.data.datasets import load_dataset, split_images
 from harness.data.table import FERDataset
-from harness.device import cuda_switch, select_device
+from harness.device import cuda_switch, place_model, select_device
 from harness.errors import ConfigError, DatasetError
 from harness.metrics import classification_metrics
 from harness.plan import _pin_generator
@@ -118,9 +118,7 @@ def score(
     rows = np.flatnonzero(test_to_shared[targets] >= 0)
     allowed = torch.as_tensor([m for _, m in mapping.pairs])
     device, channels_last = settings.device, settings.channels_last
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(model, device, channels_last)
     preds = predict(
         model, Rows(images, rows), settings.batch_size, device, channels_last, settings.amp, allowed
     )
