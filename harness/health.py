@@ -160,12 +160,13 @@ def _ema_behind(result: dict[str, Any]) -> str | None:
 def has_adaptive_thresholds(result: dict[str, Any]) -> bool:
     """Whether the result's method adapts its thresholds in this run: its class's
     ``adaptive_thresholds`` (True, or the name of the boolean setting that switches them on,
-    e.g. DTA+SNL's ``dta``). Imports the method's module (and torch); False for a method no
+    e.g. DTA+SNL's ``dta``), read from its source where it can be; False for a method no
     longer registered."""
-    from harness.registry import UnknownMethodError, get_method
+    from harness.registry import UnknownMethodError, method_attribute
 
-    try:
-        switch = get_method(result.get("method") or result["method_label"]).cls.adaptive_thresholds
+    try:  # read from the method's source where it can be: no torch import per result
+        method = result.get("method") or result["method_label"]
+        switch = method_attribute(method, "adaptive_thresholds", False)
     except UnknownMethodError:
         return False
     if isinstance(switch, str):

@@ -15,6 +15,7 @@ An installed package adds methods by declaring, in its ``pyproject.toml``::
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -107,6 +108,61 @@ def declared_methods(source: str) -> list[tuple[str, str]]:
             ):
                 found.append((deco.args[0].value, deco.args[1].value))
     return found
+
+
+_UNKNOWN = object()
+
+
+def _registers(node: ast.ClassDef, name: str) -> bool:
+    """Whether ``node`` is decorated ``@register_method(name, ...)``."""
+    return any(
+        isinstance(deco, ast.Call)
+        and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register_method"
+        and deco.args
+        and isinstance(deco.args[0], ast.Constant)
+        and deco.args[0].value == name
+        for deco in node.decorator_list
+    )
+
+
+def declared_attribute(source: str, name: str, attribute: str, default: object) -> object:
+    """The literal value the class registered as ``name`` in ``source`` gives ``attribute``
+    (read, not run): from its body; ``default`` (the :class:`Method` default) when its only base
+    is ``Method`` and its body does not set it; :data:`_UNKNOWN` when it cannot be told without
+    importing (another base, a computed value)."""
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef) or not _registers(node, name):
+            continue
+        for statement in node.body:
+            if isinstance(statement, ast.Assign):
+                targets, value = statement.targets, statement.value
+            elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                targets, value = [statement.target], statement.value
+            else:
+                continue
+            if any(getattr(target, "id", None) == attribute for target in targets):
+                return value.value if isinstance(value, ast.Constant) else _UNKNOWN
+        bases = [getattr(b, "id", getattr(b, "attr", None)) for b in node.bases]
+        return default if bases == ["Method"] else _UNKNOWN
+    return _UNKNOWN
+
+
+@functools.cache
+def method_attribute(name: str, attribute: str, default: object) -> object:
+    """A class attribute of the registered method ``name`` (``default``: the :class:`Method`
+    default), read from its module's source where it can be, without importing torch
+    (``bench status`` and the leaderboard ask it of every result); else from the class."""
+    info = get_method(name)
+    spec = importlib.util.find_spec(info.module)
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        try:
+            with open(spec.origin, encoding="utf-8") as handle:
+                value = declared_attribute(handle.read(), name, attribute, default)
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            value = _UNKNOWN
+        if value is not _UNKNOWN:
+            return value
+    return getattr(info.cls, attribute)
 
 
 def _declare_module(module: str) -> bool:

@@ -12,6 +12,7 @@ one process at a time: ``claim_run`` locks its working folder.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -221,7 +222,22 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     """Every result ``<results_dir>/<dataset>/*.json`` (not the ``runs/`` working folders),
     sorted by path. A file that is not a result is skipped with a warning naming it, so one
     bad file cannot stop the leaderboard."""
-    return list(iter_results(results_dir))
+    with paused_gc():
+        return list(iter_results(results_dir))
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection for the block: building 10,000 parsed results, each
+    allocation round would rescan all of them (half the time of reading them). Nothing read
+    here forms cycles, so nothing is lost by waiting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.failure import FAILED_NAME, FailureRecord, read_failure
-from harness.health import short, stored_health
+from harness.health import result_health, short, stored_health
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -166,7 +166,10 @@ def _status(
     if state == "failed" and failure is not None and failure.step is not None:
         step = failure.step
     detail = _detail(state, record, scheduler_state, reason, holder, failure)
-    if state == "done" and (health := stored_health(results_dir, meta.get("dataset", ""), run_id)):
+    health = meta.get("health") if state == "done" else None
+    if state == "done" and health is None:
+        health = stored_health(results_dir, meta.get("dataset", ""), run_id)
+    if health is not None:
         detail = short(health)  # docs/health.md: the ways a finished run can have failed
     if state == "missing" and (work_dir / CHECKPOINT_NAME).exists():
         detail = f"{detail}; resumes from its checkpoint".lstrip("; ")
@@ -185,7 +188,7 @@ def _status(
         reason=reason if state == "pending" else None,
         holder=str(holder) if holder and state == "running" else None,
         failure=failure if state == "failed" else None,
-        **meta,
+        **{key: value for key, value in meta.items() if key != "health"},
     )
 
 
@@ -275,6 +278,8 @@ def all_statuses(
             "method_label": row_label(result["method_label"], result.get("sweep")),
             "labels": result["labels"],
             "seed": result["seed"],
+            # From the result already read: not read again per run (10,000 results).
+            "health": result_health(results_dir, result),
         }
     records = {r.run_id: r for r in find_records(results_dir)}
     for record in records.values():
