@@ -2,7 +2,8 @@
 1,000 runs planned and split into SLURM arrays.
 
 Makes N results in a temporary folder (``cli_latency.fake_results``: copies of a committed
-synthfer result with method, label setting, seed and run id varied), then runs each command as a
+synthfer result with method, label setting, seed and run id varied, each with the committed
+result's compact step log beside it, as the health column reads it), then runs each command as a
 fresh subprocess pinned to one core (``taskset -c 0`` where it exists) and reports its wall time
 and its CPU time (user + system of the child, from ``getrusage``). On a machine shared with other
 work the wall time includes waiting for the core; the CPU time is what the command costs.
@@ -60,11 +61,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    template = json.loads(min((ROOT / "results").glob("synthfer/*.json")).read_text())
+    template_path = min((ROOT / "results").glob("synthfer/*.json"))
+    template = json.loads(template_path.read_text())
+    steps = template_path.with_suffix(".steps.jsonl.gz")  # its compact step log (health reads it)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"
         fake_results(template, args.results, results)
+        for result in (results / template["dataset"]).glob("*.json"):
+            shutil.copyfile(steps, result.with_suffix(".steps.jsonl.gz"))
         where = ["--results-dir", str(results)]
         commands = {
             "bench status --all": ["status", "--all", *where],

@@ -58,6 +58,15 @@ from harness.steplog import open_step_log
 from harness.store import CHECKPOINT_NAME, LOG_NAME
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss of step ``step`` is not finite: the run stops before that step changes a
+    parameter, so its last checkpoint stays good."""
+
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(f"loss is {loss} at step {step}")
+        self.step = step
+
+
 class TrainingStopped(Exception):
     """Training stopped early on request, after saving a checkpoint of step ``step``."""
 
@@ -310,7 +319,7 @@ def next_batches(training: Training) -> StepBatches:
 def update_step(training: Training, batches: StepBatches, step: int) -> StepOutput:
     """One optimiser update on ``batches``: the method's loss (under bf16 autocast when
     ``amp``), backward, optimiser, LR schedule and EMA update. A non-finite loss raises
-    ``FloatingPointError`` before any parameter changes."""
+    :class:`NonFiniteLossError` (a ``FloatingPointError``) before any parameter changes."""
     settings = training.settings
     ctx = StepContext(
         student=training.student,
@@ -324,7 +333,7 @@ def update_step(training: Training, batches: StepBatches, step: int) -> StepOutp
     with autocast(settings.device, settings.amp):
         out = training.method.training_loss(ctx)
     if not torch.isfinite(out.loss):
-        raise FloatingPointError(f"loss is {out.loss.item()} at step {step}")
+        raise NonFiniteLossError(out.loss.item(), step)
     training.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     training.optimizer.step()

@@ -3,6 +3,7 @@ executor and on a SLURM node: it takes plain data and touches nothing but the re
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -75,7 +76,9 @@ def run_spec(
             step = getattr(err, "step", None)
             if not isinstance(step, int):
                 step = last_step(work_dir / LOG_NAME)
-            write_failure(work_dir, spec.run_id, err, step)
+            # A full disk may refuse the record too: the error itself still reaches the user.
+            with contextlib.suppress(OSError):
+                write_failure(work_dir, spec.run_id, err, step)
             raise
 
 

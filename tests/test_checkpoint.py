@@ -214,3 +214,31 @@ def test_a_damaged_checkpoint_resumes_from_the_previous_one(damage: str, tmp_pat
     state, resumed, warnings = _resumed(path)
     assert not resumed and "restarts from step 0" in warnings[-1]
     assert _resumed(path)[1:] == (False, []), "no crash loop: the next attempt starts clean"
+
+
+def test_a_non_finite_loss_fails_the_run_naming_the_step_and_keeps_the_last_checkpoint(
+    tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from dataclasses import replace
+
+    from harness.engine import NonFiniteLossError
+    from harness.failure import FAILED_NAME
+    from methods.supervised import Supervised
+
+    real = Supervised.training_loss
+
+    def nan_from_step_12(self: Supervised, ctx: object) -> object:
+        out = real(self, ctx)
+        return replace(out, loss=out.loss * float("nan")) if ctx.step >= 12 else out
+
+    monkeypatch.setattr(Supervised, "training_loss", nan_from_step_12)
+    (spec,) = build_plan("supervised", "25%", "0", "synthfer", tiny)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 12"):
+        run_spec(spec, tmp_path, show_progress=False)
+    work = run_dir(tmp_path, spec)
+    failure = json.loads((work / FAILED_NAME).read_text())
+    assert failure["step"] == 12 and "loss is nan at step 12" in failure["error"]
+    saved = read_checkpoint(work / CHECKPOINT_NAME)  # whole, from before the bad step
+    assert saved["step"] == 10
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
