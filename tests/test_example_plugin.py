@@ -91,7 +91,9 @@ def test_the_example_plugin_installs_trains_and_names_itself(
              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
     )  # fmt: skip
     code = module.read_text()
-    module.write_text(code.replace("self.lambda_u * ramp", "2 * self.lambda_u * ramp"))
+    edit = code.replace("weight = self.settings.lambda_u", "weight = 2 * self.settings.lambda_u")
+    assert edit != code
+    module.write_text(edit)
     edited = _bench(python, "run", *grid, "--dry-run", cwd=tmp_path).stdout
     assert "2 runs, 1 to run" in edited, edited
     (line,) = [row for row in edited.splitlines() if row.startswith("pseudo_label__")]

@@ -9,24 +9,25 @@ by the unlabelled batch size) is weighted by ``lambda_u``, ramped up linearly ov
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
 
-import torch
 import yaml
 
-from harness.method import Method, MethodSetup, StepContext, StepOutput
+from harness.method import Method, StepContext, StepOutput
 from harness.registry import register_method
-from harness.ssl import (
-    forward_logits,
-    masked_cross_entropy,
-    pseudo_label_stats,
-    ramp_weight,
-    require_unlabelled,
-    supervised_loss,
-    threshold_mask,
-)
+from harness.settings import setting
+from harness.ssl import forward_logits, pseudo_label_step, ramp_weight, require_unlabelled
+
+
+@dataclass(frozen=True)
+class PseudoLabelSettings:
+    """``pseudo_label.yaml``: read strictly (a missing or unknown key, a value out of range,
+    is one clear error before training)."""
+
+    p_cutoff: float = setting(low=0.0, high=1.0)  # keep a prediction at least this confident
+    lambda_u: float = setting(low=0.0)  # weight of the unlabelled loss once ramped up
+    unsup_warmup: float = setting(low=0.0, high=1.0)  # ramp over this fraction of the run
 
 
 @register_method("pseudo_label", "Pseudo-Label: confident weak-view predictions as hard targets")
@@ -34,32 +35,22 @@ class PseudoLabel(Method):
     """Hard pseudo-labels above ``p_cutoff`` on the weak view, weight ramped over the run."""
 
     uses_unlabelled = True
+    Settings = PseudoLabelSettings
+    settings: PseudoLabelSettings
     # The package's YAML is the method's config (fer-bench reads default_config for a method
-    # with no file in its own configs/method/).
+    # with no file in its own configs/method/): the one place the defaults live.
     default_config = yaml.safe_load(files(__package__).joinpath("pseudo_label.yaml").read_text())
-
-    def __init__(self, config: Mapping[str, Any], setup: MethodSetup) -> None:
-        super().__init__(config, setup)
-        self.p_cutoff = float(self.setting("p_cutoff"))
-        self.lambda_u = float(self.setting("lambda_u"))
-        self.unsup_warmup = float(self.setting("unsup_warmup"))
 
     def training_loss(self, ctx: StepContext) -> StepOutput:
         """L_sup + lambda_u · ramp(t) · masked CE(weak view, its own confident argmax)."""
-        u = require_unlabelled(ctx, "pseudo_label")
-        logits_x, logits_w = forward_logits(ctx.student, ctx.labelled.images, u.weak)
-        probs = logits_w.detach().float().softmax(dim=-1)
-        mask, pseudo = threshold_mask(probs, self.p_cutoff)
-        loss_sup = supervised_loss(logits_x, ctx.labelled.targets)
-        loss_unsup = masked_cross_entropy(logits_w, pseudo, mask)
-        weight = self.lambda_u * ramp_weight(ctx.step, ctx.total_steps, self.unsup_warmup)
-        # Diagnostics are plain numbers: .detach() first (float() of a tensor that requires
-        # grad makes torch warn, at every step).
-        diagnostics: dict[str, float | torch.Tensor] = {
-            "loss_sup": float(loss_sup.detach()),
-            "loss_unsup": float(loss_unsup.detach()),
-            "unsup_weight": weight,
-            **pseudo_label_stats(mask, pseudo, u.hidden_targets),
-            "threshold": torch.full((ctx.num_classes,), self.p_cutoff),
-        }
-        return StepOutput(loss_sup + weight * loss_unsup, diagnostics)
+        weak = require_unlabelled(ctx, "pseudo_label").weak
+        logits_x, logits_w = forward_logits(ctx.student, ctx.labelled.images, weak)
+        # The weak view learns its own pseudo-labels: it takes the strong view's place in
+        # fer-bench's pseudo-labelling skeleton (which detaches it for the pseudo-labels).
+        step = pseudo_label_step(
+            ctx, "pseudo_label", lambda probs: self.settings.p_cutoff,
+            logits=(logits_x, logits_w, logits_w),
+        )  # fmt: skip
+        ramp = ramp_weight(ctx.step, ctx.total_steps, self.settings.unsup_warmup)
+        weight = self.settings.lambda_u * ramp
+        return StepOutput(step.loss(weight), step.diagnostics(ctx.num_classes, unsup_weight=weight))
