@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import stop_after
 from torch import nn
 
 import harness.checkpoint as checkpoint
@@ -76,14 +77,8 @@ def test_a_missing_or_extra_key_is_refused_before_anything_loads(
 def _stopped_run(tiny: list[str], results: Path) -> tuple[object, Path]:
     """A fixmatch run stopped after 3 steps: its spec and its checkpoint."""
     (spec,) = build_plan("fixmatch", "25%", "0", "synthfer", tiny)
-    asked: list[bool] = []
-
-    def after_three_steps() -> bool:
-        asked.append(True)
-        return len(asked) >= 3
-
     with pytest.raises(TrainingStopped):
-        run_spec(spec, results, show_progress=False, stop_requested=after_three_steps)
+        run_spec(spec, results, show_progress=False, stop_requested=stop_after(3))
     return spec, run_dir(results, spec) / CHECKPOINT_NAME
 
 

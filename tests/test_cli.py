@@ -14,69 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import bench, start_in_own_group, wait_for_spawned_grandchildren
 
 from harness.checkpoint import read_checkpoint
 from harness.cli import main
 from harness.data.synthfer import SynthConfig, ensure_synthfer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def bench(*args: str, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess:
-    """The real ``bench`` in a subprocess (this checkout on its path); ``columns``: the
-    terminal width rich wraps its output to (tests that match whole lines set it)."""
-    width = {"COLUMNS": str(columns)} if columns is not None else {}
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **width},
-        timeout=300,
-    )
-
-
-def start_in_own_group(*args: str, cwd: Path) -> subprocess.Popen:
-    """``bench`` in a process group of its own, as a terminal's foreground job is: a Ctrl-C is
-    then ``os.killpg(proc.pid, SIGINT)``, and reaches every process it started."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def spawned_grandchildren(pid: int) -> list[int]:
-    """Spawned processes two generations below ``pid`` (for a parallel grid: what its runs
-    start). Polled often, the first one found is still starting up."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-    children = {p for p, parent in parents.items() if parent == pid}
-    found = []
-    for p in (p for p, parent in parents.items() if parent in children):
-        try:
-            if b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes():
-                found.append(p)
-        except OSError:
-            continue  # ended meanwhile
-    return found
-
-
-def wait_for_spawned_grandchildren(proc: subprocess.Popen, timeout_s: float = 240) -> None:
-    """Return as soon as ``proc``'s runs start their first worker process (still starting up);
-    fail with ``proc``'s output if it ends or ``timeout_s`` passes first."""
-    deadline = time.time() + timeout_s
-    while not spawned_grandchildren(proc.pid):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
 
 
 def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import stop_after
 
 from harness.checkpoint import read_checkpoint
 from harness.config import compose_config
@@ -99,14 +100,8 @@ def test_a_stop_request_saves_that_step_and_resumes_to_the_same_result(
     (spec,) = build_plan("supervised", "25%", "0", "synthfer", tiny)  # checkpoint_every=10
     uninterrupted = run_spec(spec, tmp_path / "a", show_progress=False)
 
-    asked = []
-
-    def stop_after_13_steps() -> bool:
-        asked.append(True)
-        return len(asked) >= 13
-
     with pytest.raises(TrainingStopped) as stopped:
-        run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=stop_after_13_steps)
+        run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=stop_after(13))
     assert stopped.value.step == 13
     work_dir = run_dir(tmp_path / "b", spec)
     assert read_checkpoint(work_dir / CHECKPOINT_NAME)["step"] == 13

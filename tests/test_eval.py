@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_cli import bench as bench_at_width
+from helpers import bench as bench_at_width
 
 from harness.classes import ClassMappingError, canonical, map_classes
 from harness.cli import main

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from helpers import result_dict
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("diagnostics", ROOT / "experiments/diagnostics.py")
 assert _spec is not None and _spec.loader is not None
@@ -41,15 +43,7 @@ def test_run_row_reads_whole_run_and_last_quarter(tmp_path: Path) -> None:
         tmp_path / "runs/r1/metrics.jsonl",
         [{"step": s, "mask_rate": s / 100, "neg_pairs": 4.0} for s in range(10, 101, 10)],
     )
-    result = {
-        "run_id": "r1",
-        "dataset": "synthfer",
-        "method_label": "dta_snl",
-        "labels": "5%",
-        "seed": 0,
-        "metrics": {"top1": 61.0},
-        "diagnostics": {"mask_rate": 0.55},
-    }
+    result = result_dict("dta_snl", "5%", 0, 61.0, run_id="r1", diagnostics={"mask_rate": 0.55})
     row = diagnostics.run_row(result, tmp_path)
     assert row["top1"] == 61.0 and row["mask_rate"] == 0.55
     # Last quarter: steps >= 75, i.e. 80, 90, 100.
@@ -67,34 +61,19 @@ def test_run_row_prefers_the_compact_copy_beside_the_result(tmp_path: Path) -> N
     with gzip.open(tmp_path / "synthfer/r1.steps.jsonl.gz", "wt") as file:
         file.write("".join(json.dumps({"step": s, "mask_rate": 0.5}) + "\n" for s in (10, 20)))
     _write_log(tmp_path / "runs/r1/metrics.jsonl", [{"step": 10, "mask_rate": 0.1}])
-    result = {
-        "run_id": "r1",
-        "dataset": "synthfer",
-        "tag": "fidelity",
-        "method_label": "fixmatch",
-        "labels": "5%",
-        "seed": 0,
-        "metrics": {"top1": 50.0},
-        "diagnostics": {},
-    }
+    result = result_dict("fixmatch", "5%", 0, 50.0, run_id="r1", tag="fidelity", diagnostics={})
     row = diagnostics.run_row(result, tmp_path)
     assert row["mask_rate (last 1/4)"] == 0.5 and row["tag"] == "fidelity"
 
 
 def test_run_row_reads_the_balanced_measures_and_named_classes(tmp_path: Path) -> None:
-    result = {
-        "run_id": "r1",
-        "dataset": "synthfer",
-        "method_label": "flexmatch",
-        "labels": "10%",
-        "seed": 1,
-        "metrics": {
-            "top1": 38.2,
-            "mean_class_acc": 14.7,
-            "macro_f1": 9.6,
-            "per_class_acc": {"Fear": 0.0, "Happiness": 96.0},
-        },
+    metrics = {
+        "top1": 38.2,
+        "mean_class_acc": 14.7,
+        "macro_f1": 9.6,
+        "per_class_acc": {"Fear": 0.0, "Happiness": 96.0},
     }
+    result = result_dict("flexmatch", "10%", 1, run_id="r1", metrics=metrics)
     row = diagnostics.run_row(result, tmp_path, classes=("Fear", "Happiness", "Contempt"))
     assert (row["mean_class_acc"], row["macro_f1"]) == (14.7, 9.6)
     assert (row["Fear acc"], row["Happiness acc"], row["Contempt acc"]) == (0.0, 96.0, None)
@@ -124,14 +103,7 @@ _compare_spec.loader.exec_module(compare_tags)
 
 def test_compare_tags_pairs_a_row_across_two_tags_by_seed() -> None:
     def result(tag: str, labels: str, seed: int, top1: float) -> dict:
-        return {
-            "dataset": "synthfer",
-            "tag": tag,
-            "method_label": "supervised",
-            "labels": labels,
-            "seed": seed,
-            "metrics": {"top1": top1},
-        }
+        return result_dict("supervised", labels, seed, top1, tag=tag)
 
     results = [
         *(result("pre", "5%", s, v) for s, v in [(0, 50.0), (1, 54.0), (2, 52.0)]),

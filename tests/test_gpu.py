@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import stop_after
 
 from harness.config import compose_config
 from harness.engine import Training, TrainingStopped, next_batches, training_step
@@ -90,14 +91,8 @@ def test_a_stopped_cuda_run_resumes_to_the_same_result(tiny: list[str], tmp_path
     with exactly the uninterrupted run's metrics: CUDA's RNG state is part of the checkpoint."""
     (spec,) = build_plan("fixmatch", "25%", "0", "synthfer", [*tiny, "train.device=cuda"])
     uninterrupted = run_spec(spec, tmp_path / "a", show_progress=False)
-    asked: list[bool] = []
-
-    def after_13_steps() -> bool:
-        asked.append(True)
-        return len(asked) >= 13
-
     with pytest.raises(TrainingStopped):
-        run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=after_13_steps)
+        run_spec(spec, tmp_path / "b", show_progress=False, stop_requested=stop_after(13))
     resumed = run_spec(spec, tmp_path / "b", show_progress=False)
 
     assert resumed["provenance"]["device"] != "cpu"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from helpers import result_dict
 from rich.console import Console
 
 from harness.cli import main
@@ -262,12 +263,10 @@ def _record(run_id: str, job_id: str, logs: Path, spec: RunSpec | None = None) -
 def _fake_result(results: Path, spec: RunSpec) -> None:
     path = result_path(results, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
-            {"run_id": spec.run_id, "dataset": spec.dataset, "method_label": spec.method_label,
-             "labels": spec.labels, "seed": spec.seed, "metrics": {"top1": 50.0}}
-        )
-    )  # fmt: skip
+    result = result_dict(
+        spec.method_label, spec.labels, spec.seed, dataset=spec.dataset, run_id=spec.run_id
+    )
+    path.write_text(json.dumps(result))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import scored_result
 
 from harness.leaderboard import (
     ResultsDirError,
@@ -15,57 +16,20 @@ from harness.leaderboard import (
     section_keys,
     write_leaderboard,
 )
-from harness.spec import config_hash
 from harness.store import write_result
 
-
-def _result(
-    method_label: str,
-    labels: str,
-    seed: int,
-    top1: float,
-    *,
-    dataset: str = "synthfer",
-    tag: str = "",
-    **config_extra: object,
-) -> dict:
-    method = method_label.split("[")[0]
-    config = {
-        "seed": seed,
-        "labels": labels,
-        "tag": tag,
-        "method": {"name": method},
-        "train": {"steps": 10},
-        **config_extra,
-    }
-    return {
-        "dataset": dataset,
-        "method": method,
-        "method_label": method_label,
-        "labels": labels,
-        "seed": seed,
-        "tag": tag,
-        "config_hash": config_hash(config),
-        "config": config,
-        "metrics": {"top1": top1, "mean_class_acc": top1 - 10, "macro_f1": top1 - 20},
-        "split": {"num_labelled": 10},
-        "provenance": {},
-        "timing": {"finished": f"2026-01-{seed + 1:02d}T00:00:00+00:00"},
-    }
-
-
 RESULTS = [
-    _result("supervised", "10%", 0, 40.0),
-    _result("supervised", "10%", 1, 42.0),
-    _result("supervised", "100%", 0, 80.0),
-    _result("fixmatch", "10%", 0, 50.0),
-    _result("fixmatch", "10%", 1, 54.0),
-    _result("fixmatch", "10%", 2, 52.0),
-    _result("fixmatch", "25/class", 0, 45.0),
-    _result("fixmatch", "4000", 0, 60.0),
-    _result("dta_snl[snl=false]", "10%", 0, 47.0),
-    _result("dta_snl[snl=false]", "4000", 4, 61.0),
-    _result("adacm", "25/class", 0, 44.0),
+    scored_result("supervised", "10%", 0, 40.0),
+    scored_result("supervised", "10%", 1, 42.0),
+    scored_result("supervised", "100%", 0, 80.0),
+    scored_result("fixmatch", "10%", 0, 50.0),
+    scored_result("fixmatch", "10%", 1, 54.0),
+    scored_result("fixmatch", "10%", 2, 52.0),
+    scored_result("fixmatch", "25/class", 0, 45.0),
+    scored_result("fixmatch", "4000", 0, 60.0),
+    scored_result("dta_snl[snl=false]", "10%", 0, 47.0),
+    scored_result("dta_snl[snl=false]", "4000", 4, 61.0),
+    scored_result("adacm", "25/class", 0, 44.0),
 ]
 
 
@@ -116,7 +80,7 @@ def test_macro_f1_table_and_headline_in_the_heading() -> None:
 
 
 def test_one_seed_makes_no_claim() -> None:
-    results = [_result("a", "10%", 0, 50.0), _result("b", "10%", 0, 40.0)]
+    results = [scored_result("a", "10%", 0, 50.0), scored_result("b", "10%", 0, 40.0)]
     _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
     assert rows == {"a": ["50.00 (1)"], "b": ["40.00 (1)"]}
 
@@ -129,7 +93,7 @@ def test_only_what_the_paired_test_supports() -> None:
     b = [57.0, 47.1, 51.9]
     c = [50.0, 58.0, 54.0]
     results = [
-        _result(label, "10%", seed, value)
+        scored_result(label, "10%", seed, value)
         for label, values in (("a", a), ("b", b), ("c", c))
         for seed, value in enumerate(values)
     ]
@@ -140,8 +104,8 @@ def test_only_what_the_paired_test_supports() -> None:
 
 
 def test_equal_means_the_one_with_more_seeds_is_bold() -> None:
-    results = [_result("a", "10%", s, 50.0 + d) for s, d in ((0, -1), (1, 1))]
-    results += [_result("b", "10%", s, 50.0 + d) for s, d in ((0, -2), (1, 0), (2, 2))]
+    results = [scored_result("a", "10%", s, 50.0 + d) for s, d in ((0, -1), (1, 1))]
+    results += [scored_result("b", "10%", s, 50.0 + d) for s, d in ((0, -2), (1, 0), (2, 2))]
     _, rows = _table(render_leaderboard(results), "### top-1 accuracy (%)")
     assert rows == {"a": ["50.00 ± 1.41 (2) ≈"], "b": ["**50.00 ± 2.00 (3)**"]}
 
@@ -149,7 +113,7 @@ def test_equal_means_the_one_with_more_seeds_is_bold() -> None:
 def test_paired_differences_against_supervised_and_fixmatch() -> None:
     # The figures: fixmatch - supervised = +2.5, +6.0, +14.0 over seeds 0-2.
     results = [
-        _result(label, "5%", seed, value)
+        scored_result(label, "5%", seed, value)
         for label, values in (
             ("supervised", (40.0, 45.0, 30.0)),
             ("fixmatch", (42.5, 51.0, 44.0)),
@@ -168,8 +132,8 @@ def test_paired_differences_against_supervised_and_fixmatch() -> None:
 
 
 def test_pairs_need_the_same_split() -> None:
-    results = [_result("supervised", "10%", s, 40.0 + s) for s in (0, 1, 2)]
-    results += [_result("fixmatch", "10%", s, 45.0 + 2 * s) for s in (0, 1, 2)]
+    results = [scored_result("supervised", "10%", s, 40.0 + s) for s in (0, 1, 2)]
+    results += [scored_result("fixmatch", "10%", s, 45.0 + 2 * s) for s in (0, 1, 2)]
     for result in results:
         result["split"] = {"hash": f"split{result['seed']}"}
     results[-1]["split"] = {"hash": "another"}  # fixmatch seed 2 trained on another split
@@ -178,7 +142,7 @@ def test_pairs_need_the_same_split() -> None:
 
 
 def test_affectnet_headline_is_mean_class_accuracy() -> None:
-    results = [_result("fixmatch", "10%", s, 50.0 + s, dataset="affectnet8") for s in (0, 1)]
+    results = [scored_result("fixmatch", "10%", s, 50.0 + s, dataset="affectnet8") for s in (0, 1)]
     doc = render_leaderboard(results)
     assert "## affectnet8 — headline: mean class accuracy (%)" in doc
     assert "### top-1" not in doc  # (a published row may quote a paper's top-1, labelled)
@@ -188,13 +152,13 @@ def test_affectnet_headline_is_mean_class_accuracy() -> None:
 
 def test_cells_mixing_experiments_get_a_footnote() -> None:
     results = [
-        _result("fixmatch", "10%", 0, 50.0),
+        scored_result("fixmatch", "10%", 0, 50.0),
         # A method setting given as an override, not a variant: same row, another experiment
         # (a different optim.lr would be another protocol, so another section: test_sections).
-        _result("fixmatch", "10%", 1, 52.0, method={"name": "fixmatch", "p_cutoff": 0.8}),
-        _result("supervised", "10%", 0, 40.0),
+        scored_result("fixmatch", "10%", 1, 52.0, method={"name": "fixmatch", "p_cutoff": 0.8}),
+        scored_result("supervised", "10%", 0, 40.0),
         # Only the thread count differs: that does not change the experiment.
-        _result("supervised", "10%", 1, 41.0, train={"steps": 10, "threads": 4}),
+        scored_result("supervised", "10%", 1, 41.0, train={"steps": 10, "threads": 4}),
     ]
     doc = render_leaderboard(results)
     _, rows = _table(doc, "### top-1 accuracy (%)")
@@ -204,7 +168,7 @@ def test_cells_mixing_experiments_get_a_footnote() -> None:
 
 
 def test_tags_get_their_own_sections() -> None:
-    results = [*RESULTS, _result("fixmatch", "10%", 0, 70.0, tag="long")]
+    results = [*RESULTS, scored_result("fixmatch", "10%", 0, 70.0, tag="long")]
     tables = leaderboard_tables(results)
     assert list(tables) == ["synthfer", "synthfer [long]"]
     _, rows = _table(tables["synthfer [long]"], "### top-1 accuracy (%)")
@@ -244,11 +208,11 @@ def test_no_results() -> None:
 def test_variants_get_an_ablation_table_with_differences() -> None:
     results = [
         *RESULTS,
-        _result("dta_snl", "10%", 0, 50.0),
-        _result("dta_snl", "10%", 1, 52.0),
-        _result("dta_snl", "100%", 0, 85.0),
-        _result("dta_snl[snl=false]", "10%", 1, 49.0),
-        _result("dta_snl[dta=false]", "10%", 0, 51.5),
+        scored_result("dta_snl", "10%", 0, 50.0),
+        scored_result("dta_snl", "10%", 1, 52.0),
+        scored_result("dta_snl", "100%", 0, 85.0),
+        scored_result("dta_snl[snl=false]", "10%", 1, 49.0),
+        scored_result("dta_snl[dta=false]", "10%", 0, 51.5),
     ]
     doc = render_leaderboard(results)
     header, rows = _table(doc, "### Ablations of dta_snl — top-1 accuracy (%)")
@@ -275,10 +239,10 @@ def test_no_ablation_table_without_variants() -> None:
 
 def test_sections_list_the_commands_that_made_them() -> None:
     argv = ["/opt/bin/bench", "run", "--methods", "fixmatch,dta_snl[snl=false]", "--seeds", "0-1"]
-    results = [_result("fixmatch", "10%", s, 50.0) for s in (0, 1)]
+    results = [scored_result("fixmatch", "10%", s, 50.0) for s in (0, 1)]
     for result in results:
         result["provenance"] = {"command": argv}
-    results.append(_result("supervised", "10%", 0, 40.0))  # no command recorded
+    results.append(scored_result("supervised", "10%", 0, 40.0))  # no command recorded
     doc = render_leaderboard(results)
     command = "bench run --methods 'fixmatch,dta_snl[snl=false]' --seeds 0-1"
     assert f"Produced by:\n\n- `{command}`\n" in doc
@@ -286,7 +250,7 @@ def test_sections_list_the_commands_that_made_them() -> None:
 
 
 def test_protocol_and_cost_per_section() -> None:
-    results = [_result("fixmatch", "10%", s, 50.0 + s) for s in (0, 1)]
+    results = [scored_result("fixmatch", "10%", s, 50.0 + s) for s in (0, 1)]
     for seed, result in enumerate(results):
         result["config"].update(
             data={"image_size": 48, "batch_size": 64, "unlabelled_ratio": 7},

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from helpers import stop_after
 from plugin_package import PLUGIN_METHOD, PLUGIN_MODULE, register_plugin_in_this_process
 from torch import Tensor, nn
 
@@ -199,14 +200,8 @@ def test_a_stopped_run_resumes_to_the_same_result(
     ]  # fmt: skip
     (spec,) = build_plan(name, "25%", "0", "folder", overrides)
     whole = run_spec(spec, tmp_path / "whole", show_progress=False)
-    asked = []
-
-    def stop_after_7_steps() -> bool:
-        asked.append(True)
-        return len(asked) >= 7
-
     with pytest.raises(TrainingStopped):
-        run_spec(spec, tmp_path / "split", show_progress=False, stop_requested=stop_after_7_steps)
+        run_spec(spec, tmp_path / "split", show_progress=False, stop_requested=stop_after(7))
     resumed = run_spec(spec, tmp_path / "split", show_progress=False)
     assert resumed["timing"]["resumed_from_step"] == 7
     for field in ("metrics", "student_metrics", "evaluations", "diagnostics", "method_summary"):

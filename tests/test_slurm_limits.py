@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import bench
 from rich.console import Console
 from slurm_util import require_slurm
-from test_cli import bench
 
 from harness.cli import main
 from harness.interrupts import StopAborted, abort_line

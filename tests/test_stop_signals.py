@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import bench, start_in_own_group, wait_for_spawned_grandchildren
+from helpers import bench, start_in_own_group, wait_for_spawned_grandchildren
 
 from harness.checkpoint import read_checkpoint
 from harness.cli import main

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import result_dict
 
 from harness.errors import BenchError
 from harness.files import atomic_write_text
@@ -40,14 +41,7 @@ def _spec(method: str = "fixmatch", labels: str = "10%", seed: int = 0) -> RunSp
 
 
 def _result(value: int, **extra: object) -> dict:
-    return {
-        "dataset": "synthfer",
-        "method_label": "fixmatch",
-        "labels": "10%",
-        "seed": 0,
-        "metrics": {"top1": float(value)},
-        **extra,
-    }
+    return result_dict(top1=float(value), **extra)
 
 
 @pytest.fixture(params=["flock", "no-flock"])

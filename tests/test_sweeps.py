@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import bench as bench_at_width
+from helpers import bench as bench_at_width
 
 from harness.cli import main
 from harness.errors import ConfigError
