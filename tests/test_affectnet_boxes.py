@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_loaders import make_affectnet
+from helpers import make_affectnet
 
 from harness.data.affectnet import load_affectnet
 from harness.data.cache import decoded_images

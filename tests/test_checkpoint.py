@@ -82,6 +82,7 @@ def _stopped_run(tiny: list[str], results: Path) -> tuple[object, Path]:
     return spec, run_dir(results, spec) / CHECKPOINT_NAME
 
 
+@pytest.mark.slow
 def test_a_run_checkpoints_exactly_the_listed_keys_and_refuses_a_tampered_file(
     tiny: list[str], tmp_path: Path
 ) -> None:

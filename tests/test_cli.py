@@ -23,6 +23,7 @@ from harness.data.synthfer import SynthConfig, ensure_synthfer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_run_then_leaderboard(tiny: list[str], tmp_path: Path) -> None:
     results = tmp_path / "results"
     args = ["--methods", "supervised", "--labels", "10%,100%", "--seeds", "0,1"]
@@ -98,6 +99,7 @@ def test_missing_dataset_folder_is_named(tmp_path: Path) -> None:
     assert f"dataset folder not found: {tmp_path / 'RAF-DB'}" in " ".join(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_and_matches(tiny: list[str], tmp_path: Path) -> None:
     args = ["run", "--methods", "supervised", "--labels", "25%", "--no-progress", *tiny,
             "train.steps=60", "train.checkpoint_every=10"]  # fmt: skip
@@ -130,6 +132,7 @@ def test_killed_process_resumes_and_matches(tiny: list[str], tmp_path: Path) -> 
     assert ra["evaluations"] == rb["evaluations"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     parallel: int, tiny: list[str], tmp_path: Path
@@ -173,6 +176,7 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
     assert results[straight["run_id"]]["metrics"] == straight["metrics"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("starting", ["DataLoader workers", "synthfer's renderers"])
 def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
     starting: str, tiny: list[str], cache_dir: Path, tmp_path: Path
@@ -210,6 +214,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
     assert len(list(results.glob("synthfer/*.json"))) == 2
 
 
+@pytest.mark.slow
 def test_status_shows_a_training_run_and_a_second_process_is_refused_at_once(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -249,6 +254,7 @@ def test_status_shows_a_training_run_and_a_second_process_is_refused_at_once(
     assert "missing" in shown.stdout and "resumes from its checkpoint" in shown.stdout
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_its_error_and_status_shows_it(tiny: list[str], tmp_path: Path) -> None:
     """A run that fails in training (a learning rate that makes the loss non-finite) leaves a
     failure record; `bench status` shows `failed`, the error's line and the file holding the

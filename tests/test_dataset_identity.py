@@ -53,6 +53,7 @@ def _ids(root: Path, tiny: list[str]) -> list[str]:
     return [s.run_id for s in specs]
 
 
+@pytest.mark.slow
 def test_the_same_data_elsewhere_is_the_same_run_and_a_changed_label_is_not(
     rafdb_copies: tuple[Path, Path], tiny: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,6 +76,7 @@ def test_the_same_data_elsewhere_is_the_same_run_and_a_changed_label_is_not(
     assert not set(_ids(odd, tiny)) & set(changed)
 
 
+@pytest.mark.slow
 def test_a_run_on_an_odd_path_is_skipped_on_another_copy(
     rafdb_copies: tuple[Path, Path], tiny: list[str], tmp_path: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -125,6 +127,7 @@ def test_a_missing_root_is_named_before_anything_runs(tmp_path: Path) -> None:
         build_plan("supervised", "10%", "0", "rafdb", [f"dataset.root={tmp_path / 'gone'}"])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_made_on_one_copy_resumes_on_another(
     rafdb_copies: tuple[Path, Path], tiny: list[str], tmp_path: Path
 ) -> None:

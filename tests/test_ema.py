@@ -65,6 +65,7 @@ def test_horizon_warning_fires_only_where_the_ema_outlasts_the_run() -> None:
         assert ema_horizon_warning(cfg["ema"], cfg["train"]["steps"]) is None, dataset
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warmup", [True, False])
 def test_a_short_schedule_evaluates_a_trained_ema_model(
     warmup: bool,

@@ -62,6 +62,7 @@ def _interruptible(base: str) -> str:
     return name
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tiny: list[str], tmp_path: Path) -> None:
     """A process killed mid-run (here: KeyboardInterrupt at step 25) resumes from its last
     periodic checkpoint. One method with rich state suffices here: every method's exact resume
@@ -91,6 +92,7 @@ def test_killed_run_resumes_to_the_same_result(tiny: list[str], tmp_path: Path) 
     assert not checkpoint.exists(), "the checkpoint is removed once the result is written"
 
 
+@pytest.mark.slow
 def test_a_stop_request_saves_that_step_and_resumes_to_the_same_result(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -115,6 +117,7 @@ def test_a_stop_request_saves_that_step_and_resumes_to_the_same_result(
     assert {"event": "stop", "step": 13} in events and {"event": "resume", "step": 13} in events
 
 
+@pytest.mark.slow
 def test_training_learns_and_logs(separable_folder: Path, cache_dir: Path, tmp_path: Path) -> None:
     overrides = [
         f"dataset.root={separable_folder}", "backbone=fer_cnn", "data.image_size=24",
@@ -133,6 +136,7 @@ def test_training_learns_and_logs(separable_folder: Path, cache_dir: Path, tmp_p
     assert result["split"]["num_labelled"] == 180
 
 
+@pytest.mark.slow
 def test_a_run_in_training_elsewhere_is_not_trained_twice(tiny: list[str], tmp_path: Path) -> None:
     (spec,) = build_plan("supervised", "25%", "0", "synthfer", tiny)
     busy = pytest.raises(RunBusyError, match="already being trained")

@@ -211,6 +211,7 @@ def test_cross_dataset_table_rows_runs_columns_test_sets() -> None:
     assert cross_dataset_tables([]) == ""
 
 
+@pytest.mark.slow
 def test_weights_are_kept_and_load_with_plain_torch(trained: tuple[Path, dict]) -> None:
     results, result = trained
     work = results / "runs" / result["run_id"]
@@ -230,6 +231,7 @@ def test_weights_are_kept_and_load_with_plain_torch(trained: tuple[Path, dict]) 
         assert not model.training
 
 
+@pytest.mark.slow
 def test_forced_rerun_archives_weights_and_save_weights_off_keeps_none(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -249,6 +251,7 @@ def test_forced_rerun_archives_weights_and_save_weights_off_keeps_none(
     assert archived.read_bytes() == first
 
 
+@pytest.mark.slow
 def test_eval_on_renamed_folder_reproduces_own_accuracy(
     trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -302,6 +305,7 @@ def test_eval_on_renamed_folder_reproduces_own_accuracy(
     assert row.count(f"{own['top1']:.2f} (1)") == 2  # own test set and the synonym copy
 
 
+@pytest.mark.slow
 def test_eval_on_affectnet8_excludes_and_counts_contempt(
     trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -333,6 +337,7 @@ def test_eval_on_affectnet8_excludes_and_counts_contempt(
     assert list(cross["metrics"]["per_class_acc"]) == list(AFFECTNET_CLASSES[:7])
 
 
+@pytest.mark.slow
 def test_affectnet8_model_on_rafdb_masks_contempt(
     synth: FERDataset, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -399,6 +404,7 @@ def test_affectnet8_model_on_rafdb_masks_contempt(
     assert cross["metrics"]["top1"] == pytest.approx(accuracy, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_missing_weights_and_unmappable_classes_are_one_line_errors(
     trained: tuple[Path, dict], synth: FERDataset, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -440,6 +446,7 @@ def test_missing_weights_and_unmappable_classes_are_one_line_errors(
     assert unknown.returncode == 2 and "unknown dataset" in unknown.stdout
 
 
+@pytest.mark.slow
 def test_eval_of_a_grid_chooses_the_run_with_kept_weights_and_says_so(
     trained: tuple[Path, dict],
     synth: FERDataset,

@@ -59,6 +59,7 @@ def _bench(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return _run(python, "-m", "harness.cli", *args, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_the_example_plugin_installs_trains_and_names_itself(
     python: Path, tiny: list[str], tmp_path: Path
 ) -> None:

@@ -7,20 +7,20 @@ import csv
 from pathlib import Path
 
 import pytest
-from test_leaderboard import _result
+from helpers import scored_result
 
 from harness.cli import main
 from harness.result_filter import ResultFilter
 from harness.store import write_result
 
-MINE = [_result("fixmatch", "10%", seed, 60.0 + seed, tag="mine") for seed in (0, 1)]
+MINE = [scored_result("fixmatch", "10%", seed, 60.0 + seed, tag="mine") for seed in (0, 1)]
 COMMITTED = [
-    _result("supervised", "10%", 0, 40.0),
-    _result("fixmatch", "10%", 0, 50.0),
-    _result("fixmatch", "25%", 1, 55.0),
-    _result("dta_snl[snl=false]", "10%", 0, 47.0),
-    _result("dta_snl", "10%", 0, 48.0),
-    _result("supervised", "10%", 0, 30.0, dataset="rafdb"),
+    scored_result("supervised", "10%", 0, 40.0),
+    scored_result("fixmatch", "10%", 0, 50.0),
+    scored_result("fixmatch", "25%", 1, 55.0),
+    scored_result("dta_snl[snl=false]", "10%", 0, 47.0),
+    scored_result("dta_snl", "10%", 0, 48.0),
+    scored_result("supervised", "10%", 0, 30.0, dataset="rafdb"),
 ]
 
 

@@ -467,6 +467,7 @@ def test_slurm_job_pickles_and_requeues_the_same_call(grid: list[RunSpec]) -> No
 # --- local launcher ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_parallel_runs_the_grid_and_reports_a_failed_run(
     tiny: list[str], tmp_path: Path
 ) -> None:

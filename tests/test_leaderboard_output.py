@@ -62,6 +62,7 @@ def test_without_a_report_the_leaderboard_says_how_to_draw_figures(
     assert "### Figures" not in (results / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_committed_board_is_what_bench_leaderboard_writes(tmp_path: Path) -> None:
     """The committed leaderboard was written by ``bench report``; ``bench leaderboard`` writes
     it again byte for byte, figure links included (from the committed figure index)."""

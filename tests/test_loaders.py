@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import colour_of, make_affectnet, save_image
 from PIL import Image
 
 from harness.data.affectnet import load_affectnet
@@ -14,24 +15,6 @@ from harness.data.images import LazyImages, load_face
 from harness.data.rafdb import load_rafdb
 from harness.data.table import AFFECTNET_CLASSES, RAFDB_CLASSES
 from harness.errors import ConfigError, DatasetError
-
-AFFECTNET_HEADER = (
-    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-    "expression,valence,arousal\n"
-)
-
-
-def save_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (16, 16)) -> Path:
-    """A flat-coloured image (JPEG or PNG by suffix) at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path)
-    return path
-
-
-def colour_of(index: int) -> tuple[int, int, int]:
-    """Well-separated colours, so a decoded pixel tells which file it came from."""
-    return (40 * (index % 6) + 20, 200 - 30 * (index % 7), 60)
-
 
 # ---------------------------------------------------------------- RAF-DB, official layout
 
@@ -167,30 +150,8 @@ def test_rafdb_class_folder_copy_without_test(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- AffectNet
 
+
 # (expression code, split) per row; 7 is Contempt, 8-10 None / Uncertain / No-Face.
-TRAIN_CODES = [0, 1, 6, 7, 8, 10, 3, 9, 5]
-TEST_CODES = [2, 7, 9, 4]
-
-
-def make_affectnet(root: Path, mode: str = "photos", train_codes: list[int] = TRAIN_CODES) -> Path:
-    """AffectNet's CSV layout. ``photos``: originals of varying size (48+i)×(40+i) with a face
-    box (10+i)×(12+i) at (4+i, 3); ``cropped``: each image is its box's size; ``resized``:
-    every image 16×16 while the boxes (in photo pixels) are larger than that."""
-    for split, codes in (("training", train_codes), ("validation", TEST_CODES)):
-        lines = []
-        for i, code in enumerate(codes):
-            rel = f"{i % 3 + 1}/{split}_{i}.jpg"
-            x, y, w, h = 4 + i, 3, 10 + i, 12 + i
-            if mode == "resized":
-                x, y, w, h = 30, 20, 60 + 5 * i, 70 + 5 * i
-            size = {"photos": (48 + i, 40 + i), "cropped": (w, h), "resized": (16, 16)}[mode]
-            save_image(root / "Manually_Annotated_Images" / rel, colour_of(i), size)
-            landmarks = ";".join(f"{v}.5" for v in range(10))
-            lines.append(f'{rel},{x},{y},{w},{h},"{landmarks}",{code},0.25,-0.5\n')
-        (root / f"{split}.csv").write_text(AFFECTNET_HEADER + "".join(lines))
-    return root
-
-
 def test_affectnet_7_and_8_keep_their_codes_and_drop_8_to_10(tmp_path: Path) -> None:
     root = make_affectnet(tmp_path / "an")
     seven = load_affectnet(root, num_classes=7)

@@ -185,6 +185,7 @@ def test_state_survives_a_checkpoint_round_trip(name: str, tmp_path: Path) -> No
     _assert_same(restored.summary(), method.summary(), "summary")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", METHODS)
 def test_a_stopped_run_resumes_to_the_same_result(
     name: str, separable_folder: Path, cache_dir: Path, tmp_path: Path

@@ -211,6 +211,7 @@ def test_a_planted_weights_file_runs_no_code_unless_trusted(tmp_path: Path) -> N
     assert marker.exists() and len(report.loaded) == len(source)
 
 
+@pytest.mark.slow
 def test_trust_weights_file_is_refused_from_the_command_line_through_bench(
     tmp_path: Path, tiny: list[str]
 ) -> None:

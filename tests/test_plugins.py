@@ -14,6 +14,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from helpers import bench
 
 
@@ -21,6 +22,7 @@ def _bench(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return bench(*args, cwd=cwd, columns=200, path=[site])
 
 
+@pytest.mark.slow
 def test_an_installed_package_adds_a_method_that_runs_end_to_end(
     plugin_site: Path, tiny: list[str], tmp_path: Path
 ) -> None:

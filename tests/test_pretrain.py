@@ -85,6 +85,7 @@ def _jpeg(data: bytes):
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+@pytest.mark.slow
 def test_pretraining_learns_identities_and_is_reused_not_retrained(
     built: dict, cache_dir: Path
 ) -> None:
@@ -104,6 +105,7 @@ def test_pretraining_learns_identities_and_is_reused_not_retrained(
     assert report is not None and not report.missing and not report.skipped_shape
 
 
+@pytest.mark.slow
 def test_the_key_enters_the_run_config_and_id(built: dict) -> None:
     def run_id(*overrides: str) -> tuple[str, dict]:
         (spec,) = build_plan("supervised", "10%", "0", "synthfer", list(overrides))
@@ -142,6 +144,7 @@ def test_the_field_protocol_is_one_option_and_its_scratch_twin_drops_only_the_pr
     }
 
 
+@pytest.mark.slow
 def test_a_run_with_pretraining_loads_the_weights_and_records_the_key(
     built: dict, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -155,6 +158,7 @@ def test_a_run_with_pretraining_loads_the_weights_and_records_the_key(
     assert built["path"].stat().st_mtime_ns == built["mtime"]  # reused, not retrained
 
 
+@pytest.mark.slow
 def test_a_truncated_weights_file_is_refused_by_name_and_rebuilt(
     built: dict, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -182,6 +186,7 @@ def test_a_truncated_weights_file_is_refused_by_name_and_rebuilt(
     assert json.loads(sidecar(rebuilt.path).read_text())["identity_top1"] > 60.0
 
 
+@pytest.mark.slow
 def test_two_processes_asking_at_once_train_it_once(tmp_path: Path) -> None:
     """Two ``bench pretrain`` processes started together: one trains, the other waits for the
     lock and reuses the file."""

@@ -72,6 +72,7 @@ def test_periodic_lines_say_count_rate_and_time_left_at_a_steady_interval() -> N
     assert on_a_terminal.getvalue() == "", "a terminal has the live bar"
 
 
+@pytest.mark.slow
 def test_training_into_a_log_file_prints_progress_lines(tiny: list[str], tmp_path: Path) -> None:
     log = tmp_path / "train.log"
     with log.open("w") as handle:  # a file, as in `bench run ... > train.log 2>&1`

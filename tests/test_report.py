@@ -90,6 +90,7 @@ def _assert_round_trip(
     return board
 
 
+@pytest.mark.slow
 def test_csv_round_trips_to_the_committed_leaderboard(tmp_path: Path) -> None:
     board = _assert_round_trip(REPO / "results", tmp_path)
     # 18 cells per metric table (final top-1, macro-F1, best top-1) in the committed
@@ -115,6 +116,7 @@ def test_csv_round_trips_to_the_committed_leaderboard(tmp_path: Path) -> None:
     assert round(at25["vs_supervised_p"], 2) == 0.04
 
 
+@pytest.mark.slow
 def test_the_committed_leaderboard_is_what_bench_report_writes(tmp_path: Path) -> None:
     board, figures = write_report(REPO / "results", tmp_path / "leaderboard.md")
     committed = (REPO / "results" / "leaderboard.md").read_text()

@@ -38,6 +38,7 @@ def _stop_steps(results: Path) -> dict[str, int]:
     return steps
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_step_and_resumes_to_the_same_result(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -66,6 +67,7 @@ def test_sigterm_checkpoints_the_step_and_resumes_to_the_same_result(
     assert a["metrics"] == b["metrics"] and a["evaluations"] == b["evaluations"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_sent_to_a_parallel_grids_process_alone_stops_every_run(
     signum: signal.Signals, tiny: list[str], tmp_path: Path
@@ -120,6 +122,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_aborts_with_one_line_and_exit_130(tiny: list[str], tmp_path: Path) -> None:
     """Two Ctrl-Cs while a parallel grid's runs still prepare their data (a dataset no other
     test renders): no traceback, one line, exit 130, and no worker process left running."""
@@ -147,6 +150,7 @@ def test_a_second_ctrl_c_aborts_with_one_line_and_exit_130(tiny: list[str], tmp_
     assert not [pid for pid in workers if _alive(pid)], "workers left running"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_a_failed_runs_error_is_printed_once(
     parallel: int, tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],

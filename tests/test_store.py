@@ -343,6 +343,7 @@ def test_collect_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
     assert slurm_info({"SLURMD_NODENAME": "gpu07", "HOME": "/x"}) == {"SLURMD_NODENAME": "gpu07"}
 
 
+@pytest.mark.slow
 def test_concurrent_processes_without_flock_or_hard_links_lose_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:

@@ -112,6 +112,7 @@ def test_dry_run_shows_the_expansion_and_the_labelled_images(tmp_path: Path) -> 
     assert "599" in ten
 
 
+@pytest.mark.slow
 def test_each_configuration_of_a_sweep_is_its_own_leaderboard_row(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -134,6 +135,7 @@ def test_each_configuration_of_a_sweep_is_its_own_leaderboard_row(
             assert rows and "(1)" in rows[0], (label, board)
 
 
+@pytest.mark.slow
 def test_the_plan_table_reads_a_folder_datasets_class_sizes(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -41,6 +41,7 @@ def _keeping_threads(run, *args):
         torch.set_num_threads(threads)  # --threads sets the process's count
 
 
+@pytest.mark.slow
 def test_bench_speed_prints_its_table_and_writes_nothing_into_the_working_folder(
     cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -53,6 +54,7 @@ def test_bench_speed_prints_its_table_and_writes_nothing_into_the_working_folder
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_bench_speed_writes_its_json_where_output_says(
     cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
