@@ -203,7 +203,8 @@ def write_result(
 
 def load_result(path: Path) -> dict[str, Any]:
     """Read one result file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    with open(path, "rb") as handle:  # bytes: json decodes UTF-8 itself, faster
+        return json.loads(handle.read())
 
 
 def _problem(result: Any) -> str | None:
@@ -243,16 +244,30 @@ def paused_gc() -> Iterator[None]:
 def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:
     """:func:`load_results` one at a time: a caller that keeps a few fields of each does not
     hold 10,000 results in memory (nor pay the garbage collector for scanning them)."""
-    paths = (
-        path
-        for path in sorted(Path(results_dir).glob("*/*.json"))
-        if path.parent.name != RUNS_DIR and not path.name.startswith(".")
-    )
-    yield from read_json_files(paths, _problem, "a fer-bench result")
+    yield from read_json_files(_result_paths(Path(results_dir)), _problem, "a fer-bench result")
+
+
+def _result_paths(results_dir: Path) -> list[str]:
+    """``<results_dir>/<dataset>/*.json`` sorted, without ``runs/`` and dot-files (strings:
+    10,000 ``Path`` objects cost more than reading the list)."""
+    paths: list[str] = []
+    try:
+        folders = [e for e in os.scandir(results_dir) if e.is_dir() and e.name != RUNS_DIR]
+    except FileNotFoundError:
+        return paths
+    for folder in sorted(folders, key=lambda entry: entry.name):  # as Path objects sort
+        if folder.name.startswith("."):
+            continue
+        paths += sorted(
+            entry.path
+            for entry in os.scandir(folder.path)
+            if entry.name.endswith(".json") and not entry.name.startswith(".")
+        )
+    return paths
 
 
 def read_json_files(
-    paths: Iterable[Path], problem: Callable[[Any], str | None], what: str
+    paths: Iterable[str | Path], problem: Callable[[Any], str | None], what: str
 ) -> Iterator[dict[str, Any]]:
     """The JSON files at ``paths`` that ``problem`` finds nothing wrong with, one at a time; a
     file that is not valid JSON, or not ``what``, is skipped with a warning naming it, so one
