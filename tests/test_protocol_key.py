@@ -109,3 +109,6 @@ def test_the_protocol_block_lists_each_methods_recipe():
     assert "- **protocol**: paper" in text
     assert "`adacm`: adamw: lr=0.0005" in text and "batch 16, μ = 1" in text
     assert "`flexmatch`: sgd: lr=0.03" in text and "batch 64, μ = 7" in text
+    # Ada-CM's lr is constant (a cosine of 0 cycles), and the block says so.
+    assert "weight_decay=0.02, betas=[0.9, 0.999]; constant lr, warm-up 0" in text
+    assert "cosine (num_cycles 0.4375)" in text

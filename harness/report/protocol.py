@@ -68,10 +68,18 @@ def _backbone(r: Result) -> str:
     return f"`{_cfg(r, 'backbone', 'name')}` ({init})"
 
 
+def _lr_curve(r: Result) -> str:
+    """The lr after warm-up: a cosine of 0 cycles is a constant lr (Ada-CM's), and says so."""
+    cycles = _get(r, "config", "sched", "num_cycles")
+    if isinstance(cycles, int | float) and cycles == 0:
+        return "constant lr"
+    return f"cosine (num_cycles {_cfg(r, 'sched', 'num_cycles')})"
+
+
 def _schedule(r: Result) -> str:
     return (
-        f"{_cfg(r, 'train', 'steps')} steps, cosine (num_cycles "
-        f"{_cfg(r, 'sched', 'num_cycles')}), warm-up {_cfg(r, 'sched', 'warmup_steps')} steps; "
+        f"{_cfg(r, 'train', 'steps')} steps, {_lr_curve(r)}, warm-up "
+        f"{_cfg(r, 'sched', 'warmup_steps')} steps; "
         f"test-set evaluation every {_cfg(r, 'train', 'eval_every')} steps"
     )
 
@@ -159,7 +167,7 @@ def _method_settings(results: list[Result]) -> list[str]:
 def _recipe(r: Result) -> str:
     """The training recipe a run used: optimiser, lr schedule, batch and μ, EMA decay."""
     return (
-        f"{_optimiser(r)}; cosine num_cycles {_cfg(r, 'sched', 'num_cycles')}, warm-up "
+        f"{_optimiser(r)}; {_lr_curve(r)}, warm-up "
         f"{_cfg(r, 'sched', 'warmup_steps')}; batch {_cfg(r, 'data', 'batch_size')}, "
         f"μ = {_cfg(r, 'data', 'unlabelled_ratio')}; EMA {_cfg(r, 'ema', 'decay')}"
     )
