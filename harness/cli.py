@@ -270,6 +270,20 @@ def _root_override(data_root: str | None) -> list[str]:
     return [f"dataset.root={quote_value(os.path.abspath(os.path.expanduser(data_root)))}"]
 
 
+def _check_weights_files(specs: Sequence[RunSpec]) -> None:
+    """Refuse, before anything runs, a ``backbone.weights`` that is not a file: each run would
+    fail on it after loading its data (on SLURM, a job each). A pretraining replaces it."""
+    from harness.errors import ConfigError
+
+    for spec in specs:
+        path = spec.config["backbone"].get("weights")
+        if path and not spec.config.get("pretrain") and not Path(path).expanduser().is_file():
+            raise ConfigError(
+                f"backbone.weights={path}: no such file; give a local checkpoint file "
+                "(.pth/.pt/.safetensors) holding the backbone's state_dict"
+            )
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """``bench run``: plan the grid, skip finished and queued runs, launch the rest."""
     from harness.launchers import build_launcher
@@ -281,6 +295,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     statuses = grid_statuses(specs, args.results_dir)
     pending = [s for s, st in zip(specs, statuses, strict=True) if needs_launch(st, args.force)]
     to_run = {s.run_id for s in pending}
+    _check_weights_files(pending)
     notes = [_plan_note(st, s.run_id in to_run) for s, st in zip(specs, statuses, strict=True)]
     print_plan(console, specs, notes, len(pending))
     print_cost(console, pending, args.results_dir)

@@ -1,10 +1,13 @@
-"""Command-line words: overrides may stand anywhere among the flags, as Hydra's do."""
+"""Command-line words: overrides may stand anywhere among the flags, as Hydra's do; a
+missing weights file is refused at planning."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness.cli import _parse, build_parser
+from harness.cli import _parse, build_parser, main
 
 
 def test_overrides_after_a_flag_join_those_before_it() -> None:
@@ -25,3 +28,14 @@ def test_an_unknown_flag_is_still_refused(capsys: pytest.CaptureFixture[str]) ->
 def test_a_command_without_overrides_refuses_a_stray_word() -> None:
     with pytest.raises(SystemExit):
         _parse(build_parser(), ["leaderboard", "train.steps=20"])
+
+
+def test_a_missing_weights_file_is_refused_at_planning(
+    tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "resnet18_msceleb.pth"
+    args = ["run", "--dry-run", "--methods", "supervised", "--results-dir", str(tmp_path), *tiny]
+    assert main([*args, f"backbone.weights={missing}"]) == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"backbone.weights={missing}: no such file" in said
+    assert "Traceback" not in said
