@@ -180,10 +180,12 @@ def _select(request: EvalRequest, console: Console) -> list[tuple[dict[str, Any]
         if not kept:
             raise WeightsError(_no_weights(request.results_dir, cell, matching))
         if len(kept) > 1:
+            # --tag helps only where their tags differ; --runs always does.
+            tags = len({r.get("tag") for r, _ in kept}) > 1
             raise ConfigError(
                 f"{cell}: {len(kept)} finished runs with kept weights match "
-                f"({'; '.join(_describe(r) for r, _ in kept)}); choose with --tag, or name "
-                "runs with --runs ID,..."
+                f"({'; '.join(_describe(r) for r, _ in kept)}); "
+                f"{'choose with --tag, or ' if tags else ''}name runs with --runs ID,..."
             )
         (result, path), others = kept[0], len(matching) - 1
         if request.run_ids is None:

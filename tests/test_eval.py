@@ -485,6 +485,15 @@ def test_eval_of_a_grid_chooses_the_run_with_kept_weights_and_says_so(
     out = " ".join(capsys.readouterr().out.split())
     assert "supervised at 25%, seed 0: 2 finished runs with kept weights match" in out
     assert f"{mine['run_id']} (tag mine, 40 steps)" in out and "choose with --tag" in out
+    # Two runs of one tag (a 40- and a 60-step run): --tag cannot choose, --runs can.
+    twin = {**mine, "run_id": "supervised__25pct__seed0__2222cccc"}
+    twin["timing"] = {**twin["timing"], "steps": 60}
+    (copy / "synthfer" / f"{twin['run_id']}.json").write_text(json.dumps(twin))
+    shutil.copytree(copy / "runs" / result["run_id"], copy / "runs" / twin["run_id"])
+    assert main([*args, "--tag", "mine"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(tag mine, 60 steps)); name runs with --runs ID,..." in out
+    (copy / "synthfer" / f"{twin['run_id']}.json").unlink()
     assert main([*args, "--tag", "mine"]) == 0
     assert (
         f"chose {mine['run_id']} for supervised at 25%, seed 0 [tag mine]"
