@@ -5,6 +5,7 @@ other."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -150,6 +151,58 @@ def scored_result(
         "provenance": {},
         "timing": {"finished": f"2026-01-{seed + 1:02d}T00:00:00+00:00"},
     }
+
+
+# Results of one protocol (a full config) and of a second one that differs only in its schedule.
+
+PROTOCOL_BASE = {
+    "train": {"steps": 1200, "eval_every": 600, "log_every": 20, "threads": 1},
+    "data": {"image_size": 48, "batch_size": 64, "balanced_sampling": False},
+    "optim": {"name": "sgd", "lr": 0.03, "momentum": 0.9},
+    "ema": {"decay": 0.99},
+    "backbone": {"name": "fer_cnn"},
+}
+
+
+def protocol_result(
+    method: str, labels: str, seed: int, top1: float, tag: str = "", **changes: object
+) -> dict:
+    """A result whose config is :data:`PROTOCOL_BASE` with dotted ``changes``
+    (``train__steps=60``)."""
+    config = copy.deepcopy(PROTOCOL_BASE)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = config
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    config.update(seed=seed, labels=labels, tag=tag, method={"name": method.split("[")[0]})
+    return {
+        "run_id": f"{method}__{labels}__seed{seed}__{config_hash(config)[:8]}",
+        "dataset": "synthfer",
+        "method": method.split("[")[0],
+        "method_label": method,
+        "labels": labels,
+        "seed": seed,
+        "tag": tag,
+        "config_hash": config_hash(config),
+        "config": config,
+        "metrics": {"top1": top1, "mean_class_acc": top1 - 5, "macro_f1": top1 - 10},
+        "evaluations": [{"step": 600, "top1": top1 - 3}, {"step": 1200, "top1": top1}],
+        "split": {"num_labelled": 10, "hash": f"split{labels}{seed}"},
+        "provenance": {},
+        "timing": {"finished": f"2026-01-0{seed + 1}T00:00:00+00:00", "train_seconds": 60},
+    }
+
+
+# Two 60-step debug runs (DEBUG) beside a 1,200-step grid (GRID): two protocols on one dataset.
+GRID = [
+    protocol_result(m, labels, seed, 50.0 + 10 * (m == "fixmatch") + seed)
+    for m in ("supervised", "fixmatch")
+    for labels in ("5%", "25%")
+    for seed in (0, 1)
+]
+DEBUG = [protocol_result(m, "10%", 0, 20.0, train__steps=60) for m in ("supervised", "fixmatch")]
 
 
 # Datasets on disk, written by the tests that read them.

@@ -187,3 +187,14 @@ def test_an_acyclic_chain_has_no_cycle(tmp_path: Path) -> None:
         },
     )
     assert cycles(import_graph(files)) == []
+
+
+def test_test_files_share_code_through_helpers_not_each_other() -> None:
+    """A test file imports what it shares from ``tests/helpers.py`` (or a fixture), never from
+    another test file: running one file alone must not depend on another's contents."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for name in imported_names(path.stem, path):
+            if name.split(".")[0].startswith("test_"):
+                offenders.append(f"{path.name} imports {name}")
+    assert offenders == []

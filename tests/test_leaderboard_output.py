@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_sections import DEBUG, GRID, _result
+from helpers import DEBUG, GRID, protocol_result
 
 from harness.cli import main
 from harness.report.figure_index import STALE_NOTE
@@ -43,7 +43,7 @@ def test_leaderboard_and_report_write_the_same_file(
     assert len(lines) < len(reported.splitlines()) / 3
 
     # A new run: the section's figures are older than its runs, and the file says so.
-    _store(results, [_result("fixmatch", "10%", 1, 21.0, train__steps=60)])
+    _store(results, [protocol_result("fixmatch", "10%", 1, 21.0, train__steps=60)])
     assert main(["leaderboard", "--results-dir", str(results)]) == 0
     updated = board.read_text()
     assert "figures/synthfer_train.steps=60/accuracy_vs_labels.png" in updated

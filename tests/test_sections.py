@@ -4,62 +4,14 @@ section that splits is named by what differs, and figures are drawn per section.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
+
+from helpers import DEBUG, GRID, protocol_result
 
 from harness.leaderboard import leaderboard_tables, section_keys, write_leaderboard
 from harness.report.build import write_report
 from harness.report.export import summary_rows
-from harness.spec import config_hash
 from harness.store import write_result
-
-BASE = {
-    "train": {"steps": 1200, "eval_every": 600, "log_every": 20, "threads": 1},
-    "data": {"image_size": 48, "batch_size": 64, "balanced_sampling": False},
-    "optim": {"name": "sgd", "lr": 0.03, "momentum": 0.9},
-    "ema": {"decay": 0.99},
-    "backbone": {"name": "fer_cnn"},
-}
-
-
-def _result(
-    method: str, labels: str, seed: int, top1: float, tag: str = "", **changes: object
-) -> dict:
-    """A result whose config is :data:`BASE` with dotted ``changes`` (``train__steps=60``)."""
-    config = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        *path, last = dotted.split("__")
-        node = config
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = value
-    config.update(seed=seed, labels=labels, tag=tag, method={"name": method.split("[")[0]})
-    return {
-        "run_id": f"{method}__{labels}__seed{seed}__{config_hash(config)[:8]}",
-        "dataset": "synthfer",
-        "method": method.split("[")[0],
-        "method_label": method,
-        "labels": labels,
-        "seed": seed,
-        "tag": tag,
-        "config_hash": config_hash(config),
-        "config": config,
-        "metrics": {"top1": top1, "mean_class_acc": top1 - 5, "macro_f1": top1 - 10},
-        "evaluations": [{"step": 600, "top1": top1 - 3}, {"step": 1200, "top1": top1}],
-        "split": {"num_labelled": 10, "hash": f"split{labels}{seed}"},
-        "provenance": {},
-        "timing": {"finished": f"2026-01-0{seed + 1}T00:00:00+00:00", "train_seconds": 60},
-    }
-
-
-# Issue 23's case: two 60-step debug runs beside a 1,200-step grid.
-GRID = [
-    _result(m, labels, seed, 50.0 + 10 * (m == "fixmatch") + seed)
-    for m in ("supervised", "fixmatch")
-    for labels in ("5%", "25%")
-    for seed in (0, 1)
-]
-DEBUG = [_result(m, "10%", 0, 20.0, train__steps=60) for m in ("supervised", "fixmatch")]
 
 
 def test_a_short_schedule_is_its_own_section_named_by_what_differs() -> None:
@@ -79,30 +31,37 @@ def test_the_method_own_settings_and_the_run_keys_do_not_split_a_section() -> No
     results = [
         *GRID,
         # dta_snl's config drives data.balanced_sampling: one of its own settings.
-        _result("dta_snl", "5%", 0, 55.0, data__balanced_sampling=True),
+        protocol_result("dta_snl", "5%", 0, 55.0, data__balanced_sampling=True),
         # A variant's settings, the threads and the log interval are no protocol.
-        _result("fixmatch[p_cutoff=0.8]", "5%", 0, 57.0, train__threads=4, train__log_every=5),
+        protocol_result(
+            "fixmatch[p_cutoff=0.8]", "5%", 0, 57.0, train__threads=4, train__log_every=5
+        ),
     ]
     assert section_keys(results) == ["synthfer"]
 
 
 def test_per_method_protocol_keeps_each_methods_declared_recipe_in_one_section() -> None:
     paper = [
-        _result("fixmatch", "5%", 0, 60.0, protocol="paper", data__unlabelled_ratio=7),
-        _result("adacm", "5%", 0, 58.0, protocol="paper", optim__name="adamw", optim__lr=5e-4),
+        protocol_result("fixmatch", "5%", 0, 60.0, protocol="paper", data__unlabelled_ratio=7),
+        protocol_result(
+            "adacm", "5%", 0, 58.0, protocol="paper", optim__name="adamw", optim__lr=5e-4
+        ),
     ]
     assert section_keys(paper) == ["synthfer"], "each method's paper recipe is its own"
     both = section_keys(GRID + paper)
     assert both == ["synthfer · protocol=paper", "synthfer · protocol=shared"]
     # Under the shared protocol the optimiser is the section's, not the method's.
-    shared = [*GRID, _result("adacm", "5%", 0, 58.0, optim__lr=5e-4)]
+    shared = [*GRID, protocol_result("adacm", "5%", 0, 58.0, optim__lr=5e-4)]
     assert section_keys(shared) == ["synthfer · optim.lr=0.0005", "synthfer · optim.lr=0.03"]
 
 
 def test_tags_stay_names_and_split_only_by_protocol() -> None:
-    tagged = [_result("fixmatch", "5%", s, 60.0, tag="long") for s in (0, 1)]
+    tagged = [protocol_result("fixmatch", "5%", s, 60.0, tag="long") for s in (0, 1)]
     assert section_keys(GRID + tagged) == ["synthfer", "synthfer [long]"]
-    mixed = [*tagged, _result("fixmatch", "5%", 2, 20.0, tag="long", backbone__name="resnet18")]
+    mixed = [
+        *tagged,
+        protocol_result("fixmatch", "5%", 2, 20.0, tag="long", backbone__name="resnet18"),
+    ]
     assert section_keys(mixed) == [
         "synthfer [long] · backbone.name=fer_cnn",
         "synthfer [long] · backbone.name=resnet18",
@@ -111,10 +70,13 @@ def test_tags_stay_names_and_split_only_by_protocol() -> None:
 
 def test_many_differences_are_summed_up_and_names_stay_unique() -> None:
     changes = {f"data__extra{i}": i for i in range(6)}
-    results = [*GRID[:2], _result("supervised", "5%", 0, 30.0, **changes)]
+    results = [*GRID[:2], protocol_result("supervised", "5%", 0, 30.0, **changes)]
     names = section_keys(results)
     assert len(names) == 2 and all(name.endswith("+2 more") for name in names)
-    clash = [*results, _result("supervised", "5%", 0, 30.0, **{**changes, "data__extra5": 9})]
+    clash = [
+        *results,
+        protocol_result("supervised", "5%", 0, 30.0, **{**changes, "data__extra5": 9}),
+    ]
     names = section_keys(clash)
     assert len(set(names)) == 3 and sum("#" in name for name in names) >= 2
 
