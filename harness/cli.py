@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
+from harness.arguments import parse_with_overrides
 from harness.errors import BenchError
 
 if TYPE_CHECKING:
@@ -508,19 +509,6 @@ def cmd_pretrain(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """``argv`` parsed, overrides wherever they stand: argparse fills a positional list from one
-    stretch of words, so ``a=1 --seeds 0-2 b=2`` would refuse ``b=2``; such words join it."""
-    args, extra = parser.parse_known_args(argv)
-    late = [word for word in extra if not word.startswith("-")]
-    if late and hasattr(args, "overrides"):
-        args.overrides = [*args.overrides, *late]
-        extra = [word for word in extra if word.startswith("-")]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -528,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Its flags, --help included, belong to harness.throughput's own parser.
         args = argparse.Namespace(command="speed", speed_args=argv[1:])
     else:
-        args = _parse(build_parser(), argv)
+        args = parse_with_overrides(build_parser(), argv)
     console = Console()
     commands = {
         "run": cmd_run,

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
+from harness.arguments import parse_with_overrides
 from harness.config import compose_config
 from harness.data.datasets import load_dataset
 from harness.data.images import LazyImages
@@ -396,7 +397,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench speed") -> int:
     """``bench speed``: measure, print where and how, and the figures; write the JSON only
     where ``--output`` says."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser(prog).parse_args(argv)
+    args = parse_with_overrides(parser(prog), argv)
     record = run(args, [*prog.split(), *argv])
     print(describe(record) + "\n\n" + figures_table(record))
     if args.output is not None:

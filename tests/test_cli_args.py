@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import _parse, build_parser, main
+from harness.arguments import parse_with_overrides as _parse
+from harness.cli import build_parser, main
+from harness.throughput import parser as speed_parser
 
 
 def test_overrides_after_a_flag_join_those_before_it() -> None:
@@ -16,6 +18,12 @@ def test_overrides_after_a_flag_join_those_before_it() -> None:
     args = _parse(build_parser(), words)
     assert args.overrides == ["train.steps=20", "train.device=cpu", "~ema.warmup"]
     assert (args.methods, args.seeds, str(args.results_dir)) == ("fixmatch", "0-2", "out")
+
+
+def test_bench_speed_takes_overrides_after_its_flags_too() -> None:
+    words = ["--device", "cpu", "backbone=resnet18", "--steps", "1", "data.batch_size=16"]
+    args = _parse(speed_parser(), words)
+    assert args.overrides == ["backbone=resnet18", "data.batch_size=16"] and args.steps == 1
 
 
 def test_an_unknown_flag_is_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
