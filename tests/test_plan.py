@@ -132,3 +132,16 @@ def test_every_generator_setting_is_part_of_the_run() -> None:
 def test_unknown_generator_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"'dataset.generate.colour'; did you mean"):
         build_plan("supervised", "10%", "0", "synthfer", ["+dataset.generate.colour=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dataset.generate.train_size=abc", "train_size must be an integer, got 'abc'"),
+        ("+dataset.generate.clutter=true", "clutter must be a number, got True"),
+        ("+pretrain=synth_faces pretrain.faces.identities=x", "identities must be an integer"),
+    ],
+)
+def test_a_generator_setting_of_the_wrong_type_is_named(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_plan("supervised", "10%", "0", "synthfer", override.split())

@@ -33,6 +33,7 @@ from harness.data.synthfer import (
     GENERATOR_VERSION,
     SynthConfig,
     _default_workers,
+    check_numbers,
     face_geometry,
     render_face,
 )
@@ -67,6 +68,7 @@ class FaceSetConfig:
     render: SynthConfig = field(default_factory=lambda: SynthConfig(**RENDER_UNUSED))
 
     def __post_init__(self) -> None:
+        check_numbers(self, "pretrain.faces")
         if isinstance(self.render, dict):  # from YAML
             try:
                 render = SynthConfig(**{**RENDER_UNUSED, **self.render})

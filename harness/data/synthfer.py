@@ -24,7 +24,7 @@ import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 
@@ -115,6 +115,7 @@ class SynthConfig:
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
+        check_numbers(self, "synthfer (dataset.generate)")
         # YAML gives lists; a tuple keeps the config hashable and its fingerprint stable.
         object.__setattr__(self, "scale_range", tuple(float(s) for s in self.scale_range))
         problems = []
@@ -139,6 +140,18 @@ class SynthConfig:
         """Short hash of every setting and the renderer version: the cache folder name."""
         blob = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def check_numbers(config: object, where: str) -> None:
+    """A ConfigError naming the first ``int`` or ``float`` field of the dataclass ``config``
+    that holds something else (``train_size=abc`` from the command line), before any range
+    check compares it with a number; an ``int`` passes for a ``float``."""
+    for item in fields(config):  # type: ignore[arg-type]
+        value, kind = getattr(config, item.name), item.type
+        wanted = {"int": (int,), "float": (int, float)}.get(str(kind), ())
+        if wanted and (isinstance(value, bool) or not isinstance(value, wanted)):
+            noun = "an integer" if kind == "int" else "a number"
+            raise ConfigError(f"{where}: {item.name} must be {noun}, got {value!r}")
 
 
 def split_labels(size: int, seed: int, split: str) -> np.ndarray:
