@@ -20,7 +20,7 @@ here applies to every result at once. The rules and their thresholds (docs/healt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,11 +186,20 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def attach_health(results_dir: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attach_health(
+    results_dir: Path,
+    results: list[dict[str, Any]],
+    known: Mapping[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """``results`` with each one's health under ``"health"`` (in memory only: the files are
-    never rewritten), as the leaderboard reads it."""
+    never rewritten), as the leaderboard reads it: ``known[run_id]`` where given (the results
+    index, :func:`harness.result_index.healths`), else from the result and its step log."""
+    known = known or {}
     for result in results:
-        result["health"] = result_health(results_dir, result).as_dict()
+        cached = known.get(str(result.get("run_id", "")))
+        if cached is None:
+            cached = result_health(results_dir, result).as_dict()
+        result["health"] = cached
     return results
 
 

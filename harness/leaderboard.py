@@ -48,6 +48,7 @@ from harness.report.frame import (
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
 from harness.result_filter import FILTERED_DIR, ResultFilter
+from harness.result_index import healths
 from harness.stats import (
     MAX_SEEDS,
     PairedDifference,
@@ -521,7 +522,7 @@ def write_board(
     results = where.select(load_results(results_dir), f"{results_dir}/")
     if extras is None:
         extras = recorded_figures(path.parent, sections_of(results))
-    results = attach_health(results_dir, results)
+    results = attach_health(results_dir, results, known=healths(results_dir))
     text = render_leaderboard(results, extras)
     if where:  # say so under the title: this board is not every result
         title, _, rest = text.partition("\n")

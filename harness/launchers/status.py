@@ -7,7 +7,6 @@ only the missing and failed runs; ``bench status`` shows them all.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.failure import FAILED_NAME, FailureRecord, read_failure
-from harness.health import result_health, short, stored_health
+from harness.health import Health, short, stored_health
 from harness.launchers.records import SlurmRecord, find_records, read_record, record_path
 from harness.launchers.scheduler import (
     FINAL_STATES,
@@ -29,9 +28,9 @@ from harness.launchers.scheduler import (
     query_reasons,
     query_states,
 )
+from harness.result_index import summaries
 from harness.run_info import read_run_info, run_info
-from harness.spec import RunSpec, row_label
-from harness.steplog import COPY_SUFFIX
+from harness.spec import RunSpec
 from harness.steplog import last_step as last_logged_step
 from harness.store import (
     CHECKPOINT_NAME,
@@ -41,7 +40,6 @@ from harness.store import (
     LockHolder,
     has_result,
     lock_holder,
-    result_summaries,
 )
 from harness.tables import is_plain, print_table, rich_table
 
@@ -168,12 +166,13 @@ def _status(
     if state == "failed" and failure is not None and failure.step is not None:
         step = failure.step
     detail = _detail(state, record, scheduler_state, reason, holder, failure)
-    health = meta.get("health") if state == "done" else None  # short(), from the index
-    if state == "done" and health is None:
-        stored = stored_health(results_dir, meta.get("dataset", ""), run_id)
-        health = short(stored) if stored is not None else None
+    health = None
+    if state == "done" and isinstance(meta.get("health"), dict):  # from the results index
+        health = Health(tuple(meta["health"]["flags"]), tuple(meta["health"]["reasons"]))
+    elif state == "done":
+        health = stored_health(results_dir, meta.get("dataset", ""), run_id)
     if health is not None:
-        detail = health  # docs/health.md: the ways a finished run can have failed
+        detail = short(health)  # docs/health.md: the ways a finished run can have failed
     if state == "missing" and (work_dir / CHECKPOINT_NAME).exists():
         detail = f"{detail}; resumes from its checkpoint".lstrip("; ")
     error: tuple[str, ...] = ()
@@ -263,34 +262,6 @@ def grid_statuses(
     return statuses
 
 
-# Names what _result_meta keeps: a change to it (or to the health rules) starts a new index.
-INDEX_VERSION = "status/1"
-
-
-def _result_meta(results_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
-    """What ``bench status`` shows of a finished result (kept in the results index)."""
-    return {
-        "run_id": str(result.get("run_id", "")),
-        "dataset": result["dataset"],
-        "method_label": row_label(result["method_label"], result.get("sweep")),
-        "labels": result["labels"],
-        "seed": result["seed"],
-        "health": short(result_health(results_dir, result)) if result.get("run_id") else None,
-    }
-
-
-def _step_logs(path: str) -> list[str]:
-    """The files a result's health is read from: its step log's compact copy beside it, and
-    its full step log in ``runs/<run>/``."""
-    folder, name = os.path.split(path)
-    run_id = name[: -len(".json")]
-    results_dir = os.path.dirname(folder)
-    return [
-        os.path.join(folder, run_id + COPY_SUFFIX),
-        os.path.join(results_dir, RUNS_DIR, run_id, LOG_NAME),
-    ]
-
-
 def all_statuses(
     results_dir: Path, query: StateQuery = query_states, reasons: StateQuery | None = None
 ) -> list[RunStatus]:
@@ -299,8 +270,7 @@ def all_statuses(
     results_dir = Path(results_dir)
     metas: dict[str, dict[str, Any]] = {}
     done: set[str] = set()
-    summarise = functools.partial(_result_meta, results_dir)
-    for meta in result_summaries(results_dir, summarise, INDEX_VERSION, also=_step_logs):
+    for meta in summaries(results_dir):  # the results index: stats, not 10,000 JSON files
         if meta["run_id"]:
             done.add(meta["run_id"])
             metas[meta["run_id"]] = {k: v for k, v in meta.items() if k != "run_id"}
