@@ -145,6 +145,7 @@ def resolve_config(template: DictConfig, values: dict[str, Any] | None = None) -
     for key in [*_missing_keys(cfg), *_unset_requirements(cfg)]:
         hint = _MISSING_HINTS.get(key, f"set it on the command line: {key}=...")
         raise ConfigError(f"config value {key} is required: {hint}")
+    _check_protocol_dataset(cfg)
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
@@ -239,6 +240,19 @@ def _missing_keys(cfg: Any, prefix: str = "") -> list[str]:
         if OmegaConf.is_config(value) and not OmegaConf.is_list(value):
             missing.extend(_missing_keys(value, f"{dotted}."))
     return missing
+
+
+def _check_protocol_dataset(cfg: DictConfig) -> None:
+    """Refuse a protocol pinned to some datasets (``for_datasets``) on another: without
+    ``--dataset rafdb``, ``+experiment=rafdb_adacm`` would train its recipe on synthfer."""
+    allowed = [str(name) for name in cfg.get("for_datasets") or []]
+    name = OmegaConf.select(cfg, "dataset.name")
+    if allowed and name not in allowed:
+        raise ConfigError(
+            f"the protocol {cfg.get('tag')!r} is for --dataset {' or '.join(allowed)}, not "
+            f"{name}: add --dataset {allowed[0]} (a dataset config of your own: "
+            f"for_datasets=[{name}])"
+        )
 
 
 def _unset_requirements(cfg: DictConfig) -> list[str]:

@@ -317,9 +317,11 @@ def _leaves(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _drop_protocol_keys(config: dict[str, Any]) -> dict[str, Any]:
     """The run's config without the ``paper:`` blocks (declarations, not settings: what a paper
-    run uses is in optim/sched/data/ema already) and without ``protocol`` when it is the
-    default, so that runs made before the key existed keep their ids."""
+    run uses is in optim/sched/data/ema already), without a protocol's ``for_datasets`` (a
+    check) and without ``protocol`` when it is the default, so that runs made before the key
+    existed keep their ids."""
     config.pop("paper", None)
+    config.pop("for_datasets", None)  # checked when composed; the dataset is in the config
     if config.get("protocol") == DEFAULT_PROTOCOL:
         config.pop("protocol")
     return config

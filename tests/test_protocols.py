@@ -80,3 +80,29 @@ def test_usb_classic_needs_no_weights_and_is_usbs_fixmatch_recipe(tmp_path: Path
     )
     assert (cfg["data"]["batch_size"], cfg["data"]["unlabelled_ratio"]) == (64, 7)
     assert cfg["sched"]["num_cycles"] == 0.4375
+
+
+@pytest.mark.parametrize(
+    ("dataset", "protocol", "message"),
+    [
+        ("synthfer", "rafdb_adacm", "'rafdb-adacm' is for --dataset rafdb, not synthfer"),
+        ("rafdb", "affectnet_adacm", "is for --dataset affectnet7 or affectnet8, not rafdb"),
+    ],
+)
+def test_a_protocol_refuses_another_dataset(
+    dataset: str, protocol: str, message: str, tmp_path: Path
+) -> None:
+    """Without --dataset rafdb, +experiment=rafdb_adacm would train its recipe on synthfer."""
+    overrides = [f"dataset.root={tmp_path}", f"+experiment={protocol}", "backbone.weights=/w.pth"]
+    if dataset == "synthfer":
+        overrides = overrides[1:]
+    with pytest.raises(ConfigError, match=message):
+        build_plan("fixmatch", "10%", "0", dataset, overrides)
+
+
+def test_the_dataset_check_is_not_part_of_the_run(tmp_path: Path) -> None:
+    (spec,) = build_plan(
+        "fixmatch", "10%", "0", "rafdb",
+        [f"dataset.root={tmp_path}", "+experiment=rafdb_adacm", "backbone.weights=/w.pth"],
+    )  # fmt: skip
+    assert "for_datasets" not in spec.config
