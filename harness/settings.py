@@ -4,8 +4,10 @@ A settings class is a frozen dataclass whose fields are the block's keys (a fiel
 key apart with ``setting(key=...)``); :func:`read_settings` builds one from the block: every key
 must be there (a missing key is an error, never a silent default: defaults live in the YAML),
 no other key may be (a misspelt one is refused, not ignored), each value must have the field's
-type (an ``int`` is accepted for a ``float``) and lie in the field's range or choices. A check
-across fields goes in the class's ``__post_init__``, raising :class:`ConfigError`.
+type (an ``int`` is accepted for a ``float``; a ``str`` must not be blank; ``Mapping[str, Any]``
+takes a mapping, ``tuple[str, ...]`` a list of strings) and lie in the field's range or
+choices. A check across fields goes in the class's ``__post_init__``, raising
+:class:`ConfigError`.
 
     @dataclass(frozen=True)
     class FixMatchSettings:
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -88,17 +90,19 @@ def read_settings(
     where: str,
     *,
     missing_hint: str = "",
+    unknown_hint: str = "",
     ignore: Collection[str] = (),
 ) -> T:
     """``cls`` built from ``block`` (the config at ``where``, e.g. ``method``), strictly: see
     the module docstring. ``ignore``: keys of the block that are not settings (``name``);
-    ``missing_hint`` ends the message of a missing key (where to set it)."""
+    ``missing_hint`` ends the message of a missing key (where to set it), ``unknown_hint``
+    that of an unknown one."""
     known = setting_keys(cls)
     unknown = sorted(set(block) - set(known) - set(ignore))
     if unknown:
         raise ConfigError(
             f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            f"known: {', '.join(known) or '(none)'}"
+            f"known: {', '.join(known) or '(none)'}{unknown_hint}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -120,7 +124,7 @@ def _checked(name: str, value: Any, kind: Any, field: dataclasses.Field) -> Any:
     cast = _cast(name, value, allowed)
     bounds, choices = field.metadata.get("bounds"), field.metadata.get("choices")
     if bounds is not None and not bounds.holds(cast):
-        raise ConfigError(f"{name} must be {bounds}, got {cast}")
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
     if choices is not None and cast not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {cast!r}")
     return cast
@@ -135,19 +139,32 @@ def _types(kind: Any) -> tuple[Any, ...]:
 
 def _cast(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
     """``value`` as the first admitted type it fits: bool only from a bool (or 0/1), int only
-    from an integer, float from any number, str from a string."""
+    from an integer, float from any number, str from a non-blank string, ``Mapping[str, Any]``
+    from a mapping, ``tuple[str, ...]`` from a list of strings."""
     for kind in allowed:
+        origin = typing.get_origin(kind)
+        if origin in (dict, Mapping) and isinstance(value, Mapping):
+            return {str(k): v for k, v in value.items()}
+        if (
+            origin is tuple
+            and isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and all(isinstance(item, str) for item in value)
+        ):
+            return tuple(value)
+        if origin is not None:
+            continue
         if kind is bool and (isinstance(value, bool) or value in (0, 1)):
             return bool(value)
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return int(value)
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if kind is str and isinstance(value, str):
+        if kind is str and isinstance(value, str) and value.strip():
             return str(value)
         if kind not in (bool, int, float, str, type(None)) and isinstance(value, kind):
             return value
-    names = " or ".join(_KIND_NAMES.get(k, getattr(k, "__name__", str(k))) for k in allowed)
+    names = " or ".join(_kind_name(k) for k in allowed)
     raise ConfigError(f"{name} must be {names}, got {value!r}")
 
 
@@ -155,6 +172,15 @@ _KIND_NAMES = {
     bool: "true or false",
     int: "an integer",
     float: "a number",
-    str: "a string",
+    str: "a non-blank string",
     type(None): "null",
+    dict: "a mapping",
+    Mapping: "a mapping",
+    tuple: "a list of strings",
 }
+
+
+def _kind_name(kind: Any) -> str:
+    """How an error message names a type (``Mapping[str, Any]`` → ``a mapping``)."""
+    kind = typing.get_origin(kind) or kind
+    return _KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))

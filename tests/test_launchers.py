@@ -135,15 +135,16 @@ def test_no_gpu_request_without_gpus_and_srun_gets_cpus() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"time_min": 1.5}, "launcher.time_min (configs/launcher/slurm.yaml"),
-        ({"time_min": 0}, "must be a whole number ≥ 1, got 0"),
-        ({"cpus_per_task": "two"}, "launcher.cpus_per_task"),
-        ({"mem_gb": -4}, "launcher.mem_gb"),
-        ({"setup": "module load cuda"}, "must be a list of shell lines"),
-        ({"additional_parameters": ["a"]}, "must be a mapping of sbatch options"),
+        ({"time_min": 1.5}, "launcher.time_min must be an integer, got 1.5"),
+        ({"time_min": 0}, "launcher.time_min must be >= 1, got 0"),
+        ({"cpus_per_task": "two"}, "launcher.cpus_per_task must be an integer, got 'two'"),
+        ({"mem_gb": -4}, "launcher.mem_gb must be > 0, got -4"),
+        ({"setup": "module load cuda"}, "launcher.setup must be a list of strings, got 'module"),
+        ({"additional_parameters": ["a"]}, "launcher.additional_parameters must be a mapping"),
         ({"signal_delay_s": 3600}, "must be shorter than launcher.time_min"),
-        ({"use_srun": "no"}, "launcher.use_srun"),
-        ({"partitoin": "gpu"}, "unknown SLURM launcher option(s) partitoin"),
+        ({"use_srun": "no"}, "launcher.use_srun must be true or false, got 'no'"),
+        ({"job_name": " "}, "launcher.job_name must be a non-blank string, got ' '"),
+        ({"partitoin": "gpu"}, "launcher: unknown setting partitoin; known: partition"),
     ],
 )
 def test_bad_slurm_settings_say_which_option_and_what_is_expected(
@@ -151,7 +152,7 @@ def test_bad_slurm_settings_say_which_option_and_what_is_expected(
 ) -> None:
     with pytest.raises(ConfigError) as err:
         settings_from_config({**slurm_cfg(), **patch})
-    assert message in str(err.value)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_slurm_settings_come_from_the_command_line() -> None:
@@ -487,5 +488,7 @@ def test_local_parallel_runs_the_grid_and_reports_a_failed_run(
 
 
 def test_local_parallel_must_be_a_positive_count() -> None:
-    with pytest.raises(ConfigError, match=r"launcher\.parallel"):
-        LocalLauncher({"name": "local", "parallel": 0}, Console())
+    with pytest.raises(ConfigError, match=r"launcher\.parallel must be >= 1, got 0"):
+        LocalLauncher({"name": "local", "parallel": 0, "poll_s": 5}, Console())
+    with pytest.raises(ConfigError, match=r"launcher\.poll_s must be > 0, got 0"):
+        LocalLauncher({"name": "local", "parallel": 1, "poll_s": 0}, Console())

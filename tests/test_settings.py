@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from harness.errors import ConfigError
 from harness.settings import read_settings, setting
+
+
+@dataclass(frozen=True)
+class Launch:
+    extra: Mapping[str, Any] = setting()
+    lines: tuple[str, ...] = setting()
+    host: str | None = setting()
 
 
 @dataclass(frozen=True)
@@ -53,3 +62,16 @@ def test_a_missing_key_is_an_error_not_a_default() -> None:
     block = {k: v for k, v in GOOD.items() if k != "m"}
     with pytest.raises(ConfigError, match=r"method\.m is missing: set it"):
         read_settings(Demo, block, "method", missing_hint=": set it", ignore=("name",))
+
+
+def test_mappings_lists_of_text_and_non_blank_text() -> None:
+    got = read_settings(Launch, {"extra": {"a": 1}, "lines": ["x", "y"], "host": "n1"}, "l")
+    assert got == Launch(extra={"a": 1}, lines=("x", "y"), host="n1")
+    for block, message in [
+        ({"extra": ["a"]}, r"l\.extra must be a mapping, got \['a'\]"),
+        ({"lines": "x"}, r"l\.lines must be a list of strings, got 'x'"),
+        ({"lines": ["x", 1]}, r"l\.lines must be a list of strings"),
+        ({"host": " "}, r"l\.host must be a non-blank string or null, got ' '"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            read_settings(Launch, {"extra": {}, "lines": [], "host": None, **block}, "l")

@@ -16,14 +16,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from harness.errors import BenchError, ConfigError
+from harness.errors import BenchError
 from harness.interrupts import (
     StopSignals,
     ctrl_c_held,
@@ -32,6 +32,7 @@ from harness.interrupts import (
     start_resource_tracker,
 )
 from harness.launchers import RunOutcome
+from harness.settings import read_settings, setting
 from harness.spec import RunSpec
 
 NOT_STARTED = "not started: the grid was stopped (stop signal)"
@@ -124,26 +125,12 @@ def _kill_workers() -> None:
             child.kill()
 
 
-def parallel_of(config: dict[str, Any]) -> int:
-    """``launcher.parallel``, checked (configs/launcher/local.yaml sets it)."""
-    value = config.get("parallel")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"launcher.parallel (configs/launcher/local.yaml or launcher.parallel=N) must be a "
-            f"whole number ≥ 1, got {value!r}"
-        )
-    return value
+@dataclass(frozen=True)
+class LocalSettings:
+    """``configs/launcher/local.yaml``, read strictly (:func:`harness.settings.read_settings`)."""
 
-
-def poll_of(config: dict[str, Any]) -> float:
-    """``launcher.poll_s``, checked (configs/launcher/local.yaml sets it)."""
-    value = config.get("poll_s")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(
-            f"launcher.poll_s (configs/launcher/local.yaml or launcher.poll_s=S) must be a "
-            f"number of seconds > 0, got {value!r}"
-        )
-    return float(value)
+    parallel: int = setting(low=1)
+    poll_s: float = setting(low=0, low_open=True)
 
 
 def _outcome_of(future: Future[RunOutcome], spec: RunSpec) -> RunOutcome:
@@ -166,8 +153,15 @@ class LocalLauncher:
 
     def __init__(self, config: dict[str, Any], console: Console, show_progress: bool = True):
         self.config = config
-        self.parallel = parallel_of(config)
-        self.poll_s = poll_of(config)
+        settings = read_settings(
+            LocalSettings,
+            config,
+            "launcher",
+            missing_hint=": configs/launcher/local.yaml sets every one",
+            ignore=("name",),
+        )
+        self.parallel = settings.parallel
+        self.poll_s = settings.poll_s
         self.console = console
         self.show_progress = show_progress
 

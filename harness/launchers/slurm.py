@@ -16,7 +16,7 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +37,7 @@ from harness.launchers.partition import (
 )
 from harness.launchers.preemption import DeferredRequeue
 from harness.launchers.records import SlurmRecord, write_record
+from harness.settings import read_settings, setting
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
 
@@ -49,114 +50,50 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """``configs/launcher/slurm.yaml``, checked (see that file for what each option means and
-    its default: every key is read from there, none is restated here)."""
+    """``configs/launcher/slurm.yaml``, read strictly (:func:`harness.settings.read_settings`;
+    see that file for what each option means and its default: every key is read from there,
+    none is restated here)."""
 
-    partition: str | None
-    account: str | None
-    qos: str | None
-    time_min: int
-    gpus_per_node: int
-    cpus_per_task: int
-    mem_gb: float | None
-    array_parallelism: int
-    max_array_size: int
-    signal_delay_s: int
-    max_num_timeout: int
-    additional_parameters: dict[str, Any]
-    setup: tuple[str, ...]
-    python: str | None
-    use_srun: bool
-    folder: str | None
-    job_name: str
-    poll_s: float
+    partition: str | None = setting()
+    account: str | None = setting()
+    qos: str | None = setting()
+    time_min: int = setting(low=1)
+    gpus_per_node: int = setting(low=0)
+    cpus_per_task: int = setting(low=1)
+    mem_gb: float | None = setting(low=0, low_open=True)
+    array_parallelism: int = setting(low=1)
+    max_array_size: int = setting(low=1)
+    signal_delay_s: int = setting(low=0)
+    max_num_timeout: int = setting(low=0)
+    additional_parameters: Mapping[str, Any] = setting()
+    setup: tuple[str, ...] = setting()
+    python: str | None = setting()
+    use_srun: bool = setting()
+    folder: str | None = setting()
+    job_name: str = setting()
+    poll_s: float = setting(low=0, low_open=True)
 
-
-_INTS = {
-    "time_min": 1,
-    "gpus_per_node": 0,
-    "cpus_per_task": 1,
-    "array_parallelism": 1,
-    "max_array_size": 1,
-    "signal_delay_s": 0,
-    "max_num_timeout": 0,
-}
-_OPTIONAL_TEXTS = ("partition", "account", "qos", "python", "folder")
-
-
-def _where(key: str) -> str:
-    return f"launcher.{key} (configs/launcher/slurm.yaml or launcher.{key}=... on the command line)"
+    def __post_init__(self) -> None:
+        if self.signal_delay_s >= self.time_min * 60:
+            raise ConfigError(
+                f"launcher.signal_delay_s ({self.signal_delay_s} s) must be shorter than "
+                f"launcher.time_min ({self.time_min} min): the requeue signal would come "
+                "before the run starts"
+            )
 
 
 def settings_from_config(cfg: dict[str, Any]) -> SlurmSettings:
-    """Check the ``launcher`` node of a run's config and turn it into :class:`SlurmSettings`.
-
-    Every key must be there (configs/launcher/slurm.yaml sets each one) and no other; every
-    problem is a :class:`ConfigError` naming the option and what it should be.
-    """
-    known = set(SlurmSettings.__dataclass_fields__)
-    unknown = sorted(set(cfg) - known - {"name"})
-    if unknown:
-        raise ConfigError(
-            f"unknown SLURM launcher option(s) {', '.join(unknown)} in configs/launcher/slurm.yaml;"
-            f" known: {', '.join(sorted(known))} (extra sbatch options go in "
-            "launcher.additional_parameters)"
-        )
-    missing = sorted(known - set(cfg))
-    if missing:
-        raise ConfigError(
-            f"SLURM launcher option(s) {', '.join(missing)} missing from the launcher config: "
-            "configs/launcher/slurm.yaml sets every one (a config of another launcher?)"
-        )
-    values: dict[str, Any] = {}
-    for key, minimum in _INTS.items():
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{_where(key)} must be a whole number ≥ {minimum}, got {value!r}")
-        values[key] = value
-    for key in (*_OPTIONAL_TEXTS, "job_name"):
-        value = cfg[key]
-        optional = key in _OPTIONAL_TEXTS
-        if (value is not None or not optional) and (
-            not isinstance(value, str) or not value.strip()
-        ):
-            raise ConfigError(
-                f"{_where(key)} must be text{' or null' if optional else ''}, got {value!r}"
-            )
-        values[key] = value
-    mem = cfg["mem_gb"]
-    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int | float) or mem <= 0):
-        raise ConfigError(f"{_where('mem_gb')} must be a number of GB > 0 or null, got {mem!r}")
-    values["mem_gb"] = mem
-    extra = cfg["additional_parameters"]
-    if not isinstance(extra, dict):
-        raise ConfigError(
-            f"{_where('additional_parameters')} must be a mapping of sbatch options, e.g. "
-            f"{{constraint: a100}}, got {extra!r}"
-        )
-    values["additional_parameters"] = {str(k): v for k, v in extra.items()}
-    setup = cfg["setup"]
-    if not isinstance(setup, list | tuple) or not all(isinstance(line, str) for line in setup):
-        raise ConfigError(
-            f"{_where('setup')} must be a list of shell lines, e.g. "
-            f"['module load cuda/12.1'], got {setup!r}"
-        )
-    values["setup"] = tuple(setup)
-    use_srun = cfg["use_srun"]
-    if not isinstance(use_srun, bool):
-        raise ConfigError(f"{_where('use_srun')} must be true or false, got {use_srun!r}")
-    values["use_srun"] = use_srun
-    poll = cfg["poll_s"]
-    if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
-        raise ConfigError(f"{_where('poll_s')} must be a number of seconds > 0, got {poll!r}")
-    values["poll_s"] = float(poll)
-    if values["signal_delay_s"] >= values["time_min"] * 60:
-        raise ConfigError(
-            f"{_where('signal_delay_s')} ({values['signal_delay_s']} s) must be shorter "
-            f"than launcher.time_min ({values['time_min']} min): the requeue signal "
-            "would come before the run starts"
-        )
-    return SlurmSettings(**values)
+    """The ``launcher`` node of a run's config as :class:`SlurmSettings`: every key must be
+    there (configs/launcher/slurm.yaml sets each one) and no other; a problem is one
+    :class:`ConfigError` naming the option and the bad value."""
+    return read_settings(
+        SlurmSettings,
+        cfg,
+        "launcher",
+        missing_hint=": configs/launcher/slurm.yaml sets every one (a config of another launcher?)",
+        unknown_hint=" (extra sbatch options go in launcher.additional_parameters)",
+        ignore=("name",),
+    )
 
 
 def python_path_line() -> list[str]:
