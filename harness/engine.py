@@ -51,7 +51,7 @@ from harness.method import (
 from harness.metrics import classification_metrics
 from harness.optim import build_optimizer, build_schedule
 from harness.predict import Rows, predict
-from harness.progress import PeriodicLines
+from harness.progress import PeriodicLines, log_console
 from harness.registry import get_method
 from harness.rng import GlobalRng, forked_rng
 from harness.steplog import open_step_log
@@ -503,7 +503,7 @@ def fit(
     ``stop_requested`` is asked after every step; once it says yes, a checkpoint of that step is
     saved and :class:`TrainingStopped` raised (a scheduler is about to end the job).
     """
-    console = console or Console(stderr=True)
+    console = console or log_console()
     run_dir.mkdir(parents=True, exist_ok=True)
     training = build_training(cfg, model, method, data)
     settings = training.settings

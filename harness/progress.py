@@ -4,6 +4,8 @@
 a few seconds is silent: a live bar on a terminal, and elsewhere a line with the count at the
 start, every quarter and at the end. :class:`PeriodicLines`: a long loop (training steps) off a
 terminal, one plain line at a steady interval with the count, the rate and the time left.
+:func:`log_console`: the console of a run's log lines, which off a terminal prints each one
+whole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -21,9 +24,31 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 Advance = Callable[[int], None]
 _QUARTERS = (0.25, 0.5, 0.75)
+
+
+class _PlainLog(Console):
+    """A console whose :meth:`log` prints ``[HH:MM:SS] message`` as one soft-wrapped line:
+    rich's own log line is a grid as wide as the console (80 columns off a terminal), which
+    folds a long message, pads it with spaces and ends it with the caller's file:line."""
+
+    def log(self, *objects: Any, sep: str = " ", end: str = "\n", **options: Any) -> None:
+        """Print ``objects`` after the time, whole (``options``: those of :meth:`print`)."""
+        options.pop("log_locals", None)
+        options.pop("_stack_offset", None)
+        stamp = Text(self.get_datetime().strftime("[%H:%M:%S]"))
+        self.print(stamp, *objects, sep=sep, end=end, soft_wrap=True, **options)
+
+
+def log_console() -> Console:
+    """The console of a run's log lines, on stderr: rich's usual one on a terminal; elsewhere
+    (``> log``, a pipe, a SLURM log) one that prints each log line whole, unwrapped and
+    unpadded, so that a log can be read and grepped line by line."""
+    console = Console(stderr=True)
+    return console if console.is_terminal else _PlainLog(stderr=True)
 
 
 @contextmanager
@@ -34,7 +59,7 @@ def counted(
     if not enabled or total <= 0:
         yield lambda n: None
         return
-    console = Console(stderr=True)
+    console = log_console()
     if console.is_terminal:
         columns = (
             TextColumn("{task.description}"),

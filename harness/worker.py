@@ -32,6 +32,7 @@ from harness.failure import clear_failure, write_failure
 from harness.health import result_health
 from harness.labels import LabelProtocol, labelled_split, parse_protocol, split_summary
 from harness.models import build_model
+from harness.progress import log_console
 from harness.provenance import collect_provenance
 from harness.registry import plugin_provenance
 from harness.rng import seed_everything
@@ -101,7 +102,7 @@ def _train_and_record(
 ) -> dict[str, Any]:
     """The body of :func:`run_spec`, run while holding the run's lock: data, model and method,
     the engine, then the kept weights, the result and the clean-up, in that order."""
-    console = Console(stderr=True)
+    console = log_console()
     started = datetime.now(timezone.utc)
     provenance = collect_provenance(sys.argv)
     cfg = spec.config

@@ -1,5 +1,6 @@
 """No silent wait: synthfer's generation and the decoding into the cache report counts, and
-training redirected to a log prints a progress line at a steady interval."""
+training redirected to a log prints a progress line at a steady interval, and its log lines
+whole."""
 
 from __future__ import annotations
 
@@ -81,10 +82,20 @@ def test_training_into_a_log_file_prints_progress_lines(tiny: list[str], tmp_pat
              "--seeds", "0-1", "--results-dir", str(tmp_path / "results"), *tiny,
              "train.steps=60", "train.progress_every_s=0.3"],
             stdout=handle, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=600,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "40"},
         )  # fmt: skip
     text = log.read_text()
     assert proc.returncode == 0, text
+    # Log lines are whole at any COLUMNS: not folded at the width, padded, or given file:line.
+    assert re.search(
+        r"^\[\d\d:\d\d:\d\d\] supervised__10pct__seed0__\w+: synthfer \(280 train / "
+        r"140 test\), \d+ labelled, method supervised$",
+        text,
+        re.M,
+    ), text
+    stamped = [line for line in text.splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
+    assert stamped and not [line for line in stamped if line != line.rstrip()], text
+    assert "worker.py:" not in text and "engine.py:" not in text, text
     steps = [
         int(m.group(1))
         for m in re.finditer(r"supervised__10pct__seed0__\w+: step (\d+)/60 \(\d+%\) · [\d.]+ "
