@@ -215,21 +215,32 @@ def class_quotas(
     return _water_fill(counts, total)
 
 
-def _explicit_quotas(
-    counts: np.ndarray, protocol: LabelProtocol, classes: Sequence[str] | None
-) -> np.ndarray:
-    """The counts of a ``perclass:`` or published split, checked against the dataset."""
-    wanted = np.asarray(protocol.counts, dtype=np.int64)
-    if len(wanted) != len(counts):
+def check_split_classes(
+    protocol: LabelProtocol, num_classes: int, classes: Sequence[str] | None = None
+) -> None:
+    """A ``perclass:`` or published split must give one count per class of the dataset
+    (``num_classes``), and a published one be of the dataset's ``classes`` where known; a
+    :class:`LabelProtocolError` otherwise. Other label settings pass."""
+    if protocol.kind != "class_counts":
+        return
+    if len(protocol.counts) != num_classes:
         raise LabelProtocolError(
-            f"--labels {protocol.text}: {len(wanted)} counts for a dataset of {len(counts)} "
-            "classes; give one count per class, in the dataset's class order"
+            f"--labels {protocol.text}: {len(protocol.counts)} counts for a dataset of "
+            f"{num_classes} classes; give one count per class, in the dataset's class order"
         )
     if protocol.classes and classes is not None and tuple(classes) != protocol.classes:
         raise LabelProtocolError(
             f"--labels {protocol.text}: a split of the classes {'/'.join(protocol.classes)}; "
             f"this dataset's are {'/'.join(classes)}"
         )
+
+
+def _explicit_quotas(
+    counts: np.ndarray, protocol: LabelProtocol, classes: Sequence[str] | None
+) -> np.ndarray:
+    """The counts of a ``perclass:`` or published split, checked against the dataset."""
+    wanted = np.asarray(protocol.counts, dtype=np.int64)
+    check_split_classes(protocol, len(counts), classes)
     names = list(classes) if classes is not None else [f"class {i}" for i in range(len(counts))]
     for name, want, have in zip(names, wanted, counts, strict=True):
         if want > have:

@@ -35,11 +35,12 @@ from harness.config import (
     parse_overrides,
     resolve_config,
 )
+from harness.data.datasets import config_classes
 from harness.data.fingerprint import ContentPins
 from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
 from harness.errors import ConfigError
 from harness.files import check_free_text, check_plain_name
-from harness.labels import parse_protocols
+from harness.labels import LabelProtocol, check_split_classes, parse_protocols
 from harness.pretrain import pin_pretrain
 from harness.registry import get_method, method_settings, plugin_identity
 from harness.spec import RunSpec, config_hash
@@ -188,6 +189,7 @@ def build_plan(
                     if plugin is not None:
                         config["plugin"] = dict(plugin)
                     _check_path_names(variant, config)
+                    _check_split_classes(protocol, config)
                     spec = RunSpec(
                         dataset=config["dataset"]["name"],
                         method=variant.name,
@@ -200,6 +202,14 @@ def build_plan(
                     )
                     specs.setdefault(spec.run_id, spec)
     return list(specs.values())
+
+
+def _check_split_classes(protocol: LabelProtocol, config: dict[str, Any]) -> None:
+    """A ``perclass:`` or published split that does not fit the dataset's classes is refused
+    here, where the config tells them, rather than failing in every run."""
+    classes = config_classes(config["dataset"])
+    if classes is not None:
+        check_split_classes(protocol, len(classes), classes)
 
 
 def _check_path_names(variant: MethodVariant, config: dict[str, Any]) -> None:

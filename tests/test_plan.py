@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from harness.cli import main
 from harness.config import compose_config
 from harness.errors import BenchError, ConfigError
+from harness.labels import LabelProtocolError
 from harness.plan import build_plan, parse_methods, parse_seeds, split_top_level
 
 
@@ -145,3 +149,24 @@ def test_unknown_generator_setting_is_a_config_error() -> None:
 def test_a_generator_setting_of_the_wrong_type_is_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_plan("supervised", "10%", "0", "synthfer", override.split())
+
+
+def test_a_split_with_a_count_per_class_of_another_dataset_is_refused_at_planning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every run would fail on it; the config tells the class count before any run starts.
+    args = ["run", "--methods", "supervised", "--dry-run", "--results-dir", str(tmp_path / "r")]
+    assert main([*args, "--labels", "10%,perclass:1/2"]) == 2
+    out = capsys.readouterr().out
+    assert out.strip() == (
+        "error: --labels perclass:1/2: 2 counts for a dataset of 7 classes; give one count per "
+        "class, in the dataset's class order"
+    )
+    assert not (tmp_path / "r").exists()
+    root = f"dataset.root={tmp_path}"
+    with pytest.raises(LabelProtocolError, match="adacm:100: 7 counts for a dataset of 8"):
+        build_plan("supervised", "adacm:100", "0", "affectnet8", [root])
+    # What only the data can tell stays with the run: more labels than training images.
+    assert len(build_plan("supervised", "perclass:1/2/3/4/5/6/7,100000", "0", "synthfer")) == 2
+    (folder,) = build_plan("supervised", "perclass:1/2", "0", "folder", [root])
+    assert folder.labels == "perclass:1/2"  # a folder's classes: known once it is read

@@ -15,7 +15,7 @@ from harness.data.folder import load_class_folders
 from harness.data.images import LazyImages
 from harness.data.rafdb import load_rafdb
 from harness.data.synthfer import SynthConfig, ensure_synthfer
-from harness.data.table import FERDataset, ImageTable
+from harness.data.table import AFFECTNET_CLASSES, RAFDB_CLASSES, FERDataset, ImageTable
 from harness.errors import ConfigError
 
 
@@ -43,6 +43,17 @@ def load_dataset(cfg: dict[str, Any]) -> FERDataset:
     if kind == "folder":
         return load_class_folders(root, name=name)
     raise ConfigError(f"dataset.kind={kind!r}: choose rafdb, affectnet or folder")
+
+
+def config_classes(ds: dict[str, Any]) -> tuple[str, ...] | None:
+    """The class names, in order, of the dataset a ``dataset`` config block names, where the
+    config alone tells (RAF-DB's seven, AffectNet's first ``num_classes``); None for class
+    folders, whose classes only the folder can tell."""
+    if ds["kind"] == "rafdb":
+        return RAFDB_CLASSES
+    if ds["kind"] == "affectnet":
+        return AFFECTNET_CLASSES[: int(ds["num_classes"])]
+    return None
 
 
 def split_images(
