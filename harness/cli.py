@@ -517,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = argparse.Namespace(command="speed", speed_args=argv[1:])
     else:
         args = parse_with_overrides(build_parser(), argv)
-    console = Console()
+    console = Console(emoji=False)  # adacm:100: is a label setting, not 💯
     commands = {
         "run": cmd_run,
         "status": cmd_status,

@@ -47,8 +47,8 @@ def log_console() -> Console:
     """The console of a run's log lines, on stderr: rich's usual one on a terminal; elsewhere
     (``> log``, a pipe, a SLURM log) one that prints each log line whole, unwrapped and
     unpadded, so that a log can be read and grepped line by line."""
-    console = Console(stderr=True)
-    return console if console.is_terminal else _PlainLog(stderr=True)
+    console = Console(stderr=True, emoji=False)  # adacm:100: is a label setting, not an emoji
+    return console if console.is_terminal else _PlainLog(stderr=True, emoji=False)
 
 
 @contextmanager
