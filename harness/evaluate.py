@@ -38,11 +38,11 @@ from harness.classes import ClassMapping, map_classes
 from harness.config import compose_config, group_options
 from harness.cross import cross_archive_path, cross_result_path, select_runs
 from harness.data.datasets import load_dataset, split_images
+from harness.data.synthfer import pin_generator
 from harness.data.table import FERDataset
 from harness.device import cuda_switch, place_model, select_device
 from harness.errors import ConfigError, DatasetError
 from harness.metrics import classification_metrics
-from harness.plan import _pin_generator
 from harness.predict import Rows, predict
 from harness.provenance import collect_provenance
 from harness.saved_model import (
@@ -99,7 +99,7 @@ def eval_dataset_config(on: str, overrides: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(
             f"--on {on}: unknown dataset; available: {', '.join(group_options('dataset'))}"
         )
-    return _pin_generator(compose_config([f"dataset={on}", *overrides]))
+    return pin_generator(compose_config([f"dataset={on}", *overrides]))
 
 
 def score(

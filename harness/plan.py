@@ -20,7 +20,7 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +37,7 @@ from harness.config import (
 )
 from harness.data.datasets import config_classes
 from harness.data.fingerprint import ContentPins
-from harness.data.synthfer import GENERATOR_VERSION, SynthConfig
+from harness.data.synthfer import SynthConfig, pin_generator
 from harness.errors import ConfigError
 from harness.files import check_free_text, check_plain_name
 from harness.labels import LabelProtocol, check_split_classes, parse_protocols
@@ -185,7 +185,7 @@ def build_plan(
                     config = _drop_protocol_keys(
                         resolve_config(template, {"labels": protocol.text, "seed": seed})
                     )
-                    config = pin_pretrain(contents.pin(_pin_generator(config)))
+                    config = pin_pretrain(contents.pin(pin_generator(config)))
                     if plugin is not None:
                         config["plugin"] = dict(plugin)
                     _check_path_names(variant, config)
@@ -367,21 +367,6 @@ def _check_recipe_key(variant: MethodVariant, key: str) -> None:
         close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.8)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"method variant {variant.label!r}: no config defines {key!r}{hint}")
-
-
-def _pin_generator(config: dict) -> dict:
-    """Write every synthfer setting (defaults included) and the renderer version into the
-    config, so that a change to the generator changes the run's id instead of reusing results
-    made from other images."""
-    generate = config["dataset"].get("generate")
-    if generate is not None:
-        try:
-            config["dataset"]["generate"] = asdict(SynthConfig(**generate))
-        except TypeError as err:  # an unknown key
-            known = ", ".join(SynthConfig.__dataclass_fields__)
-            raise ConfigError(f"dataset.generate: {err}; known settings: {known}") from None
-        config["dataset"]["generator_version"] = GENERATOR_VERSION
-    return config
 
 
 def _yaml(value: str) -> object:

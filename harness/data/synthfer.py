@@ -713,3 +713,18 @@ def ensure_synthfer(cache_dir: Path, config: SynthConfig, workers: int | None = 
         json.dumps(asdict(config)),
         "synthfer",
     )
+
+
+def pin_generator(config: dict) -> dict:
+    """Write every synthfer setting (defaults included) and the renderer version into the
+    config, so that a change to the generator changes the run's id instead of reusing results
+    made from other images."""
+    generate = config["dataset"].get("generate")
+    if generate is not None:
+        try:
+            config["dataset"]["generate"] = asdict(SynthConfig(**generate))
+        except TypeError as err:  # an unknown key
+            known = ", ".join(SynthConfig.__dataclass_fields__)
+            raise ConfigError(f"dataset.generate: {err}; known settings: {known}") from None
+        config["dataset"]["generator_version"] = GENERATOR_VERSION
+    return config
