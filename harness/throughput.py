@@ -51,6 +51,7 @@ from harness.engine import (
     training_step,
 )
 from harness.errors import ConfigError
+from harness.files import atomic_write_text
 from harness.models import build_model
 from harness.provenance import device_name, git_state, package_versions
 from harness.rng import seed_everything
@@ -388,9 +389,10 @@ def parser(prog: str = "bench speed") -> argparse.ArgumentParser:
 
 
 def write_record(record: dict[str, Any], path: Path) -> None:
-    """The figures as JSON at ``path`` (its folder made when missing)."""
+    """The figures as JSON at ``path`` (its folder made when missing), written atomically: a
+    committed benchmarks/ record is never left half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "bench speed") -> int:
