@@ -81,10 +81,12 @@ def counted(
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        while marks and done >= marks[0] * total:
+        crossed = False
+        while marks and done >= marks[0] * total:  # a step may cross more than one quarter
             marks.pop(0)
-            if done < total:
-                say(f"{done}/{total} {unit}")
+            crossed = True
+        if crossed and done < total:
+            say(f"{done}/{total} {unit}")
 
     say(f"0/{total} {unit}")
     yield advance

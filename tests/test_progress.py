@@ -36,6 +36,20 @@ def test_counted_waits_report_counts_off_a_terminal(capsys: pytest.CaptureFixtur
     ]
 
 
+def test_a_count_crossing_two_quarters_at_once_is_said_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with counted("drawing", 2, unit="sections") as advance:  # 1/2 is both ¼ and ½ of the way
+        advance(1)
+        advance(1)
+    lines = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == [
+        "drawing: 0/2 sections",
+        "drawing: 1/2 sections",
+        "drawing: 2/2 sections, done",
+    ]
+
+
 def test_generation_and_decoding_say_how_far_they_are(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
