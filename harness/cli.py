@@ -359,7 +359,7 @@ def print_plan(
     total and per class) and what each configuration of a sweep changes."""
     from harness.plan_view import labelled_images, protocol_meaning
     from harness.spec import row_label
-    from harness.tables import print_table
+    from harness.tables import how_many, print_table
 
     configurations = len({s.sweep for s in specs})
     sweep = f", {configurations} configurations swept" if configurations > 1 else ""
@@ -377,7 +377,8 @@ def print_plan(
         for spec, note in zip(specs, notes, strict=True)
     ]
     caption = f"labelled images unknown: {images.problem}" if images.problem else ""
-    print_table(console, f"{len(specs)} runs{sweep}, {to_run} to run", columns, rows, caption)
+    title = f"{how_many(len(specs), 'run')}{sweep}, {to_run} to run"
+    print_table(console, title, columns, rows, caption)
 
 
 def print_cost(console: Console, pending: Sequence[RunSpec], results_dir: Path) -> None:

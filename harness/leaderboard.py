@@ -57,6 +57,7 @@ from harness.stats import (
     seeds_to_separate,
 )
 from harness.store import atomic_write_text, load_results
+from harness.tables import how_many
 
 MIXED_MARK = "†"
 PROVENANCE_MARK = "‡"
@@ -542,5 +543,6 @@ def leaderboard_summary(results: list[dict[str, Any]]) -> str:
     for (dataset, _, key), part in frame.groupby(["dataset", "tag", "section"], sort=True):
         metric = headline_metric(dataset)
         table, _ = metric_table(part, metric)
-        blocks.append(f"{key} — {METRIC_NAMES[metric]}, {len(part)} runs\n{table}")
+        runs = how_many(len(part), "run")
+        blocks.append(f"{key} — {METRIC_NAMES[metric]}, {runs}\n{table}")
     return "\n\n".join(blocks)

@@ -1,5 +1,6 @@
 """Tables on the terminal: rich for a screenful, plain aligned text for long listings and for
-anything that is not a terminal (a pipe, a file, a SLURM log)."""
+anything that is not a terminal (a pipe, a file, a SLURM log); :func:`how_many` for the counts
+in their titles and summaries."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from rich.table import Table
 # Rich measures every cell of a table: 13 ms a row, 130 s for 10,000 runs (cProfile of
 # `bench status --all`, 2 cores). Above this many rows, tabulate lays out the same columns.
 RICH_ROWS = 500
+
+
+def how_many(number: int, noun: str) -> str:
+    """``1 run``, ``4 runs``: ``number`` and ``noun``, plural (with an s) unless one."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def is_plain(console: Console, rows: int = 0) -> bool:

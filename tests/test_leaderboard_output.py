@@ -75,3 +75,14 @@ def test_the_committed_board_is_what_bench_leaderboard_writes(tmp_path: Path) ->
     shutil.copy(committed / "figures" / ".index.json", tmp_path / "figures" / ".index.json")
     board = write_leaderboard(committed, tmp_path / "leaderboard.md")
     assert board.read_text() == (committed / "leaderboard.md").read_text()
+
+
+def test_one_run_is_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    _store(results, [protocol_result("fixmatch", "10%", 1, 21.0)])
+    assert main(["leaderboard", "--results-dir", str(results)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "synthfer — top-1 accuracy (%), 1 run"
+    args = ["--methods", "supervised", "--results-dir", str(results)]
+    assert main(["run", *args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 run, 1 to run" in out and "local: 1 run on this machine" in out

@@ -136,7 +136,7 @@ def test_requeued_run_resumes_to_the_same_result(
     # While the job is queued or running, the same command submits nothing.
     capsys.readouterr()
     assert bench_run(grid, results, overrides) == 0
-    assert "1 runs, 0 to run" in capsys.readouterr().out
+    assert "1 run, 0 to run" in capsys.readouterr().out
     assert find_records(results) == [record]
 
     (spec,) = build_plan("supervised", "25%", "0", "synthfer", [*overrides, "launcher=slurm"])

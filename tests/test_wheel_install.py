@@ -89,7 +89,7 @@ def test_the_installed_bench_runs_from_any_folder(
 
     grid = ["--methods", "supervised", "--labels", "25%", "--seeds", "0", *tiny, "train.steps=6"]
     dry = _run(installed / "bench", "run", *grid, "--dry-run", cwd=work, env=env).stdout
-    assert "1 runs, 1 to run" in dry and not (work / "results").exists()
+    assert "1 run, 1 to run" in dry and not (work / "results").exists()
 
     _run(installed / "bench", "run", *grid, "--no-progress", cwd=work, env=env)
     (path,) = (work / "results" / "synthfer").glob("supervised__25pct__seed0__*.json")

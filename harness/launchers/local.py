@@ -34,6 +34,7 @@ from harness.interrupts import (
 from harness.launchers import RunOutcome
 from harness.settings import read_settings, setting
 from harness.spec import RunSpec
+from harness.tables import how_many
 
 NOT_STARTED = "not started: the grid was stopped (stop signal)"
 
@@ -168,7 +169,8 @@ class LocalLauncher:
     def preview(self, specs: Sequence[RunSpec], results_dir: Path) -> str:
         """What ``launch`` would do."""
         how = "in this process" if self.parallel == 1 else f"{self.parallel} at a time"
-        return f"local: {len(specs)} runs on this machine, {how}; results in {results_dir}"
+        runs = how_many(len(specs), "run")
+        return f"local: {runs} on this machine, {how}; results in {results_dir}"
 
     def launch(self, specs: Sequence[RunSpec], results_dir: Path, force: bool) -> list[RunOutcome]:
         """Run every spec; the outcomes in the order of ``specs``."""

@@ -40,6 +40,7 @@ from harness.launchers.records import SlurmRecord, write_record
 from harness.settings import read_settings, setting
 from harness.spec import RunSpec
 from harness.store import RUNS_DIR
+from harness.tables import how_many
 
 # The folder holding the harness package: a checkout, or site-packages for an installed wheel.
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -256,7 +257,8 @@ class SlurmLauncher:
         """What ``launch`` would submit: one batch script per array (``--dry-run``)."""
         folder = log_folder(self.settings, results_dir)
         chunks = chunked(specs, self._array_size())
-        parts = [f"SLURM: {len(specs)} runs in {len(chunks)} array(s), logs in {folder}"]
+        runs = how_many(len(specs), "run")
+        parts = [f"SLURM: {runs} in {len(chunks)} array(s), logs in {folder}"]
         for index, chunk in enumerate(chunks, 1):
             what = f"{len(chunk)} tasks" if len(chunk) > 1 else "1 task (a plain job)"
             parts.append(f"--- array {index}/{len(chunks)}: {what}")

@@ -41,7 +41,7 @@ from harness.store import (
     has_result,
     lock_holder,
 )
-from harness.tables import is_plain, print_table, rich_table
+from harness.tables import how_many, is_plain, print_table, rich_table
 
 STATES = ("done", "running", "pending", "failed", "missing")
 COLOURS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red"}
@@ -344,7 +344,7 @@ def count_states(statuses: Iterable[RunStatus]) -> dict[str, int]:
 def _title(statuses: Sequence[RunStatus]) -> str:
     counts = count_states(statuses)
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    return f"{len(statuses)} runs: {summary or 'none'}"
+    return f"{how_many(len(statuses), 'run')}: {summary or 'none'}"
 
 
 def _cells(s: RunStatus) -> list[str]:

@@ -10,6 +10,7 @@ from harness.report.figure_index import write_figure_index
 from harness.report.figures import figure_lines, section_figures, section_slug
 from harness.result_filter import ResultFilter
 from harness.store import load_results
+from harness.tables import how_many
 
 
 def write_report(
@@ -31,7 +32,7 @@ def write_report(
     extras: dict[str, list[str]] = {}
     written: list[Path] = []
     sections = sections_of(results)
-    what = f"drawing the figures of {len(results)} runs"
+    what = f"drawing the figures of {how_many(len(results), 'run')}"
     with counted(what, len(sections), unit="sections", enabled=show_progress) as advance:
         for key, part in sections.items():
             folder = board.parent / "figures" / section_slug(key)
