@@ -43,7 +43,6 @@ from harness.report.frame import (
     label_order,
     results_frame,
     row_order,
-    section_names,
 )
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
@@ -84,34 +83,44 @@ def cell_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return grouped.agg(["mean", "std", "count"])
 
 
+class Pairing:
+    """The per-seed values of ``metric`` in ``frame`` for paired comparisons, grouped once:
+    a section asks for a paired difference per cell, and slicing the frame for each of them
+    cost most of ``bench leaderboard``'s time on 10,000 results."""
+
+    def __init__(self, frame: pd.DataFrame, metric: str) -> None:
+        rows = frame[frame[metric].notna()]
+        # Several runs of one seed (a cell mixing experiments) count as their mean.
+        seeds = rows.groupby(["labels", "method_label", "seed"]).agg(
+            {metric: "mean", "split_hash": "first"}
+        )
+        self._cells: dict[tuple[str, str], dict[Any, tuple[float, str]]] = {}
+        for (setting, label, seed), value, split in zip(
+            seeds.index, seeds[metric], seeds["split_hash"], strict=True
+        ):
+            self._cells.setdefault((setting, label), {})[seed] = (value, split)
+
+    def paired(self, setting: str, label: str, other: str) -> PairedDifference | None:
+        """:func:`paired` of this frame and metric."""
+        a = self._cells.get((setting, label), {})
+        b = self._cells.get((setting, other), {})
+        pairs = [
+            (a[seed][0], b[seed][0])
+            for seed in sorted(a.keys() & b.keys())  # the seeds' order, as a merge gives it
+            if a[seed][1] == b[seed][1] or "" in (a[seed][1], b[seed][1])
+        ]
+        if not pairs:
+            return None
+        return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+
+
 def paired(
     frame: pd.DataFrame, metric: str, setting: str, label: str, other: str
 ) -> PairedDifference | None:
     """``label`` minus ``other`` at ``setting``, paired by seed: only the seeds both ran, and
     only where both used the same labelled split (same split hash, or an unrecorded one).
-    None when they share no seed."""
-    rows = frame[(frame["labels"] == setting) & frame[metric].notna()]
-    # Several runs of one seed (a cell mixing experiments) count as their mean.
-    a = (
-        rows[rows["method_label"] == label]
-        .groupby("seed")
-        .agg({metric: "mean", "split_hash": "first"})
-    )
-    b = (
-        rows[rows["method_label"] == other]
-        .groupby("seed")
-        .agg({metric: "mean", "split_hash": "first"})
-    )
-    both = a.merge(b, left_index=True, right_index=True, suffixes=("_a", "_b"))
-    same = (
-        (both["split_hash_a"] == both["split_hash_b"])
-        | (both["split_hash_a"] == "")
-        | (both["split_hash_b"] == "")
-    )
-    both = both[same]
-    if both.empty:
-        return None
-    return paired_difference(list(both[f"{metric}_a"]), list(both[f"{metric}_b"]))
+    None when they share no seed. (Many of them on one frame: :class:`Pairing`.)"""
+    return Pairing(frame, metric).paired(setting, label, other)
 
 
 def best_row(stats: pd.DataFrame, setting: str) -> str | None:
@@ -133,7 +142,11 @@ def standing(frame: pd.DataFrame, metric: str, setting: str, label: str, best: s
     within ±:data:`CLOSE` points), not separated (with the Δ and the seeds a paired t-test
     would need to separate it at the observed spread), untested (fewer than two seeds paired
     with it), or none (significantly below)."""
-    diff = paired(frame, metric, setting, label, best)
+    return _standing(paired(frame, metric, setting, label, best))
+
+
+def _standing(diff: PairedDifference | None) -> str:
+    """:func:`standing` of the paired difference from the best row."""
     if diff is None or not diff.tested:
         return UNTESTED_MARK
     if diff.significant and diff.mean < 0:
@@ -188,6 +201,7 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     mixed = frame.groupby(["method_label", "labels"])["experiment"].nunique()
     provenance = provenance_mixes(frame)
     best = {setting: best_row(stats, setting) for setting in stats.index.unique("labels")}
+    pairing = Pairing(frame, metric)
 
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=columns)
     for (label, setting), row in stats.iterrows():
@@ -195,7 +209,8 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
         if best[setting] == label:
             cell = f"**{cell}**"
         elif best[setting] is not None:
-            cell = f"{cell} {standing(frame, metric, setting, label, best[setting])}".rstrip()
+            mark = _standing(pairing.paired(setting, label, best[setting]))
+            cell = f"{cell} {mark}".rstrip()
         table.loc[label, setting] = cell
     notes = []
     for (label, setting), count in mixed.items():
@@ -250,9 +265,10 @@ def paired_table(frame: pd.DataFrame, metric: str, baseline: str, skip: set[str]
     )
     rows = [label for label in row_order(frame) if label != baseline and label not in skip]
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="method"), columns=settings)
+    pairing = Pairing(frame, metric)
     for label in rows:
         for setting in settings:
-            diff = paired(frame, metric, setting, label, baseline)
+            diff = pairing.paired(setting, label, baseline)
             if diff is not None:
                 table.loc[label, setting] = format_difference(diff)
     table = table.loc[(table != EMPTY_CELL).any(axis=1), (table != EMPTY_CELL).any(axis=0)]
@@ -274,11 +290,12 @@ def ablation_table(frame: pd.DataFrame, method: str, metric: str) -> str:
     rows = sorted(part["method_label"].unique())
     columns = [column for setting in settings for column in (setting, f"Δ {setting}")]
     table = pd.DataFrame(EMPTY_CELL, index=pd.Index(rows, name="variant"), columns=columns)
+    pairing = Pairing(part, metric)
     for (label, setting), row in stats.iterrows():
         if setting not in settings:
             continue
         table.loc[label, setting] = _cell(row["mean"], row["std"], int(row["count"]))
-        diff = paired(part, metric, setting, label, method) if label != method else None
+        diff = pairing.paired(setting, label, method) if label != method else None
         if diff is not None:
             table.loc[label, f"Δ {setting}"] = format_difference(diff)
     return table.to_markdown(colalign=["left", *["right"] * len(columns)])
@@ -340,7 +357,7 @@ def _sections(
     frame: pd.DataFrame, results: list[dict[str, Any]], extras: dict[str, list[str]]
 ) -> list[tuple[str, str, str]]:
     """(dataset, section name, markdown body) per section, sorted by dataset, tag ("" first)
-    and name: one section per dataset, tag and protocol (:func:`section_names`)."""
+    and name: one section per dataset, tag and protocol (``frame.section_names``)."""
     sections = []
     for (dataset, _, key), part in frame.groupby(["dataset", "tag", "section"], sort=True):
         chosen = [results[i] for i in part.index]
@@ -350,23 +367,32 @@ def _sections(
 
 def leaderboard_tables(results: list[dict[str, Any]]) -> dict[str, str]:
     """Section name (``dataset``, ``dataset [tag]``, and what differs where one dataset and
-    tag hold several protocols: :func:`section_names`) → its markdown: protocol, the
+    tag hold several protocols: ``frame.section_names``) → its markdown: protocol, the
     headline-metric table then the macro-F1 table, each under a ``###`` heading and followed
     by its paired differences, cost, ablations."""
     frame = results_frame(results)
     return {key: body for _, key, body in _sections(frame, results, {})}
 
 
-def sections_of(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each section's results, sections in document order."""
-    names = section_names(results)
-    return {key: [r for r, name in zip(results, names, strict=True) if name == key]
-            for key in section_keys(results)}  # fmt: skip
+def sections_of(
+    results: list[dict[str, Any]], frame: pd.DataFrame | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Each section's results, sections in document order (``frame``: their
+    :func:`results_frame`, where the caller has it)."""
+    frame = results_frame(results) if frame is None else frame
+    sections: dict[str, list[dict[str, Any]]] = {key: [] for key in _section_keys(frame)}
+    for result, name in zip(results, frame["section"], strict=True):
+        sections[name].append(result)
+    return sections
 
 
 def section_keys(results: list[dict[str, Any]]) -> list[str]:
     """The section names of ``results``, in document order."""
-    frame = results_frame(results)
+    return _section_keys(results_frame(results))
+
+
+def _section_keys(frame: pd.DataFrame) -> list[str]:
+    """:func:`section_keys` of a results frame."""
     keys = (
         frame[["dataset", "tag", "section"]]
         .drop_duplicates()
@@ -407,15 +433,18 @@ LEGEND = (
 
 
 def render_leaderboard(
-    results: list[dict[str, Any]], extras: dict[str, list[str]] | None = None
+    results: list[dict[str, Any]],
+    extras: dict[str, list[str]] | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> str:
     """The whole markdown document (deterministic for the same results). ``extras``: section
-    name → markdown lines added to that section (the figures of ``bench report``)."""
+    name → markdown lines added to that section (the figures of ``bench report``); ``frame``:
+    the results' :func:`results_frame`, where the caller has it."""
     lines = ["# fer-bench leaderboard", ""]
     if not results:
         lines += ["Generated by `bench leaderboard` from 0 results: run `bench run` first."]
         return "\n".join(lines) + "\n"
-    frame = results_frame(results)
+    frame = results_frame(results) if frame is None else frame
     newest = max(frame["finished"]) or "unknown"
     command = "bench report" if extras else "bench leaderboard"
     lines += [
@@ -521,24 +550,26 @@ def write_board(
     results_dir = check_results_dir(results_dir)
     path = Path(output) if output is not None else default_board(results_dir, where)
     results = where.select(load_results(results_dir), f"{results_dir}/")
-    if extras is None:
-        extras = recorded_figures(path.parent, sections_of(results))
     results = attach_health(results_dir, results, known=healths(results_dir))
-    text = render_leaderboard(results, extras)
+    frame = results_frame(results)  # once: on 10,000 results it takes a second or more
+    if extras is None:
+        extras = recorded_figures(path.parent, sections_of(results, frame))
+    text = render_leaderboard(results, extras, frame)
     if where:  # say so under the title: this board is not every result
         title, _, rest = text.partition("\n")
         text = f"{title}\n\nOnly the results selected by `{where.flags()}`.\n{rest}"
     cross = cross_dataset_tables(where.apply(load_cross_results(results_dir)))
     atomic_write_text(path, text + ("\n" + cross.rstrip() + "\n" if cross else ""))
-    return path, leaderboard_summary(results)
+    return path, leaderboard_summary(results, frame)
 
 
-def leaderboard_summary(results: list[dict[str, Any]]) -> str:
+def leaderboard_summary(results: list[dict[str, Any]], frame: pd.DataFrame | None = None) -> str:
     """What ``bench leaderboard`` prints instead of the whole file: each section's name, run
-    count and headline table (the file's own, marks included)."""
+    count and headline table (the file's own, marks included). ``frame``: the results'
+    :func:`results_frame`, where the caller has it."""
     if not results:
         return "0 results: run `bench run` first."
-    frame = results_frame(results)
+    frame = results_frame(results) if frame is None else frame
     blocks = []
     for (dataset, _, key), part in frame.groupby(["dataset", "tag", "section"], sort=True):
         metric = headline_metric(dataset)
