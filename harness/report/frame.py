@@ -85,8 +85,12 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "section",
         *METRIC_NAMES,
     ]
+    # Each config as JSON once: its experiment key and its section's protocol both come from
+    # that text, computed once per distinct config (a grid's 10,000 runs share a handful).
+    keys = [_config_keys(_unseeded_text(result)) for result in results]
+    sections = _section_names(results, [protocol for _, protocol in keys])
     rows = []
-    for result, section in zip(results, section_names(results), strict=True):
+    for result, section, (experiment, _) in zip(results, sections, keys, strict=True):
         timing = result.get("timing") or {}
         provenance = result.get("provenance") or {}
         pretrain = provenance.get("pretrain") or {}
@@ -99,7 +103,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "labels": result["labels"],
                 "seed": result["seed"],
                 "config_hash": result.get("config_hash", ""),
-                "experiment": experiment_key(result),
+                "experiment": experiment,
                 "finished": timing.get("finished") or "",
                 "command": _command(provenance.get("command")),
                 "split_hash": (result.get("split") or {}).get("hash") or "",
@@ -216,6 +220,25 @@ def method_owned_keys() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(own), frozenset(paper)
 
 
+def _unseeded_text(result: dict[str, Any]) -> str | None:
+    """The result's config less its seed, as canonical JSON; None without a config."""
+    config = result.get("config")
+    if not isinstance(config, dict):
+        return None
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_keys(text: str | None) -> tuple[str, str]:
+    """(:func:`experiment_key`, :func:`_config_text`) of a config given as
+    :func:`_unseeded_text` (the same values: key order does not enter either)."""
+    if text is None:
+        return "", "{}"
+    config = json.loads(text)
+    protocol = json.dumps({k: v for k, v in config.items() if k not in ROW_KEYS}, sort_keys=True)
+    return config_hash(config), protocol
+
+
 def section_protocol(result: dict[str, Any]) -> dict[str, str]:
     """What every run of ``result``'s section shares: its config as the run id hashes it
     (:func:`~harness.spec.semantic_config`), less :data:`ROW_KEYS` and the keys a method owns
@@ -249,7 +272,12 @@ def section_names(results: list[dict[str, Any]]) -> list[str]:
     """The leaderboard section of each result: :func:`section_key` of its dataset and tag, one
     section per protocol (:func:`section_protocol`). Where runs of one dataset and tag differ
     in protocol, each section's name adds what differs: ``synthfer · train.steps=60``."""
-    protocols = [_protocol(_config_text(r)) for r in results]
+    return _section_names(results, [_config_text(r) for r in results])
+
+
+def _section_names(results: list[dict[str, Any]], texts: list[str]) -> list[str]:
+    """:func:`section_names`, given each result's :func:`_config_text`."""
+    protocols = [_protocol(text) for text in texts]
     bases = [section_key(r["dataset"], r.get("tag") or "") for r in results]
     groups: dict[str, dict[str, dict[str, str]]] = {}  # base → digest → protocol
     for base, (protocol, digest) in zip(bases, protocols, strict=True):
