@@ -42,9 +42,11 @@ class ResultFilter:
     ) -> ResultFilter:
         """The filter of the command-line flags (None: not given). Label settings and seeds
         are read as ``bench run`` reads them (``10%,25/class``; ``0-2,5``)."""
-        # Imported here: the grid parsers pull in Hydra, which a plain leaderboard never needs.
-        from harness.labels import parse_protocols
-        from harness.plan import parse_seeds, split_top_level
+        # Imported only for the flags that need them: the grid parsers pull in Hydra (a
+        # quarter second), which a plain leaderboard never needs.
+        if methods or labels or seeds:
+            from harness.labels import parse_protocols
+            from harness.plan import parse_seeds, split_top_level
 
         return cls(
             tags=tuple(_items(tag)),
