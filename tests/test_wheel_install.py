@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "harness", "methods", "configs")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "harness", "methods", "configs", "references")
 
 pytestmark = pytest.mark.slow
 
