@@ -248,9 +248,7 @@ def resume(
             warn(f"checkpoint {candidate} is damaged: {damaged}; kept as {kept.name}")
             continue
         if saved.get("config_hash") != state["config_hash"]:
-            raise ConfigError(
-                f"{candidate} belongs to a different config; delete it to start over"
-            )
+            raise ConfigError(f"{candidate} belongs to a different config; delete it to start over")
         state.load_state_dict(saved, source=candidate)
         if candidate != path:
             warn(f"resuming from the previous checkpoint {candidate} (step {state['step']})")

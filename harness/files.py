@@ -169,9 +169,7 @@ def locked(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _flock_handle(
-    path: Path, wait: bool, on_wait: Callable[[str], None] | None
-) -> IO[str] | None:
+def _flock_handle(path: Path, wait: bool, on_wait: Callable[[str], None] | None) -> IO[str] | None:
     """``path`` opened and ``flock``-ed; None when the file system has no ``flock`` (the
     caller falls back to a soft lock); :class:`LockBusy` when busy and not waiting."""
     while True:

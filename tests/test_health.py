@@ -53,12 +53,14 @@ def _steps(loss_sup: float, mask: float, moving: bool, n: int = 40) -> list[dict
     for i in range(1, n + 1):
         late = i > 0.75 * n
         move = 0.3 * i / n if moving else 0.0
-        rows.append({
-            "step": 20 * i,
-            "loss_sup": loss_sup if late else 2.5,
-            "mask_rate": mask,
-            "threshold": [0.5 + move] * 7,
-        })
+        rows.append(
+            {
+                "step": 20 * i,
+                "loss_sup": loss_sup if late else 2.5,
+                "mask_rate": mask,
+                "threshold": [0.5 + move] * 7,
+            }
+        )
     return rows
 
 
