@@ -23,7 +23,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.errors import BenchError, ConfigError
-from harness.throughput import add_arguments, cases_help, describe, figures_table, run
+from harness.throughput import describe, figures_table, measurement_parser, run, write_record
 
 # Relative to the working directory: run from the checkout's root.
 DOC = Path("docs/performance.md")
@@ -207,13 +207,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python benchmarks/throu
     """Measure (unless ``--render-only``), print the figures, write this kind's JSON and
     regenerate the page."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog=cases_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
+    parser = measurement_parser(prog, __doc__.split("\n\n")[0])
     parser.add_argument(
         "--save-baseline",
         action="store_true",
@@ -245,7 +239,7 @@ def _measure_and_write(args: argparse.Namespace, command: Sequence[str]) -> None
     args.figures_dir.mkdir(parents=True, exist_ok=True)
     names = [f"throughput-{record['kind']}.json"] + ([BASELINE_NAME] if args.save_baseline else [])
     for name in names:
-        (args.figures_dir / name).write_text(json.dumps(record, indent=1) + "\n")
+        write_record(record, args.figures_dir / name)
     print(f"\nwrote {', '.join(str(args.figures_dir / n) for n in names)}")
 
 

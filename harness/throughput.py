@@ -370,15 +370,22 @@ def cases_help() -> str:
     return "\n".join(lines)
 
 
-def parser(prog: str = "bench speed") -> argparse.ArgumentParser:
-    """The command line of ``bench speed``: the measurement's flags and ``--output``."""
+def measurement_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A command line with the measurement's flags and the cases in its help (``bench speed``
+    and benchmarks/throughput.py add their own outputs to it)."""
     result = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.split("\n\n")[0],
+        description=description,
         epilog=cases_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(result)
+    return result
+
+
+def parser(prog: str = "bench speed") -> argparse.ArgumentParser:
+    """The command line of ``bench speed``: the measurement's flags and ``--output``."""
+    result = measurement_parser(prog, __doc__.split("\n\n")[0])
     result.add_argument(
         "--output",
         type=Path,

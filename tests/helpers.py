@@ -8,9 +8,11 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import site
 import subprocess
 import sys
 import time
+import venv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -346,3 +348,31 @@ def make_affectnet(root: Path, mode: str = "photos", train_codes: list[int] = TR
             lines.append(f'{rel},{x},{y},{w},{h},"{landmarks}",{code},0.25,-0.5\n')
         (root / f"{split}.csv").write_text(AFFECTNET_HEADER + "".join(lines))
     return root
+
+
+def run_ok(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a command to completion; fail the test with its output unless it exits 0."""
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{args}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def install_wheel(src: Path, base: Path, wheel_glob: str, env: dict[str, str]) -> Path:
+    """Build ``src``'s wheel without network and install it (not editable) into a fresh venv
+    under ``base`` that reuses this interpreter's site-packages for torch & co., after its own
+    (so the wheel's modules win over any editable install there); the venv's ``bin`` folder."""
+    pip = [sys.executable, "-m", "pip"]
+    run_ok(*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", base / "dist", src,
+           cwd=base, env=env)  # fmt: skip
+    (wheel,) = (base / "dist").glob(wheel_glob)
+    bin_dir = base / "venv" / "bin"
+    venv.create(base / "venv", with_pip=False)
+    purelib = run_ok(bin_dir / "python", "-c",
+                     "import sysconfig; print(sysconfig.get_path('purelib'))",
+                     cwd=base, env=env).stdout.strip()  # fmt: skip
+    (Path(purelib) / "_reuse_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    run_ok(*pip, "--python", bin_dir / "python", "install", "--no-deps", "--no-index", wheel,
+           cwd=base, env=env)  # fmt: skip
+    return bin_dir

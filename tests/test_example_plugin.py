@@ -9,26 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
+from helpers import install_wheel, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "pseudo_label"
 
 pytestmark = pytest.mark.slow
-
-
-def _run(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, f"{args}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +28,14 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = base / "src"  # a copy: building writes build/ and *.egg-info beside the sources
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    pip = [sys.executable, "-m", "pip"]
-    _run(*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", base / "dist", src,
-         cwd=base, env=env)  # fmt: skip
-    (wheel,) = (base / "dist").glob("fer_bench_pseudo_label-*.whl")
-    venv.create(base / "venv", with_pip=False)
-    python = base / "venv" / "bin" / "python"
-    purelib = _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
-                   cwd=base, env=env).stdout.strip()  # fmt: skip
-    # torch & co. from this interpreter's site-packages, after the venv's own.
-    (Path(purelib) / "_reuse_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    _run(*pip, "--python", python, "install", "--no-deps", "--no-index", wheel, cwd=base, env=env)
-    return python
+    return install_wheel(src, base, "fer_bench_pseudo_label-*.whl", env) / "python"
 
 
 def _bench(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``bench`` of this checkout under the venv's interpreter (the plugin is found through
     its installed entry point)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return _run(python, "-m", "harness.cli", *args, cwd=cwd, env=env)
+    return run_ok(python, "-m", "harness.cli", *args, cwd=cwd, env=env)
 
 
 @pytest.mark.slow
@@ -88,7 +67,7 @@ def test_the_example_plugin_installs_trains_and_names_itself(
 
     # Edit the installed plugin: its runs are new runs, the built-in's are still done.
     module = Path(
-        _run(python, "-c", "import fer_bench_pseudo_label.pseudo_label as m; print(m.__file__)",
+        run_ok(python, "-c", "import fer_bench_pseudo_label.pseudo_label as m; print(m.__file__)",
              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
     )  # fmt: skip
     code = module.read_text()

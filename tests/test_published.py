@@ -6,35 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import scored_result
 
 from harness.errors import ConfigError
 from harness.leaderboard import render_leaderboard
 from harness.report.frame import METRIC_NAMES, results_frame
 from harness.report.published import load_references, protocol_tag, section_references
-from harness.spec import config_hash
 
 
 def _result(method: str, labels: str, seed: int, top1: float, dataset: str, tag: str = "") -> dict:
-    config = {"seed": seed, "labels": labels, "tag": tag, "method": {"name": method}}
-    evaluations = [
+    """A scored result with two evaluations, the best (step 5) 3 points above the final."""
+    result = scored_result(method, labels, seed, top1, dataset=dataset, tag=tag)
+    result["evaluations"] = [
         {"step": 5, "top1": top1 + 3.0, "mean_class_acc": top1 - 5, "macro_f1": top1 - 20},
         {"step": 10, "top1": top1, "mean_class_acc": top1 - 10, "macro_f1": top1 - 21},
     ]
-    return {
-        "dataset": dataset,
-        "method": method,
-        "method_label": method,
-        "labels": labels,
-        "seed": seed,
-        "tag": tag,
-        "config_hash": config_hash(config),
-        "config": config,
-        "metrics": {"top1": top1, "mean_class_acc": top1 - 10, "macro_f1": top1 - 20},
-        "evaluations": evaluations,
-        "best": {"step": 5, "top1": top1 + 3.0, "mean_class_acc": top1 - 5},
-        "split": {"num_labelled": 10},
-        "provenance": {},
-    }
+    result["best"] = {"step": 5, "top1": top1 + 3.0, "mean_class_acc": top1 - 5}
+    return result
 
 
 def test_the_committed_references_load_and_name_their_source() -> None:

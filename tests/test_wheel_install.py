@@ -9,26 +9,15 @@ import json
 import os
 import re
 import shutil
-import site
-import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
+from helpers import install_wheel, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "harness", "methods", "configs", "references")
 
 pytestmark = pytest.mark.slow
-
-
-def _run(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, f"{args}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -49,24 +38,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=ignore)
         else:
             shutil.copy2(ROOT / name, src / name)
-    env = _clean_env()
-    pip = [sys.executable, "-m", "pip"]
-    _run(*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", base / "dist", src,
-         cwd=base, env=env)  # fmt: skip
-    (wheel,) = (base / "dist").glob("fer_bench-*.whl")
-    env_dir = base / "venv"
-    venv.create(env_dir, with_pip=False)
-    bin_dir = env_dir / "bin"
-    python = bin_dir / "python"
-    child_site = Path(
-        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
-             cwd=base, env=env).stdout.strip()
-    )  # fmt: skip
-    # Reuse torch & co. from this interpreter's site-packages, after the venv's own (so the
-    # wheel's harness wins over any editable install there).
-    (child_site / "_reuse_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    _run(*pip, "--python", python, "install", "--no-deps", "--no-index", wheel, cwd=base, env=env)
-    return bin_dir
+    return install_wheel(src, base, "fer_bench-*.whl", _clean_env())
 
 
 def test_the_installed_bench_runs_from_any_folder(
@@ -75,7 +47,7 @@ def test_the_installed_bench_runs_from_any_folder(
     work = tmp_path / "project"  # outside the checkout
     work.mkdir()
     env = _clean_env(FER_BENCH_CACHE=str(tmp_path / "cache"))
-    where = _run(
+    where = run_ok(
         installed / "python", "-c",
         "import harness, harness.config as c; print(harness.__file__); print(c.config_dir())",
         cwd=work, env=env,
@@ -84,18 +56,18 @@ def test_the_installed_bench_runs_from_any_folder(
     assert all(Path(p).resolve().is_relative_to(env_dir) for p in where), where
     assert where[1].endswith("harness/configs")
 
-    methods = _run(installed / "bench", "methods", cwd=work, env=env).stdout
+    methods = run_ok(installed / "bench", "methods", cwd=work, env=env).stdout
     assert "fixmatch" in methods and "dta_snl" in methods
 
     grid = ["--methods", "supervised", "--labels", "25%", "--seeds", "0", *tiny, "train.steps=6"]
-    dry = _run(installed / "bench", "run", *grid, "--dry-run", cwd=work, env=env).stdout
+    dry = run_ok(installed / "bench", "run", *grid, "--dry-run", cwd=work, env=env).stdout
     assert "1 run, 1 to run" in dry and not (work / "results").exists()
 
-    _run(installed / "bench", "run", *grid, "--no-progress", cwd=work, env=env)
+    run_ok(installed / "bench", "run", *grid, "--no-progress", cwd=work, env=env)
     (path,) = (work / "results" / "synthfer").glob("supervised__25pct__seed0__*.json")
     result = json.loads(path.read_text())
     assert result["timing"]["steps"] == 6 and 0 <= result["metrics"]["top1"] <= 100
     (version,) = re.findall(r'(?m)^version = "(.+)"$', (ROOT / "pyproject.toml").read_text())
     assert result["provenance"]["packages"]["fer-bench"] == version  # no git here: the version
-    status = _run(installed / "bench", "status", "--all", cwd=work, env=env).stdout
+    status = run_ok(installed / "bench", "status", "--all", cwd=work, env=env).stdout
     assert path.stem in status and "done" in status
