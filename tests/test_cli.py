@@ -197,6 +197,13 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
             "--no-progress", "--results-dir", str(results), *tiny, "data.num_workers=1",
             "train.steps=60", "train.checkpoint_every=100000", *dataset]  # fmt: skip
     proc = start_in_own_group(*args, "launcher.parallel=2", cwd=tmp_path)
+    # A run has begun (its run.json is written once it holds its claim) and its first worker
+    # process is starting: under load, grandchildren seen before any run began made both runs
+    # "not started" (1 of 2 cases in two full-suite runs at load average 3-4).
+    deadline = time.time() + 240
+    while not list(results.glob("runs/*/run.json")):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
     wait_for_spawned_grandchildren(proc)
     os.killpg(proc.pid, signal.SIGINT)
     try:
