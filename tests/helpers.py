@@ -76,13 +76,24 @@ def spawned_grandchildren(pid: int) -> list[int]:
     return found
 
 
+def wait_while_running(
+    proc: subprocess.Popen,
+    done: Callable[[], object],
+    timeout_s: float = 240,
+    poll_s: float = 0.02,
+) -> None:
+    """Return as soon as ``done()`` is true; fail with ``proc``'s output if ``proc`` ends or
+    ``timeout_s`` passes first."""
+    deadline = time.time() + timeout_s
+    while not done():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(poll_s)
+
+
 def wait_for_spawned_grandchildren(proc: subprocess.Popen, timeout_s: float = 240) -> None:
     """Return as soon as ``proc``'s runs start their first worker process (still starting up);
     fail with ``proc``'s output if it ends or ``timeout_s`` passes first."""
-    deadline = time.time() + timeout_s
-    while not spawned_grandchildren(proc.pid):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
+    wait_while_running(proc, lambda: spawned_grandchildren(proc.pid), timeout_s)
 
 
 def stop_after(steps: int) -> Callable[[], bool]:

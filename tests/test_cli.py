@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import bench, start_in_own_group, wait_for_spawned_grandchildren
+from helpers import (
+    bench,
+    start_in_own_group,
+    wait_for_spawned_grandchildren,
+    wait_while_running,
+)
 
 from harness.checkpoint import read_checkpoint
 from harness.cli import main
@@ -147,10 +152,10 @@ def test_ctrl_c_saves_each_runs_step_and_the_same_command_resumes(
             "train.checkpoint_every=100000", f"launcher.parallel={parallel}"]  # fmt: skip
     stopped_dir = tmp_path / "stopped"
     proc = start_in_own_group(*args, "--results-dir", str(stopped_dir), cwd=tmp_path)
-    deadline = time.time() + 240
-    while len(list(stopped_dir.glob("runs/*/metrics.jsonl"))) < parallel:  # training started
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.05)
+    # training started
+    wait_while_running(
+        proc, lambda: len(list(stopped_dir.glob("runs/*/metrics.jsonl"))) >= parallel, poll_s=0.05
+    )
     os.killpg(proc.pid, signal.SIGINT)
     output = proc.communicate(timeout=240)[0]
     assert proc.returncode == 130, output
@@ -200,10 +205,7 @@ def test_ctrl_c_while_worker_processes_start_stops_a_parallel_grid_cleanly(
     # A run has begun (its run.json is written once it holds its claim) and its first worker
     # process is starting: under load, grandchildren seen before any run began made both runs
     # "not started" (1 of 2 cases in two full-suite runs at load average 3-4).
-    deadline = time.time() + 240
-    while not list(results.glob("runs/*/run.json")):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
+    wait_while_running(proc, lambda: list(results.glob("runs/*/run.json")))
     wait_for_spawned_grandchildren(proc)
     os.killpg(proc.pid, signal.SIGINT)
     try:
@@ -234,10 +236,11 @@ def test_status_shows_a_training_run_and_a_second_process_is_refused_at_once(
     args = ["run", "--no-progress", *grid]
     proc = start_in_own_group(*args, cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        while not any('"step"' in p.read_text() for p in results.glob("runs/*/metrics.jsonl")):
-            assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-            time.sleep(0.1)
+        wait_while_running(
+            proc,
+            lambda: any('"step"' in p.read_text() for p in results.glob("runs/*/metrics.jsonl")),
+            poll_s=0.1,
+        )
         holder = f"pid {proc.pid} on {socket.gethostname()}"
         for flags in (["--all", "--results-dir", str(results)], grid):
             shown = bench("status", *flags, cwd=tmp_path)
