@@ -28,6 +28,7 @@ ROWS = [
     ("paper recipe (μ = 7, EMA 0.999)", "", "flexmatch", "synth-faces-paper"),
     ("Ada-CM, shared protocol", "", "adacm", "synth-faces"),
     ("Ada-CM, paper (AdamW 5e-4, 16 + 16)", "", "adacm", "synth-faces-paper"),
+    ("Ada-CM, paper, its authors' 16,000 steps", "probes", "adacm", "probe-adacm-16000"),
 ]
 
 
