@@ -44,6 +44,7 @@ from harness.report.frame import (
     label_order,
     results_frame,
     row_order,
+    same_inputs,
 )
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
@@ -93,13 +94,13 @@ class Pairing:
         rows = frame[frame[metric].notna()]
         # Several runs of one seed (a cell mixing experiments) count as their mean.
         seeds = rows.groupby(["labels", "method_label", "seed"]).agg(
-            {metric: "mean", "split_hash": "first"}
+            {metric: "mean", "split_hash": "first", "pretrain_file": "first"}
         )
-        self._cells: dict[tuple[str, str], dict[Any, tuple[float, str]]] = {}
-        for (setting, label, seed), value, split in zip(
-            seeds.index, seeds[metric], seeds["split_hash"], strict=True
+        self._cells: dict[tuple[str, str], dict[Any, tuple[float, str, str]]] = {}
+        for (setting, label, seed), value, split, weights in zip(
+            seeds.index, seeds[metric], seeds["split_hash"], seeds["pretrain_file"], strict=True
         ):
-            self._cells.setdefault((setting, label), {})[seed] = (value, split)
+            self._cells.setdefault((setting, label), {})[seed] = (value, split, weights)
 
     def paired(self, setting: str, label: str, other: str) -> PairedDifference | None:
         """:func:`paired` of this frame and metric."""
@@ -108,7 +109,7 @@ class Pairing:
         pairs = [
             (a[seed][0], b[seed][0])
             for seed in sorted(a.keys() & b.keys())  # the seeds' order, as a merge gives it
-            if a[seed][1] == b[seed][1] or "" in (a[seed][1], b[seed][1])
+            if same_inputs(a[seed][1:], b[seed][1:])
         ]
         if not pairs:
             return None
@@ -119,8 +120,10 @@ def paired(
     frame: pd.DataFrame, metric: str, setting: str, label: str, other: str
 ) -> PairedDifference | None:
     """``label`` minus ``other`` at ``setting``, paired by seed: only the seeds both ran, and
-    only where both used the same labelled split (same split hash, or an unrecorded one).
-    None when they share no seed. (Many of them on one frame: :class:`Pairing`.)"""
+    only where both used the same labelled split (same split hash) and started from the same
+    pretrained backbone file (same SHA-256: one key can name other bytes on another machine,
+    docs/pretraining.md), or where either is unrecorded. None when they share no seed. (Many
+    of them on one frame: :class:`Pairing`.)"""
     return Pairing(frame, metric).paired(setting, label, other)
 
 
@@ -167,8 +170,9 @@ def _standing(diff: PairedDifference | None) -> str:
 
 def provenance_mixes(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(method_label, labels) → what its runs mix (``2 commits``, ``torch threads 1, 2``,
-    ``devices cpu, NVIDIA H100``) for the cells whose seeds ran at different commits, on
-    different devices or with different thread counts; a cell of one provenance is absent."""
+    ``devices cpu, NVIDIA H100``, ``2 pretrained backbone files (1ce16d96, 30439b96)``) for
+    the cells whose seeds ran at different commits, on different devices, with different
+    thread counts or from different pretrained files; a cell of one provenance is absent."""
     mixes = {}
     for key, cell in frame.groupby(["method_label", "labels"]):
         parts = []
@@ -181,6 +185,9 @@ def provenance_mixes(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
         threads = sorted({int(t) for t in cell["threads"].dropna()})
         if len(threads) > 1:
             parts.append(f"torch threads {', '.join(map(str, threads))}")
+        files = sorted(set(cell["pretrain_file"]) - {""})
+        if len(files) > 1:
+            parts.append(f"{len(files)} pretrained backbone files ({', '.join(files)})")
         if parts:
             mixes[key] = "; ".join(parts)
     return mixes
@@ -194,7 +201,7 @@ def metric_table(frame: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
     then marked ``≈`` when a paired t-test over seeds does not put it significantly below
     the bold one (p ≥ 0.05), ``?`` when it shares fewer than two seeds with it (untested),
     and nothing when it is significantly below. Cells mixing experiments are marked †, cells
-    mixing commits, devices or thread counts ‡.
+    mixing commits, devices, thread counts or pretrained backbone files ‡.
     """
     rows = row_order(frame)
     columns = sorted(frame["labels"].unique(), key=label_order)
@@ -425,7 +432,8 @@ LEGEND = (
     f"figure, itself uncertain with few seeds). `{UNTESTED_MARK}`: fewer than two "
     "seeds shared with the bold cell, not tested. Unmarked: significantly below the best. "
     f"`{MIXED_MARK}`: the cell mixes configs; `{PROVENANCE_MARK}`: its runs come from different "
-    "commits, devices or thread counts (listed in the protocol). No correction for multiple "
+    "commits, devices, thread counts or pretrained backbone files (listed in the protocol); "
+    "seeds that started from different backbone files are not paired. No correction for multiple "
     "comparisons: a p near 0.05 among many rows is weak evidence. "
     f"`{HEALTH_MARK} collapsed 2/3`: 2 of the cell's 3 runs broke that health rule "
     "(collapsed, never pseudo-labelled, thresholds never moved, EMA behind; docs/health.md); "

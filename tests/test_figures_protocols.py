@@ -50,6 +50,19 @@ def test_paired_differences_per_protocol(tmp_path: Path):
     assert paired_differences(single, "top1", "supervised", tmp_path / "e.png") is None
 
 
+def test_paired_differences_pair_only_runs_from_one_backbone_file(tmp_path: Path):
+    results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 55.0 + 2 * s, "paper") for s in range(3)]
+    for result in results:
+        file = "1ce16d96aa" if result["method"] == "supervised" else "30439b96bb"
+        result["provenance"] = {"pretrain": {"sha256": file}}
+    # Same seeds and split, other pretrained bytes: no pair, so no figure.
+    assert paired_differences(results, "top1", "supervised", tmp_path / "f.png") is None
+    for result in results[3:]:
+        result["provenance"]["pretrain"]["sha256"] = "1ce16d96aa"
+    assert paired_differences(results, "top1", "supervised", tmp_path / "g.png") is not None
+
+
 def test_no_panel_for_a_setting_without_pseudo_labels(tmp_path: Path):
     steps = pd.DataFrame(
         [

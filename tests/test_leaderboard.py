@@ -141,6 +141,33 @@ def test_pairs_need_the_same_split() -> None:
     assert rows["fixmatch"] == ["+5.50 [-0.85, +11.85] p=0.06 (2)"]
 
 
+def test_pairs_need_the_same_pretrained_backbone_file() -> None:
+    # One pretraining key, other bytes on another machine (docs/pretraining.md): seeds that
+    # started from different files are not paired, and a cell mixing files is marked ‡.
+    pretrain = {"name": "synth_faces", "key": "df9a09934930"}
+    results = [
+        scored_result("supervised", "10%", s, 40.0 + s, pretrain=pretrain) for s in (0, 1, 2)
+    ]
+    results += [
+        scored_result("fixmatch", "10%", s, 45.0 + 2 * s, pretrain=pretrain) for s in (0, 1, 2)
+    ]
+    for result in results:
+        result["provenance"] = {
+            "pretrain": {"key": "df9a09934930", "sha256": "1ce16d96" + "0" * 56}
+        }
+    results[-1]["provenance"]["pretrain"]["sha256"] = "30439b96" + "0" * 56  # fixmatch seed 2
+    doc = render_leaderboard(results)
+    _, rows = _table(doc, "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"] == ["+5.50 [-0.85, +11.85] p=0.06 (2)"]
+    _, rows = _table(doc, "### top-1 accuracy (%)")
+    assert rows["fixmatch"][0].endswith("‡")
+    assert "- fixmatch at 10%: 2 pretrained backbone files (1ce16d96, 30439b96)" in doc
+    assert "key df9a09934930, file 1ce16d96) (5 runs); " in doc
+    results[-1]["provenance"]["pretrain"]["sha256"] = "1ce16d96" + "0" * 56
+    _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"][0].endswith("(3)")
+
+
 def test_affectnet_headline_is_mean_class_accuracy() -> None:
     results = [scored_result("fixmatch", "10%", s, 50.0 + s, dataset="affectnet8") for s in (0, 1)]
     doc = render_leaderboard(results)

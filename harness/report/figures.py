@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report.frame import BASELINE, METRIC_NAMES, headline_metric, label_order
+from harness.report.frame import (
+    BASELINE,
+    METRIC_NAMES,
+    headline_metric,
+    label_order,
+    paired_inputs,
+    same_inputs,
+)
 from harness.spec import slug
 from harness.stats import paired_difference
 from harness.steplog import run_step_log
@@ -154,16 +161,17 @@ def paired_differences(
     results: list[Result], metric: str, baseline: str, path: Path
 ) -> Path | None:
     """Each method's paired difference from ``baseline`` per label setting (mean over seeds
-    with its 95% t interval; seeds paired, one protocol at a time); None when no pair exists."""
+    with its 95% t interval; seeds paired on the same split and backbone file, one protocol at a
+    time); None when no pair exists."""
     rows = []
     for protocol in sorted({protocol_of(r) for r in results}):
         runs = [r for r in results if protocol_of(r) == protocol]
         base = {
-            (r["labels"], r["seed"]): r["metrics"][metric]
+            (r["labels"], r["seed"]): (r["metrics"][metric], paired_inputs(r))
             for r in results  # the baseline of the shared protocol serves every protocol
             if r["method_label"] == baseline and protocol_of(r) == "shared"
         } or {
-            (r["labels"], r["seed"]): r["metrics"][metric]
+            (r["labels"], r["seed"]): (r["metrics"][metric], paired_inputs(r))
             for r in runs
             if r["method_label"] == baseline
         }
@@ -172,11 +180,12 @@ def paired_differences(
                 continue
             for setting in _settings(runs):
                 pairs = [
-                    (r["metrics"][metric], base[(setting, r["seed"])])
+                    (r["metrics"][metric], base[(setting, r["seed"])][0])
                     for r in runs
                     if r["method_label"] == method
                     and r["labels"] == setting
                     and (setting, r["seed"]) in base
+                    and same_inputs(paired_inputs(r), base[(setting, r["seed"])][1])
                 ]
                 if len(pairs) >= 2:
                     diff = paired_difference([a for a, _ in pairs], [b for _, b in pairs])

@@ -81,6 +81,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "train_seconds",
         "pretrain_key",
         "pretrain_seconds",
+        "pretrain_file",
         "health",
         "section",
         *METRIC_NAMES,
@@ -106,7 +107,7 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 "experiment": experiment,
                 "finished": timing.get("finished") or "",
                 "command": _command(provenance.get("command")),
-                "split_hash": (result.get("split") or {}).get("hash") or "",
+                "split_hash": paired_inputs(result)[0],
                 "commit": _commit(provenance),
                 "device": str(provenance.get("device") or ""),
                 "threads": training_threads(result),
@@ -114,6 +115,9 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 # harness/pretrain.py: the shared pretraining, trained once for all its runs.
                 "pretrain_key": str(pretrain.get("key") or ""),
                 "pretrain_seconds": _number(pretrain.get("train_seconds")),
+                # The pretrained file's bytes: one key can name different bytes on two machines
+                # (docs/pretraining.md), so pairing and the ‡ mark look at this, not the key.
+                "pretrain_file": pretrain_file(result),
                 # harness/health.py's flags, when the loader attached them (attach_health)
                 "health": tuple((result.get("health") or {}).get("flags") or ()),
                 "section": section,
@@ -155,6 +159,25 @@ def _commit(provenance: dict[str, Any]) -> str:
     git = provenance.get("git") or {}
     commit = str(git.get("commit") or "")[:7]
     return f"{commit}+dirty" if commit and git.get("dirty") else commit
+
+
+def pretrain_file(result: dict[str, Any]) -> str:
+    """The first 8 hex digits of the SHA-256 of the pretrained backbone a run started from
+    (``provenance.pretrain.sha256``), or "" for a run without a pretraining or a record of it."""
+    pretrain = (result.get("provenance") or {}).get("pretrain") or {}
+    return str(pretrain.get("sha256") or "")[:8]
+
+
+def paired_inputs(result: dict[str, Any]) -> tuple[str, str]:
+    """What two runs must share, besides the seed, to be paired: the labelled split's hash and
+    the pretrained backbone file (:func:`pretrain_file`); "" where a result does not record one."""
+    return (str((result.get("split") or {}).get("hash") or ""), pretrain_file(result))
+
+
+def same_inputs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Two runs' :func:`paired_inputs` agree, each where both are recorded (older results lack
+    some): pairing them compares the methods, not two splits or two backbones."""
+    return all(x == y or "" in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def training_threads(result: dict[str, Any]) -> int | None:

@@ -15,7 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.frame import EMPTY_CELL, label_order, row_order, training_threads
+from harness.report.frame import (
+    EMPTY_CELL,
+    label_order,
+    pretrain_file,
+    row_order,
+    training_threads,
+)
 
 Result = dict[str, Any]
 
@@ -62,7 +68,11 @@ def _backbone(r: Result) -> str:
         # harness/pretrain.py: the run's config holds the pretraining's settings and key.
         top1 = _get(r, "provenance", "pretrain", "identity_top1")
         score = f"; identity top-1 {top1}% held out" if top1 is not None else ""
-        init = f"pretrained: {pretrain.get('name', '?')}, key {pretrain.get('key', '?')}{score}"
+        sha = pretrain_file(r)
+        file = f", file {sha}" if sha else ""
+        init = (
+            f"pretrained: {pretrain.get('name', '?')}, key {pretrain.get('key', '?')}{file}{score}"
+        )
     else:
         init = f"weights {weights}" if weights else "random init"
     return f"`{_cfg(r, 'backbone', 'name')}` ({init})"
@@ -222,7 +232,13 @@ def protocol_lines(results: list[Result], mixes: dict[tuple[str, str], str]) -> 
     lines = ["### Protocol", "", *items, ""]
     if mixes:
         cells = [f"- {label} at {setting}: {what}" for (label, setting), what in mixes.items()]
-        lines += ["‡ Cells whose seeds ran on different code or hardware:", "", *cells, ""]
+        lines += [
+            "‡ Cells whose seeds ran on different code or hardware, or from different pretrained "
+            "backbone files:",
+            "",
+            *cells,
+            "",
+        ]
     return lines
 
 
