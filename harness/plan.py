@@ -201,7 +201,23 @@ def build_plan(
                         sweep=configuration.changes,
                     )
                     specs.setdefault(spec.run_id, spec)
+    _check_distinct_configs(list(specs.values()))
     return list(specs.values())
+
+
+def _check_distinct_configs(specs: list[RunSpec]) -> None:
+    """Refuse two rows that would train the same config: a variant whose settings are its
+    method's defaults (``fixmatch,fixmatch[p_cutoff=0.95]``) would train the run twice, under
+    two names, and an ablation table would compare it with itself."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.config_hash, spec)
+        if first.method_label != spec.method_label:
+            raise ConfigError(
+                f"--methods: {spec.method_label!r} and {first.method_label!r} are the same run "
+                f"(identical config {spec.config_hash[:8]} at {spec.labels}, seed {spec.seed}): "
+                "its settings are the method's defaults; name one of them"
+            )
 
 
 def _check_split_classes(protocol: LabelProtocol, config: dict[str, Any]) -> None:

@@ -72,6 +72,15 @@ def test_a_run_named_twice_is_planned_once() -> None:
     assert len(once) == 8
 
 
+def test_a_variant_equal_to_its_method_is_refused() -> None:
+    # p_cutoff 0.95 is FixMatch's default: the two rows would train one config twice.
+    with pytest.raises(
+        ConfigError, match=r"'fixmatch\[p_cutoff=0.95\]' and 'fixmatch' are the same"
+    ):
+        build_plan("fixmatch,fixmatch[p_cutoff=0.95]", "10%", "0", "synthfer")
+    assert len(build_plan("fixmatch,fixmatch[p_cutoff=0.9]", "10%", "0", "synthfer")) == 2
+
+
 def test_a_key_of_another_launcher_names_the_flag_that_selects_it() -> None:
     with pytest.raises(ConfigError) as err:
         build_plan("supervised", "10%", "0", "synthfer", ["launcher.partition=gpu"])
