@@ -28,7 +28,14 @@ def test_seeds_grow_as_the_effect_shrinks_and_stop_at_the_cap():
 
 def _frame(best: list[float], other: list[float]) -> pd.DataFrame:
     rows = [
-        {"method_label": label, "labels": "10%", "seed": seed, "top1": value, "split_hash": "s"}
+        {
+            "method_label": label,
+            "labels": "10%",
+            "seed": seed,
+            "top1": value,
+            "split_hash": "s",
+            "pretrain_file": "",
+        }
         for label, values in (("a", best), ("b", other))
         for seed, value in enumerate(values)
     ]
