@@ -28,6 +28,13 @@ ROWS = [
     ("paper recipe (μ = 7, EMA 0.999)", "", "flexmatch", "synth-faces-paper"),
     ("Ada-CM, shared protocol", "", "adacm", "synth-faces"),
     ("Ada-CM, paper (AdamW 5e-4, 16 + 16)", "", "adacm", "synth-faces-paper"),
+    (
+        "Ada-CM, paper, no contrastive loss (λs = 0)",
+        "probes",
+        "adacm[lambda_s=0]",
+        "probe-adacm-no-contrastive",
+    ),
+    ("Ada-CM, paper, Ls between two weak views", "probes", "adacm", "probe-adacm-two-weak-views"),
     ("Ada-CM, paper, its authors' 16,000 steps", "probes", "adacm", "probe-adacm-16000"),
 ]
 

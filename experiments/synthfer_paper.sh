@@ -37,6 +37,13 @@ if [[ $PART == probes || $PART == all ]]; then
   # Ada-CM under its authors' recipe at their own length: 20 epochs x 800 iterations
   # (hangyu94/Ada-CM main.py:28, :49) instead of the experiment's 800 steps. Batch 16 + 16 makes
   # it ~5x a shared 800-step run.
+  # What holds Ada-CM at the prior: without its contrastive loss Ls; and with Ls between two
+  # weak views, as its authors' main.py contrasts them (here the strong view is a second weak
+  # one: no RandAugment ops, no Cutout), instead of the engine's weak and strong views.
+  "$BENCH" run --methods 'adacm[lambda_s=0]' "${PROBE[@]}" protocol=paper \
+      tag=probe-adacm-no-contrastive "$@"
+  "$BENCH" run --methods adacm "${PROBE[@]}" protocol=paper data.strong_augment.ops=0 \
+      data.strong_augment.cutout=0 tag=probe-adacm-two-weak-views "$@"
   "$BENCH" run --methods adacm "${PROBE[@]}" protocol=paper train.steps=16000 \
       train.eval_every=2000 tag=probe-adacm-16000 "$@"
 fi
