@@ -207,3 +207,20 @@ def test_two_processes_asking_at_once_train_it_once(tmp_path: Path) -> None:
     (log,) = (tmp_path / "pretrain").glob(".*.run/metrics.jsonl")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps.count(20) == 2  # one training: its last log line and its one evaluation
+
+
+def test_the_long_protocol_is_the_field_protocol_at_three_times_its_length() -> None:
+    # configs/experiment/synth_faces_long.yaml (issue 21): synth_faces with train.steps=2400 and
+    # a tag of its own; nothing else differs, so the 2,400-step probe is this protocol's run.
+    def plan(*overrides: str) -> tuple[str, dict]:
+        (spec,) = build_plan("flexmatch", "10%", "0", "synthfer", list(overrides))
+        return spec.run_id, spec.config
+
+    long_id, long = plan("+experiment=synth_faces_long")
+    _, field = plan("+experiment=synth_faces")
+    assert (long["train"]["steps"], long["tag"]) == (2400, "synth-faces-long")
+    assert plan("+experiment=synth_faces", "train.steps=2400", "tag=synth-faces-long")[0] == long_id
+    assert {k: v for k, v in long.items() if k not in ("train", "tag")} == {
+        k: v for k, v in field.items() if k not in ("train", "tag")
+    }
+    assert {**long["train"], "steps": 800} == field["train"]
