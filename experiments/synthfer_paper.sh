@@ -16,7 +16,12 @@
 # Cheapest first (Ada-CM's batch 16 + 16 costs ~1/4 of a shared step; FlexMatch/FreeMatch at
 # USB's mu = 7 about 5x), seed 0 of every cell before more seeds. One torch thread per run.
 #
-#   bash experiments/synthfer_paper.sh [probes|reruns|all] [bench run arguments ...]
+#   3. The grid under the longer budget the probes point to (+experiment=synth_faces_long,
+#      tag synth-faces-long: synth_faces at 2,400 steps): FlexMatch and FreeMatch at 10-25%
+#      first (the question it answers), then every method at 5/10/25% and supervised at 100%.
+#      About 17 CPU-hours at one thread a run; not run with `all`.
+#
+#   bash experiments/synthfer_paper.sh [probes|reruns|all|long] [bench run arguments ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-bench}
@@ -60,4 +65,13 @@ if [[ $PART == reruns || $PART == all ]]; then
     "$BENCH" run --methods flexmatch,freematch --labels 10%,5%,25% --seeds "$seed" \
         "${PAPER[@]}" "$@"
   done
+fi
+if [[ $PART == long ]]; then
+  LONG=(+experiment=synth_faces_long)
+  for seed in 0 1 2; do
+    "$BENCH" run --methods flexmatch,freematch --labels 10%,25% --seeds "$seed" "${LONG[@]}" "$@"
+  done
+  "$BENCH" run --methods supervised,fixmatch,flexmatch,freematch,adacm,dta_snl \
+      --labels 5%,10%,25% --seeds 0-2 "${LONG[@]}" "$@"
+  "$BENCH" run --methods supervised --labels 100% --seeds 0-2 "${LONG[@]}" "$@"
 fi
