@@ -94,13 +94,14 @@ class Pairing:
         rows = frame[frame[metric].notna()]
         # Several runs of one seed (a cell mixing experiments) count as their mean.
         seeds = rows.groupby(["labels", "method_label", "seed"]).agg(
-            {metric: "mean", "split_hash": "first", "pretrain_file": "first"}
+            {metric: "mean", "split_hash": _one_input, "pretrain_file": _one_input}
         )
         self._cells: dict[tuple[str, str], dict[Any, tuple[float, str, str]]] = {}
         for (setting, label, seed), value, split, weights in zip(
             seeds.index, seeds[metric], seeds["split_hash"], seeds["pretrain_file"], strict=True
         ):
-            self._cells.setdefault((setting, label), {})[seed] = (value, split, weights)
+            if split is not None and weights is not None:  # a seed's runs that disagree: unpaired
+                self._cells.setdefault((setting, label), {})[seed] = (value, split, weights)
 
     def paired(self, setting: str, label: str, other: str) -> PairedDifference | None:
         """:func:`paired` of this frame and metric."""
@@ -114,6 +115,13 @@ class Pairing:
         if not pairs:
             return None
         return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _one_input(values: pd.Series) -> str | None:
+    """The one recorded value of an input (split hash, backbone file) over a seed's runs; ""
+    when none records it; None when they disagree (their mean compares no single input)."""
+    recorded = set(values) - {""}
+    return "" if not recorded else next(iter(recorded)) if len(recorded) == 1 else None
 
 
 def paired(

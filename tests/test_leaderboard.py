@@ -168,6 +168,28 @@ def test_pairs_need_the_same_pretrained_backbone_file() -> None:
     assert rows["fixmatch"][0].endswith("(3)")
 
 
+def test_a_seed_whose_runs_started_from_two_files_is_not_paired() -> None:
+    # A cell mixing experiments averages a seed's runs; from two backbone files, that mean
+    # compares no single input, so the seed drops out of the pairs.
+    pretrain = {"name": "synth_faces", "key": "df9a09934930"}
+    results = [
+        scored_result("supervised", "10%", s, 40.0 + s, pretrain=pretrain) for s in (0, 1, 2)
+    ]
+    results += [
+        scored_result("fixmatch", "10%", s, 45.0 + 2 * s, pretrain=pretrain) for s in (0, 1, 2)
+    ]
+    other = {"name": "fixmatch", "p_cutoff": 0.8}
+    results.append(scored_result("fixmatch", "10%", 2, 50.0, pretrain=pretrain, method=other))
+    for result in results:
+        result["provenance"] = {"pretrain": {"sha256": "1ce16d96" + "0" * 56}}
+    results[-1]["provenance"]["pretrain"]["sha256"] = "30439b96" + "0" * 56
+    _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"][0].endswith("(2)")
+    results[-1]["provenance"]["pretrain"]["sha256"] = "1ce16d96" + "0" * 56
+    _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
+    assert rows["fixmatch"][0].endswith("(3)")
+
+
 def test_affectnet_headline_is_mean_class_accuracy() -> None:
     results = [scored_result("fixmatch", "10%", s, 50.0 + s, dataset="affectnet8") for s in (0, 1)]
     doc = render_leaderboard(results)
