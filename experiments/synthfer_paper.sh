@@ -8,9 +8,9 @@
 #   2. Reruns under protocol=paper (each method with its authors' optimiser, lr schedule,
 #      batch, mu and EMA decay: the paper: block of configs/method/<name>.yaml), tag
 #      synth-faces-paper, on the experiment's 800-step budget: FlexMatch, FreeMatch and Ada-CM
-#      at 5/10/25%; and DTA+SNL's balanced-sampling ablation in the synth-faces grid (DTA+SNL
-#      declares no paper recipe: the shared one is its protocol), beside DTA+SNL rerun on the
-#      same backbone as its control (tag synth-faces-balanced-ablation).
+#      at 5/10/25%; and DTA+SNL's balanced-sampling ablation under the synth-faces protocol
+#      (DTA+SNL declares no paper recipe: the shared one is its protocol), beside DTA+SNL rerun
+#      on the same backbone as its control (tag synth-faces-balanced-ablation).
 #
 # Rerunnable and resumable: finished runs are skipped, a killed run resumes from its checkpoint.
 # Cheapest first (Ada-CM's batch 16 + 16 costs ~1/4 of a shared step; FlexMatch/FreeMatch at

@@ -211,7 +211,8 @@ def test_two_processes_asking_at_once_train_it_once(tmp_path: Path) -> None:
 
 def test_the_long_protocol_is_the_field_protocol_at_three_times_its_length() -> None:
     # configs/experiment/synth_faces_long.yaml (issue 21): synth_faces with train.steps=2400 and
-    # a tag of its own; nothing else differs, so the 2,400-step probe is this protocol's run.
+    # a tag of its own; nothing else differs (the 2,400-step probe is this config under another
+    # tag, which enters the run id).
     def plan(*overrides: str) -> tuple[str, dict]:
         (spec,) = build_plan("flexmatch", "10%", "0", "synthfer", list(overrides))
         return spec.run_id, spec.config
