@@ -141,21 +141,32 @@ def test_pairs_need_the_same_split() -> None:
     assert rows["fixmatch"] == ["+5.50 [-0.85, +11.85] p=0.06 (2)"]
 
 
+PRETRAIN = {"name": "synth_faces", "key": "df9a09934930"}
+FILE_A, FILE_B = "1ce16d96" + "0" * 56, "30439b96" + "0" * 56
+
+
+def _pretrained(*extra: dict) -> list[dict]:
+    """Supervised and FixMatch at 10%, seeds 0–2, from one pretrained backbone file (FILE_A),
+    plus ``extra`` fixmatch seed-2 runs (a method config each: another experiment, same row)."""
+    results = [
+        scored_result("supervised", "10%", s, 40.0 + s, pretrain=PRETRAIN) for s in (0, 1, 2)
+    ]
+    results += [
+        scored_result("fixmatch", "10%", s, 45.0 + 2 * s, pretrain=PRETRAIN) for s in (0, 1, 2)
+    ]
+    results += [
+        scored_result("fixmatch", "10%", 2, 50.0, pretrain=PRETRAIN, method=m) for m in extra
+    ]
+    for result in results:
+        result["provenance"] = {"pretrain": {"key": PRETRAIN["key"], "sha256": FILE_A}}
+    return results
+
+
 def test_pairs_need_the_same_pretrained_backbone_file() -> None:
     # One pretraining key, other bytes on another machine (docs/pretraining.md): seeds that
     # started from different files are not paired, and a cell mixing files is marked ‡.
-    pretrain = {"name": "synth_faces", "key": "df9a09934930"}
-    results = [
-        scored_result("supervised", "10%", s, 40.0 + s, pretrain=pretrain) for s in (0, 1, 2)
-    ]
-    results += [
-        scored_result("fixmatch", "10%", s, 45.0 + 2 * s, pretrain=pretrain) for s in (0, 1, 2)
-    ]
-    for result in results:
-        result["provenance"] = {
-            "pretrain": {"key": "df9a09934930", "sha256": "1ce16d96" + "0" * 56}
-        }
-    results[-1]["provenance"]["pretrain"]["sha256"] = "30439b96" + "0" * 56  # fixmatch seed 2
+    results = _pretrained()
+    results[-1]["provenance"]["pretrain"]["sha256"] = FILE_B  # fixmatch seed 2
     doc = render_leaderboard(results)
     _, rows = _table(doc, "#### top-1 accuracy (%): paired Δ vs supervised")
     assert rows["fixmatch"] == ["+5.50 [-0.85, +11.85] p=0.06 (2)"]
@@ -163,7 +174,7 @@ def test_pairs_need_the_same_pretrained_backbone_file() -> None:
     assert rows["fixmatch"][0].endswith("‡")
     assert "- fixmatch at 10%: 2 pretrained backbone files (1ce16d96, 30439b96)" in doc
     assert "key df9a09934930, file 1ce16d96) (5 runs); " in doc
-    results[-1]["provenance"]["pretrain"]["sha256"] = "1ce16d96" + "0" * 56
+    results[-1]["provenance"]["pretrain"]["sha256"] = FILE_A
     _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
     assert rows["fixmatch"][0].endswith("(3)")
 
@@ -171,21 +182,11 @@ def test_pairs_need_the_same_pretrained_backbone_file() -> None:
 def test_a_seed_whose_runs_started_from_two_files_is_not_paired() -> None:
     # A cell mixing experiments averages a seed's runs; from two backbone files, that mean
     # compares no single input, so the seed drops out of the pairs.
-    pretrain = {"name": "synth_faces", "key": "df9a09934930"}
-    results = [
-        scored_result("supervised", "10%", s, 40.0 + s, pretrain=pretrain) for s in (0, 1, 2)
-    ]
-    results += [
-        scored_result("fixmatch", "10%", s, 45.0 + 2 * s, pretrain=pretrain) for s in (0, 1, 2)
-    ]
-    other = {"name": "fixmatch", "p_cutoff": 0.8}
-    results.append(scored_result("fixmatch", "10%", 2, 50.0, pretrain=pretrain, method=other))
-    for result in results:
-        result["provenance"] = {"pretrain": {"sha256": "1ce16d96" + "0" * 56}}
-    results[-1]["provenance"]["pretrain"]["sha256"] = "30439b96" + "0" * 56
+    results = _pretrained({"name": "fixmatch", "p_cutoff": 0.8})
+    results[-1]["provenance"]["pretrain"]["sha256"] = FILE_B
     _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
     assert rows["fixmatch"][0].endswith("(2)")
-    results[-1]["provenance"]["pretrain"]["sha256"] = "1ce16d96" + "0" * 56
+    results[-1]["provenance"]["pretrain"]["sha256"] = FILE_A
     _, rows = _table(render_leaderboard(results), "#### top-1 accuracy (%): paired Δ vs supervised")
     assert rows["fixmatch"][0].endswith("(3)")
 
