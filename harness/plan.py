@@ -201,8 +201,9 @@ def build_plan(
                         sweep=configuration.changes,
                     )
                     specs.setdefault(spec.run_id, spec)
-    _check_distinct_configs(list(specs.values()))
-    return list(specs.values())
+    planned = list(specs.values())
+    _check_distinct_configs(planned)
+    return planned
 
 
 def _check_distinct_configs(specs: list[RunSpec]) -> None:
