@@ -14,7 +14,8 @@
 #
 # Rerunnable and resumable: finished runs are skipped, a killed run resumes from its checkpoint.
 # Cheapest first (Ada-CM's batch 16 + 16 costs ~1/4 of a shared step; FlexMatch/FreeMatch at
-# USB's mu = 7 about 5x), seed 0 of every cell before more seeds. One torch thread per run.
+# USB's mu = 7 about 4x a shared run: 4,460 and 4,572 s of training here), seed 0 of every cell
+# before more seeds. One torch thread per run.
 #
 #   3. The grid under the longer budget the probes point to (+experiment=synth_faces_long,
 #      tag synth-faces-long: synth_faces at 2,400 steps): FlexMatch and FreeMatch at 10-25%
@@ -39,9 +40,6 @@ if [[ $PART == probes || $PART == all ]]; then
   "$BENCH" run --methods flexmatch "${PROBE[@]}" data.batch_size=16 data.unlabelled_ratio=7 \
       tag=probe-mu7-b16 "$@"
   "$BENCH" run --methods flexmatch "${PROBE[@]}" train.steps=2400 tag=probe-steps2400 "$@"
-  # Ada-CM under its authors' recipe at their own length: 20 epochs x 800 iterations
-  # (hangyu94/Ada-CM main.py:28, :49) instead of the experiment's 800 steps. Batch 16 + 16 makes
-  # it ~5x a shared 800-step run.
   # What holds Ada-CM at the prior: without its contrastive loss Ls; and with Ls between two
   # weak views, as its authors' main.py contrasts them (here the strong view is a second weak
   # one: no RandAugment ops, no Cutout), instead of the engine's weak and strong views.
@@ -49,6 +47,9 @@ if [[ $PART == probes || $PART == all ]]; then
       tag=probe-adacm-no-contrastive "$@"
   "$BENCH" run --methods adacm "${PROBE[@]}" protocol=paper data.strong_augment.ops=0 \
       data.strong_augment.cutout=0 tag=probe-adacm-two-weak-views "$@"
+  # Ada-CM under its authors' recipe at their own length: 20 epochs x 800 iterations
+  # (hangyu94/Ada-CM main.py:28, :49) instead of the experiment's 800 steps; 2,677 s of
+  # training here, ~7x a shared 800-step run.
   "$BENCH" run --methods adacm "${PROBE[@]}" protocol=paper train.steps=16000 \
       train.eval_every=2000 tag=probe-adacm-16000 "$@"
 fi
