@@ -44,8 +44,8 @@ from harness.report.frame import (
     label_order,
     results_frame,
     row_order,
-    same_inputs,
 )
+from harness.report.pairing import Pairing, paired
 from harness.report.protocol import cost_lines, protocol_lines
 from harness.report.published import published_lines
 from harness.result_filter import FILTERED_DIR, ResultFilter
@@ -54,7 +54,6 @@ from harness.stats import (
     MAX_SEEDS,
     PairedDifference,
     format_difference,
-    paired_difference,
     seeds_to_separate,
 )
 from harness.store import atomic_write_text, load_results, paused_gc
@@ -83,56 +82,6 @@ def cell_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """mean, std, count of ``metric`` per (method_label, labels)."""
     grouped = frame.dropna(subset=[metric]).groupby(["method_label", "labels"])[metric]
     return grouped.agg(["mean", "std", "count"])
-
-
-class Pairing:
-    """The per-seed values of ``metric`` in ``frame`` for paired comparisons, grouped once:
-    a section asks for a paired difference per cell, and slicing the frame for each of them
-    cost most of ``bench leaderboard``'s time on 10,000 results."""
-
-    def __init__(self, frame: pd.DataFrame, metric: str) -> None:
-        rows = frame[frame[metric].notna()]
-        # Several runs of one seed (a cell mixing experiments) count as their mean.
-        seeds = rows.groupby(["labels", "method_label", "seed"]).agg(
-            {metric: "mean", "split_hash": _one_input, "pretrain_file": _one_input}
-        )
-        self._cells: dict[tuple[str, str], dict[Any, tuple[float, str, str]]] = {}
-        for (setting, label, seed), value, split, weights in zip(
-            seeds.index, seeds[metric], seeds["split_hash"], seeds["pretrain_file"], strict=True
-        ):
-            if split is not None and weights is not None:  # a seed's runs that disagree: unpaired
-                self._cells.setdefault((setting, label), {})[seed] = (value, split, weights)
-
-    def paired(self, setting: str, label: str, other: str) -> PairedDifference | None:
-        """:func:`paired` of this frame and metric."""
-        a = self._cells.get((setting, label), {})
-        b = self._cells.get((setting, other), {})
-        pairs = [
-            (a[seed][0], b[seed][0])
-            for seed in sorted(a.keys() & b.keys())  # the seeds' order, as a merge gives it
-            if same_inputs(a[seed][1:], b[seed][1:])
-        ]
-        if not pairs:
-            return None
-        return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
-
-
-def _one_input(values: pd.Series) -> str | None:
-    """The one recorded value of an input (split hash, backbone file) over a seed's runs; ""
-    when none records it; None when they disagree (their mean compares no single input)."""
-    recorded = set(values) - {""}
-    return "" if not recorded else next(iter(recorded)) if len(recorded) == 1 else None
-
-
-def paired(
-    frame: pd.DataFrame, metric: str, setting: str, label: str, other: str
-) -> PairedDifference | None:
-    """``label`` minus ``other`` at ``setting``, paired by seed: only the seeds both ran, and
-    only where both used the same labelled split (same split hash) and started from the same
-    pretrained backbone file (same SHA-256: one key can name other bytes on another machine,
-    docs/pretraining.md), or where either is unrecorded. None when they share no seed. (Many
-    of them on one frame: :class:`Pairing`.)"""
-    return Pairing(frame, metric).paired(setting, label, other)
 
 
 def best_row(stats: pd.DataFrame, setting: str) -> str | None:

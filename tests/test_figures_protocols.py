@@ -10,6 +10,7 @@ import pytest
 
 from harness.report.figures import (
     majority_rate,
+    paired_difference_rows,
     paired_differences,
     protocol_of,
     pseudo_labels_vs_step,
@@ -20,6 +21,7 @@ def _result(method: str, labels: str, seed: int, top1: float, protocol: str | No
     config = {"protocol": protocol} if protocol else {}
     matrix = [[6, 4], [0, 10]]  # 10 + 10 test images; the larger row is 10 of 20
     return {
+        "dataset": "synthfer",
         "method": method,
         "method_label": method,
         "labels": labels,
@@ -61,6 +63,27 @@ def test_paired_differences_pair_only_runs_from_one_backbone_file(tmp_path: Path
     for result in results[3:]:
         result["provenance"]["pretrain"]["sha256"] = "1ce16d96aa"
     assert paired_differences(results, "top1", "supervised", tmp_path / "g.png") is not None
+
+
+def test_figure_and_tables_pair_a_mixed_cell_alike():
+    """One pairing rule for both (harness.report.pairing): a seed with two runs counts as
+    their mean in the figure as in the tables, and a seed whose runs started from two backbone
+    files drops out of both."""
+    from harness.report.pairing import Pairing
+    from harness.report.frame import results_frame
+
+    results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 55.0 + 2 * s) for s in range(3)]
+    results.append(_result("fixmatch", "10%", 0, 65.0))  # seed 0 again: mean 60, Δ +10
+    results.append(_result("fixmatch", "10%", 2, 70.0))  # seed 2 again, on other bytes
+    results[-1]["provenance"] = {"pretrain": {"sha256": "30439b96bb"}}
+    results[5]["provenance"] = {"pretrain": {"sha256": "1ce16d96aa"}}
+    [(method, protocol, setting, figure)] = paired_difference_rows(results, "top1", "supervised")
+    table = Pairing(results_frame(results), "top1").paired("10%", "fixmatch", "supervised")
+    assert (method, protocol, setting) == ("fixmatch", "shared", "10%")
+    assert figure == table
+    assert figure.n == 2  # seeds 0 and 1; seed 2's runs disagree on the file
+    assert figure.mean == pytest.approx(((60.0 - 50.0) + (57.0 - 51.0)) / 2)
 
 
 def test_no_panel_for_a_setting_without_pseudo_labels(tmp_path: Path):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.leaderboard import best_row, cell_stats, check_results_dir, paired, standing
+from harness.leaderboard import best_row, cell_stats, check_results_dir, standing
 from harness.report.frame import (
     BASELINE,
     BEST_PREFIX,
@@ -33,6 +33,7 @@ from harness.report.frame import (
     results_frame,
     row_order,
 )
+from harness.report.pairing import paired
 from harness.result_filter import FILTERED_DIR, ResultFilter
 from harness.stats import PairedDifference
 from harness.store import atomic_write_text, load_results

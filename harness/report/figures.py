@@ -33,11 +33,11 @@ from harness.report.frame import (
     METRIC_NAMES,
     headline_metric,
     label_order,
-    paired_inputs,
-    same_inputs,
+    results_frame,
 )
+from harness.report.pairing import Pairing
 from harness.spec import slug
-from harness.stats import paired_difference
+from harness.stats import PairedDifference
 from harness.steplog import run_step_log
 
 Result = dict[str, Any]
@@ -157,39 +157,39 @@ def accuracy_vs_labels(results: list[Result], metric: str, path: Path) -> Path:
     return path
 
 
+def paired_difference_rows(
+    results: list[Result], metric: str, baseline: str
+) -> list[tuple[str, str, str, PairedDifference]]:
+    """(method, protocol, label setting, its paired difference from ``baseline``) for each
+    method and setting with two or more pairs: seeds paired as the leaderboard's tables pair
+    them (:mod:`harness.report.pairing`), one protocol at a time."""
+    frame = results_frame(results)
+    frame["protocol"] = [protocol_of(r) for r in results]
+    baseline_runs = frame[frame["method_label"] == baseline]
+    rows = []
+    for protocol in sorted(set(frame["protocol"])):
+        runs = frame[frame["protocol"] == protocol]
+        # The baseline of the shared protocol serves every protocol (it has no paper recipe).
+        base = baseline_runs[baseline_runs["protocol"] == "shared"]
+        if base.empty:
+            base = runs[runs["method_label"] == baseline]
+        pairing = Pairing(pd.concat([runs[runs["method_label"] != baseline], base]), metric)
+        mine = [r for r in results if protocol_of(r) == protocol]
+        for method in (m for m in _methods(mine) if m != baseline):
+            for setting in _settings(mine):
+                diff = pairing.paired(setting, method, baseline)
+                if diff is not None and diff.n >= 2:
+                    rows.append((method, protocol, setting, diff))
+    return rows
+
+
 def paired_differences(
     results: list[Result], metric: str, baseline: str, path: Path
 ) -> Path | None:
-    """Each method's paired difference from ``baseline`` per label setting (mean over seeds
-    with its 95% t interval; seeds paired on the same split and backbone file, one protocol at a
-    time); None when no pair exists."""
-    rows = []
-    for protocol in sorted({protocol_of(r) for r in results}):
-        runs = [r for r in results if protocol_of(r) == protocol]
-        base = {
-            (r["labels"], r["seed"]): (r["metrics"][metric], paired_inputs(r))
-            for r in results  # the baseline of the shared protocol serves every protocol
-            if r["method_label"] == baseline and protocol_of(r) == "shared"
-        } or {
-            (r["labels"], r["seed"]): (r["metrics"][metric], paired_inputs(r))
-            for r in runs
-            if r["method_label"] == baseline
-        }
-        for method in _methods(runs):
-            if method == baseline:
-                continue
-            for setting in _settings(runs):
-                pairs = [
-                    (r["metrics"][metric], base[(setting, r["seed"])][0])
-                    for r in runs
-                    if r["method_label"] == method
-                    and r["labels"] == setting
-                    and (setting, r["seed"]) in base
-                    and same_inputs(paired_inputs(r), base[(setting, r["seed"])][1])
-                ]
-                if len(pairs) >= 2:
-                    diff = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
-                    rows.append((method, protocol, setting, diff))
+    """Each method's paired difference from ``baseline`` per label setting
+    (:func:`paired_difference_rows`: mean over seeds with its 95% t interval), drawn at ``path``;
+    None when no method has two pairs."""
+    rows = paired_difference_rows(results, metric, baseline)
     if not rows:
         return None
     settings = sorted({setting for _, _, setting, _ in rows}, key=label_order)
