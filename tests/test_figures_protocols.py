@@ -69,8 +69,8 @@ def test_figure_and_tables_pair_a_mixed_cell_alike():
     """One pairing rule for both (harness.report.pairing): a seed with two runs counts as
     their mean in the figure as in the tables, and a seed whose runs started from two backbone
     files drops out of both."""
-    from harness.report.pairing import Pairing
     from harness.report.frame import results_frame
+    from harness.report.pairing import Pairing
 
     results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
     results += [_result("fixmatch", "10%", s, 55.0 + 2 * s) for s in range(3)]
@@ -84,6 +84,28 @@ def test_figure_and_tables_pair_a_mixed_cell_alike():
     assert figure == table
     assert figure.n == 2  # seeds 0 and 1; seed 2's runs disagree on the file
     assert figure.mean == pytest.approx(((60.0 - 50.0) + (57.0 - 51.0)) / 2)
+
+
+def test_a_swept_section_pairs_each_point_with_the_baseline_at_that_point():
+    # A sweep over a shared setting is a section of its own where every row, the baseline's
+    # too, names the point: fixmatch (optim.lr=0.01) pairs with supervised (optim.lr=0.01).
+    results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 55.0 + 2 * s) for s in range(3)]
+    for result in results:
+        result["sweep"] = ["optim.lr=0.01"]
+    [(label, _, _, diff)] = paired_difference_rows(results, "top1", "supervised")
+    assert label == "fixmatch (optim.lr=0.01)"
+    assert (diff.n, diff.mean) == (3, pytest.approx(6.0))
+
+
+def test_a_shared_baseline_without_the_metric_leaves_the_protocols_own():
+    results = [_result("supervised", "10%", s, 50.0 + s) for s in range(3)]
+    for result in results:
+        result["metrics"].pop("top1")
+    results += [_result("supervised", "10%", s, 50.0 + s, "paper") for s in range(3)]
+    results += [_result("fixmatch", "10%", s, 60.0 + s, "paper") for s in range(3)]
+    [(_, protocol, _, diff)] = paired_difference_rows(results, "top1", "supervised")
+    assert (protocol, diff.n, diff.mean) == ("paper", 3, pytest.approx(10.0))
 
 
 def test_no_panel_for_a_setting_without_pseudo_labels(tmp_path: Path):

@@ -165,21 +165,34 @@ def paired_difference_rows(
     them (:mod:`harness.report.pairing`), one protocol at a time."""
     frame = results_frame(results)
     frame["protocol"] = [protocol_of(r) for r in results]
-    baseline_runs = frame[frame["method_label"] == baseline]
+    # The methods themselves, as the other figures draw them; a row keeps its sweep suffix
+    # (``fixmatch (optim.lr=0.01)``) and pairs with the baseline's row of the same suffix.
+    frame["own"] = [r["method_label"] == r["method"] for r in results]
+    frame["suffix"] = [
+        label.removeprefix(r["method_label"])
+        for label, r in zip(frame["method_label"], results, strict=True)
+    ]
+    measured = frame[frame[metric].notna()]
+    baseline_runs = measured[measured["method"] == baseline]
     rows = []
-    for protocol in sorted(set(frame["protocol"])):
-        runs = frame[frame["protocol"] == protocol]
+    for protocol in sorted(set(measured["protocol"])):
+        runs = measured[measured["protocol"] == protocol]
         # The baseline of the shared protocol serves every protocol (it has no paper recipe).
         base = baseline_runs[baseline_runs["protocol"] == "shared"]
         if base.empty:
-            base = runs[runs["method_label"] == baseline]
-        pairing = Pairing(pd.concat([runs[runs["method_label"] != baseline], base]), metric)
-        mine = [r for r in results if protocol_of(r) == protocol]
-        for method in (m for m in _methods(mine) if m != baseline):
-            for setting in _settings(mine):
-                diff = pairing.paired(setting, method, baseline)
+            base = runs[runs["method"] == baseline]
+        pairing = Pairing(pd.concat([runs[runs["method"] != baseline], base]), metric)
+        methods = runs[runs["own"] & (runs["method"] != baseline)]
+        for label, suffix in sorted(
+            set(zip(methods["method_label"], methods["suffix"], strict=True))
+        ):
+            other = (
+                baseline + suffix if baseline + suffix in set(base["method_label"]) else baseline
+            )
+            for setting in sorted(set(runs["labels"]), key=label_order):
+                diff = pairing.paired(setting, label, other)
                 if diff is not None and diff.n >= 2:
-                    rows.append((method, protocol, setting, diff))
+                    rows.append((label, protocol, setting, diff))
     return rows
 
 
