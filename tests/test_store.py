@@ -214,6 +214,22 @@ def test_a_claim_names_its_holder_while_held_and_leaves_no_lock_file(
     assert lock_holder(work_dir) is None
 
 
+def test_a_refused_claim_creates_no_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without flock (with it, removing the file is the release): between the holder removing
+    # its lock file and releasing its soft lock, a refused claim must not create the file (it
+    # would be left behind, naming nobody).
+    monkeypatch.setenv("FER_BENCH_NO_FLOCK", "1")
+    work_dir = run_dir(tmp_path, _spec())
+    with claim_run(work_dir):
+        (work_dir / "lock").unlink()  # the holder's release, half done
+        with pytest.raises(RunBusyError), claim_run(work_dir):
+            pass
+        assert not (work_dir / "lock").exists()
+    assert not list(work_dir.glob("lock*")) and not list(work_dir.glob(".tmp-*"))
+
+
 def test_a_lock_file_nobody_holds_names_no_holder(tmp_path: Path) -> None:
     work_dir = tmp_path / "run"
     work_dir.mkdir()
@@ -283,6 +299,20 @@ def test_load_results_skips_and_names_what_is_not_a_result(tmp_path: Path) -> No
     for name in ("broken.json", "other.json", "list.json"):
         assert name in messages
     assert "missing dataset" in messages
+
+
+def test_load_results_reads_what_json_dumps_writes(tmp_path: Path) -> None:
+    # NaN (json.dumps writes it; orjson, the fast reader, refuses it) and integers past 64 bits
+    # come back as the json module reads them; a broken file's warning names line and column.
+    result = _result(1)
+    result["metrics"]["pseudo_label_acc"] = float("nan")
+    result["metrics"]["images"] = 2**70
+    write_result(tmp_path / "synthfer" / "a.json", result)
+    (tmp_path / "synthfer" / "b.json").write_text('{"dataset":\n "synthfer",,}')
+    with pytest.warns(UserWarning, match=r"b\.json: not valid JSON .*line 2 column"):
+        [loaded] = load_results(tmp_path)
+    assert loaded["metrics"]["images"] == 2**70
+    assert loaded["metrics"]["pseudo_label_acc"] != loaded["metrics"]["pseudo_label_acc"]
 
 
 def test_load_results_is_sorted_by_path(tmp_path: Path) -> None:
