@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.errors import BenchError
 from harness.files import LockBusy, atomic_write_text, fsync_dir, holder_of, locked, write_temp
 from harness.spec import RunSpec
@@ -202,9 +204,16 @@ def write_result(
 
 
 def load_result(path: Path) -> dict[str, Any]:
-    """Read one result file."""
-    with open(path, "rb") as handle:  # bytes: json decodes UTF-8 itself, faster
-        return json.loads(handle.read())
+    """Read one result file: with orjson (reading 10,000 results took 0.6 s of CPU against the
+    json module's 1.4 s, docs/guarantees.md), and with json where orjson refuses the file —
+    NaN, which ``json.dumps`` writes, or a broken file, whose error json names by line and
+    column."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _problem(result: Any) -> str | None:

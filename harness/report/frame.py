@@ -121,23 +121,30 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
                 # harness/health.py's flags, when the loader attached them (attach_health)
                 "health": tuple((result.get("health") or {}).get("flags") or ()),
                 "section": section,
-                **{name: _metric(result, name) for name in METRIC_NAMES},
+                **_metrics(result),
             }
         )
     return pd.DataFrame(rows, columns=columns)
 
 
-def _metric(result: dict[str, Any], name: str) -> float:
-    """A final metric of the result, or for ``best_<metric>`` the best of its periodic
-    evaluations (``best.top1`` for results whose evaluations do not hold that metric)."""
-    if not name.startswith(BEST_PREFIX):
-        return _number((result.get("metrics") or {}).get(name))
-    base = name.removeprefix(BEST_PREFIX)
-    values = [_number(e.get(base)) for e in result.get("evaluations") or [] if isinstance(e, dict)]
-    values = [v for v in values if not math.isnan(v)]
-    if values:
-        return max(values)
-    return _number((result.get("best") or {}).get(base)) if base == "top1" else math.nan
+def _metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Every :data:`METRIC_NAMES` value of the result: the final metrics, and for
+    ``best_<metric>`` the best of its periodic evaluations (``best.top1`` for results whose
+    evaluations do not hold that metric); NaN where it has none."""
+    final = result.get("metrics") or {}
+    values = {
+        name: _number(final.get(name)) for name in METRIC_NAMES if not name.startswith(BEST_PREFIX)
+    }
+    best = {name: math.nan for name in values}
+    for evaluation in result.get("evaluations") or []:  # one pass for all three
+        if isinstance(evaluation, dict):
+            for name in best:
+                value = _number(evaluation.get(name))
+                if not math.isnan(value) and not value <= best[name]:
+                    best[name] = value
+    if math.isnan(best["top1"]):
+        best["top1"] = _number((result.get("best") or {}).get("top1"))
+    return {**values, **{BEST_PREFIX + name: value for name, value in best.items()}}
 
 
 def result_row_label(result: dict[str, Any]) -> str:
