@@ -4,7 +4,9 @@ The leaderboard compares methods within a section (one tag). This compares a row
 sections — e.g. the supervised baseline with face-recognition pretraining (tag ``synth-faces``)
 against the same runs from random weights (tag ``from-scratch``). Every seed draws one labelled
 split per (dataset, label setting) whatever the tag, so the two runs of a seed saw the same
-labelled images and the comparison is paired (:mod:`harness.stats`).
+labelled images and the comparison is paired (:mod:`harness.stats`) — on the leaderboard's rule
+(:mod:`harness.report.pairing`): a seed whose two runs started from different pretrained backbone
+files (a rebuilt cache, another machine) or different splits is shown but not paired.
 
     python experiments/compare_tags.py synth-faces from-scratch [--metric top1] [--method NAME]
 """
@@ -18,39 +20,42 @@ from typing import Any
 import pandas as pd
 
 from harness.report.frame import METRIC_NAMES, label_order, results_frame
-from harness.stats import format_difference, paired_difference
+from harness.report.pairing import Pairing
+from harness.stats import format_difference
 from harness.store import load_results
 
 
 def runs_frame(results: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     """One row per run: tag, row label (method variant), label setting, seed and the metric, from
     the leaderboard's own frame (so a row here is a row there)."""
-    frame = results_frame(results)[["tag", "method_label", "labels", "seed", metric]]
-    return frame.rename(columns={"method_label": "method", metric: "value"})
+    columns = ["tag", "method_label", "labels", "seed", "split_hash", "pretrain_file", metric]
+    return results_frame(results)[columns].rename(
+        columns={"method_label": "method", metric: "value"}
+    )
 
 
 def compare(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Per (method, label setting) present under both tags: each tag's per-seed values and mean,
-    and ``a - b`` over the seeds both have (mean, 95 % t interval, paired t-test p)."""
+    and ``a - b`` over the seeds both have on the same inputs (mean, 95 % t interval, paired
+    t-test p)."""
     rows = []
     both = frame[frame["tag"].isin([a, b])]
+    # One row per method and tag, so that the leaderboard's pairing compares the two tags.
+    keyed = both.assign(method_label=both["method"] + "@" + both["tag"], value=both["value"])
+    pairing = Pairing(keyed, "value")
     for (method, labels), cell in both.groupby(["method", "labels"]):
         if cell.duplicated(["tag", "seed"]).any():
             raise SystemExit(f"{method} at {labels}: two runs of one seed under one tag")
         wide = cell.pivot(index="seed", columns="tag", values="value")
         if a not in wide or b not in wide:
             continue
-        paired = wide.dropna(subset=[a, b])
         row: dict[str, Any] = {"method": method, "labels": labels}
         for tag in (a, b):
             values = wide[tag].dropna()
             row[f"{tag} per seed"] = " · ".join(f"s{seed} {v:.1f}" for seed, v in values.items())
             row[f"{tag} mean"] = round(values.mean(), 2)
-        row[f"{a} − {b}"] = (
-            format_difference(paired_difference(list(paired[a]), list(paired[b])))
-            if not paired.empty
-            else "no shared seed"
-        )
+        diff = pairing.paired(labels, f"{method}@{a}", f"{method}@{b}")
+        row[f"{a} − {b}"] = format_difference(diff) if diff else "no seed on the same inputs"
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

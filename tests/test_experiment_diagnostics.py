@@ -115,3 +115,22 @@ def test_compare_tags_pairs_a_row_across_two_tags_by_seed() -> None:
     assert row["labels"] == "5%" and row["pre mean"] == 52.0 and row[" mean"] == 46.5
     # Only the seeds both tags ran are paired: (50 - 45, 54 - 48) = (5, 6).
     assert row["pre − "].startswith("+5.50 [") and row["pre − "].endswith("(2)")
+
+
+def test_compare_tags_pairs_no_seed_across_two_backbone_files() -> None:
+    # The leaderboard's rule: a rebuilt pretrained backbone has other bytes, so a seed whose two
+    # runs started from different files is shown but not paired.
+    results = []
+    for tag, file in (("long", "30439b96aa"), ("short", "1ce16d96bb")):
+        for seed, top1 in ((0, 70.0 + 5 * (tag == "long")), (1, 72.0 + 4 * (tag == "long"))):
+            result = result_dict("flexmatch", "10%", seed, top1, tag=tag)
+            result["provenance"] = {"pretrain": {"sha256": file}}
+            results.append(result)
+    table = compare_tags.compare(compare_tags.runs_frame(results, "top1"), "long", "short")
+    (row,) = table.to_dict("records")
+    assert row["long − short"] == "no seed on the same inputs"
+    results[-1]["provenance"]["pretrain"]["sha256"] = "30439b96aa"  # seed 1 now on one file
+    (row,) = compare_tags.compare(
+        compare_tags.runs_frame(results, "top1"), "long", "short"
+    ).to_dict("records")
+    assert row["long − short"].startswith("+4.00") and row["long − short"].endswith("(1)")
