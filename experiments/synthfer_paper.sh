@@ -21,7 +21,8 @@
 #      tag synth-faces-long: synth_faces at 2,400 steps): FlexMatch, FreeMatch and supervised
 #      at 10% then 25% first (the question it answers, and its pairs), Ada-CM at 10%, then every
 #      method at 5/10/25% and supervised at 100%.
-#      About 17 CPU-hours at one thread a run; not run with `all`.
+#      About 24 CPU-hours at one thread a run (its first 9 runs took 4.1x their 800-step
+#      counterparts' time); not run with `all`.
 #
 #   bash experiments/synthfer_paper.sh [probes|reruns|all|long] [bench run arguments ...]
 set -euo pipefail
