@@ -183,12 +183,11 @@ def paired_difference_rows(
             base = runs[runs["method"] == baseline]
         pairing = Pairing(pd.concat([runs[runs["method"] != baseline], base]), metric)
         methods = runs[runs["own"] & (runs["method"] != baseline)]
+        base_labels = set(base["method_label"])
         for label, suffix in sorted(
             set(zip(methods["method_label"], methods["suffix"], strict=True))
         ):
-            other = (
-                baseline + suffix if baseline + suffix in set(base["method_label"]) else baseline
-            )
+            other = baseline + suffix if baseline + suffix in base_labels else baseline
             for setting in sorted(set(runs["labels"]), key=label_order):
                 diff = pairing.paired(setting, label, other)
                 if diff is not None and diff.n >= 2:
